@@ -1,0 +1,108 @@
+// Command rendezvous is natchat's meeting point: STUN, registration,
+// presence, introductions and relay on one UDP port.
+//
+//	rendezvous -addr :3478
+package main
+
+import (
+	"context"
+	"flag"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"natchat/internal/cmdutil"
+	"natchat/relay"
+	"natchat/rendezvous"
+)
+
+func main() { cmdutil.Exit("rendezvous", run(os.Args[1:])) }
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "natchat-rendezvous")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "natchat-rendezvous")
+	}
+	return "natchat-rendezvous"
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
+	addr := fs.String("addr", ":3478", "UDP address to serve on (IPv4 and IPv6)")
+	data := fs.String("data", defaultDataDir(), "directory for the name bindings database")
+	expiry := fs.Duration("expiry", 60*time.Second, "drop a node after this much silence")
+	heartbeat := fs.Duration("heartbeat", 25*time.Second, "heartbeat interval suggested to nodes")
+	room := fs.String("default-room", rendezvous.DefaultRoom, `room every node joins ("" for none)`)
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on this TCP host:port (off when empty)")
+	pps := fs.Int("relay-pps", relay.DefaultPacketsPerSec, "relayed packets per second per node (-1 unlimited)")
+	bps := fs.Int("relay-bps", relay.DefaultBytesPerSec, "relayed bytes per second per node (-1 unlimited)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := cmdutil.Parse(fs, args); err != nil {
+		return err
+	}
+	if *version {
+		os.Stdout.WriteString(cmdutil.VersionString("rendezvous") + "\n")
+		return nil
+	}
+	if err := cmdutil.CheckHostPort("addr", *addr, false); err != nil {
+		return err
+	}
+	if *metrics != "" {
+		if err := cmdutil.CheckHostPort("metrics", *metrics, false); err != nil {
+			return err
+		}
+	}
+	switch {
+	case *expiry <= 0:
+		return cmdutil.Usagef("-expiry must be positive")
+	case *heartbeat <= 0 || *heartbeat >= *expiry:
+		return cmdutil.Usagef("-heartbeat must be positive and shorter than -expiry")
+	case *room != "" && (!strings.HasPrefix(*room, "#") || len(*room) < 2 || strings.ContainsAny(*room, " \t")):
+		return cmdutil.Usagef("-default-room %q: a room name starts with '#' and has no spaces", *room)
+	case *pps == 0 || *bps == 0:
+		return cmdutil.Usagef("-relay-pps and -relay-bps must be positive or -1")
+	case *data == "":
+		return cmdutil.Usagef("-data must not be empty")
+	}
+	log, err := cmdutil.Logger(os.Stderr, *logLevel)
+	if err != nil {
+		return cmdutil.Usagef("%v", err)
+	}
+	store, err := rendezvous.OpenStore(*data)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	conn, err := net.ListenPacket("udp", *addr)
+	if err != nil {
+		return err
+	}
+	srv, err := rendezvous.New(rendezvous.Options{
+		Conn: conn, Store: store, Logger: log,
+		Expiry: *expiry, Heartbeat: *heartbeat, DefaultRoom: *room,
+		Relay: relay.Limits{PacketsPerSec: *pps, BytesPerSec: *bps},
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *metrics != "" {
+		stopMetrics, err := rendezvous.ServeMetrics(ctx, *metrics, srv, log)
+		if err != nil {
+			conn.Close()
+			return err
+		}
+		defer stopMetrics()
+	}
+	log.Info().Stringer("addr", conn.LocalAddr()).Str("data", *data).Str("version", cmdutil.Version).Msg("rendezvous listening")
+	return srv.Run(ctx)
+}

@@ -1,0 +1,817 @@
+// Package node is a natchat node: one UDP socket, demultiplexed once into
+// the rendezvous protocol, STUN, and peer traffic; a registration with the
+// rendezvous kept alive by heartbeats; presence; and end-to-end encrypted
+// conversations with peers over QUIC on a path-agnostic per-peer link
+// (package link) that starts on the rendezvous relay.
+//
+// A Node is driven by commands (Command, Send, Who, Quit) and reports
+// everything through Options.OnEvent; package cmd/node puts a headless JSON
+// or a line-based UI on top.
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/quic-go/quic-go"
+	"github.com/rs/zerolog"
+
+	"natchat/node/link"
+	"natchat/wire"
+)
+
+// Options configure a Node. Name, Rendezvous, Conn and Identity are
+// required; the rest have documented zero values.
+type Options struct {
+	// Name is the node's name, checked by wire.ValidateName.
+	Name string
+	// Rendezvous is the rendezvous's "host:port".
+	Rendezvous string
+	// Conn is the node's one UDP socket. The Node owns it from Run on and
+	// closes it when Run returns.
+	Conn net.PacketConn
+	// Identity is the node's Ed25519 key.
+	Identity ed25519.PrivateKey
+	// Heartbeat is the interval of heartbeats to the rendezvous, which also
+	// keep the NAT mapping open. 0: 25 s. It is shortened to stay under the
+	// rendezvous's expiry when that is shorter.
+	Heartbeat time.Duration
+	// DeliveryTimeout is how long a message may wait for its receipt
+	// before it is reported undelivered. 0: 2 minutes.
+	DeliveryTimeout time.Duration
+	// OnEvent receives every event, in order, from several goroutines but
+	// never concurrently. It must not block for long. nil: events dropped.
+	OnEvent func(Event)
+	// Logger receives structured logs. Zero value: disabled.
+	Logger zerolog.Logger
+}
+
+// Registration states.
+type regState int
+
+const (
+	stHello      regState = iota // asking for a cookie
+	stRegister                   // cookie in hand, registering
+	stRegistered                 // registered; heartbeating
+)
+
+// ErrQuit is the cause Run's context gets after Quit.
+var ErrQuit = errors.New("quit")
+
+// Node is a running natchat node.
+type Node struct {
+	opts  Options
+	log   zerolog.Logger
+	key   wire.Key
+	rv    *net.UDPAddr
+	rvAP  netip.AddrPort
+	link  *link.Conn
+	cert  tls.Certificate
+	tr    *quic.Transport
+	ctx   context.Context
+	stop  context.CancelCauseFunc
+	wg    sync.WaitGroup
+	wake  chan struct{} // wakes the control loop; cap 1
+	evMu  sync.Mutex    // serialises OnEvent
+	fatal chan error    // cap 1: the first unrecoverable error
+
+	mu sync.Mutex
+	// Guarded by mu:
+	state      regState
+	session    wire.SessionID
+	observed   netip.AddrPort
+	nonce      uint64
+	cookie     wire.Cookie
+	missed     int           // heartbeats without an ack
+	lastSend   time.Time     // of the last Hello/Register/Heartbeat
+	attempts   int           // Hello/Register attempts in this state
+	regWait    chan struct{} // closed when registered; replaced on loss
+	expiry     time.Duration // as told by the rendezvous
+	everReg    bool
+	unreachErr bool
+	stunTx     [stun.TransactionIDSize]byte
+	stunPublic netip.AddrPort
+
+	online   map[wire.Key]string // presence: who shares a room with us
+	names    map[wire.Key]string // every key→name we have learned
+	keys     map[string]wire.Key // NameKey→key, every name we have learned
+	seq      uint32              // presence sequence applied
+	snap     *snapshot           // snapshot being assembled
+	stale    map[wire.Key]time.Time
+	lookups  map[uint32]chan *wire.LookupReply
+	txid     uint32
+	convs    map[string]*conv // by NameKey
+	seen     map[wire.Key]*dedup
+	conns    map[wire.Key]*quic.Conn // latest session connection per peer, for RTT
+	lastTo   string
+	quitting bool
+}
+
+type snapshot struct {
+	seq   uint32
+	parts map[uint16][]wire.Peer
+	total uint16
+}
+
+// New checks opts and returns a Node ready to Run.
+func New(opts Options) (*Node, error) {
+	if err := wire.ValidateName(opts.Name); err != nil {
+		return nil, fmt.Errorf("bad name %q: %w", opts.Name, err)
+	}
+	if opts.Conn == nil {
+		return nil, errors.New("node: Options.Conn is nil")
+	}
+	if len(opts.Identity) != ed25519.PrivateKeySize {
+		return nil, errors.New("node: Options.Identity is not an Ed25519 private key")
+	}
+	rv, err := net.ResolveUDPAddr("udp", opts.Rendezvous)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous address %q: %w", opts.Rendezvous, err)
+	}
+	if rv.Port == 0 {
+		return nil, fmt.Errorf("rendezvous address %q: port 0", opts.Rendezvous)
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 25 * time.Second
+	}
+	if opts.DeliveryTimeout <= 0 {
+		opts.DeliveryTimeout = 2 * time.Minute
+	}
+	cert, err := selfCert(opts.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("node: certificate: %w", err)
+	}
+	n := &Node{
+		opts:    opts,
+		log:     opts.Logger,
+		key:     wire.Key(opts.Identity.Public().(ed25519.PublicKey)),
+		rv:      rv,
+		rvAP:    unmap(rv.AddrPort()),
+		cert:    cert,
+		wake:    make(chan struct{}, 1),
+		fatal:   make(chan error, 1),
+		regWait: make(chan struct{}),
+		online:  make(map[wire.Key]string),
+		names:   make(map[wire.Key]string),
+		keys:    make(map[string]wire.Key),
+		stale:   make(map[wire.Key]time.Time),
+		lookups: make(map[uint32]chan *wire.LookupReply),
+		convs:   make(map[string]*conv),
+		seen:    make(map[wire.Key]*dedup),
+		conns:   make(map[wire.Key]*quic.Conn),
+	}
+	n.link = link.New(link.Options{
+		Local:       n.key,
+		SendRelay:   n.sendRelay,
+		RelayRemote: n.rvAP.String(),
+		OnPath:      n.onPath,
+	})
+	return n, nil
+}
+
+// Key returns the node's identity key.
+func (n *Node) Key() wire.Key { return n.key }
+
+func unmap(ap netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) }
+
+func (n *Node) emit(e Event) {
+	if n.opts.OnEvent == nil {
+		return
+	}
+	n.evMu.Lock()
+	defer n.evMu.Unlock()
+	n.opts.OnEvent(e)
+}
+
+func (n *Node) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the node until ctx is done, Quit is called, or an unrecoverable
+// error (such as "name taken"). It sends a leave on the way out when it was
+// registered, closes the socket and waits for every goroutine it started.
+// It returns nil after ctx is done or Quit.
+func (n *Node) Run(ctx context.Context) error {
+	n.ctx, n.stop = context.WithCancelCause(ctx)
+	defer n.stop(nil)
+	n.tr = &quic.Transport{Conn: n.link}
+	ln, err := n.tr.Listen(serverTLS(n.cert), quicConfig())
+	if err != nil {
+		return fmt.Errorf("node: listen: %w", err)
+	}
+	n.wg.Add(3)
+	go func() { defer n.wg.Done(); n.readLoop() }()
+	go func() { defer n.wg.Done(); n.controlLoop() }()
+	go func() { defer n.wg.Done(); n.acceptLoop(ln) }()
+
+	var runErr error
+	select {
+	case <-n.ctx.Done():
+	case runErr = <-n.fatal:
+	}
+	n.mu.Lock()
+	n.quitting = true
+	registered, session := n.state == stRegistered, n.session
+	n.mu.Unlock()
+	if registered {
+		leave := wire.Marshal(&wire.Leave{Session: session})
+		n.writeRV(leave)
+		n.writeRV(leave) // a second copy: a lost leave would read as a timeout
+	}
+	n.stop(ErrQuit)
+	ln.Close()
+	n.tr.Close()
+	n.link.Close()
+	n.opts.Conn.Close()
+	n.wg.Wait()
+	return runErr
+}
+
+// Quit ends Run as /quit does: a notified leave.
+func (n *Node) Quit() {
+	if n.stop != nil {
+		n.stop(ErrQuit)
+	}
+}
+
+func (n *Node) fail(err error) {
+	select {
+	case n.fatal <- err:
+	default:
+	}
+}
+
+func (n *Node) writeRV(b []byte) {
+	if _, err := n.opts.Conn.WriteTo(b, n.rv); err != nil && n.ctx.Err() == nil {
+		n.log.Debug().Err(err).Msg("write to rendezvous")
+	}
+}
+
+// readLoop is the one place the socket is read and demultiplexed.
+func (n *Node) readLoop() {
+	buf := make([]byte, 64<<10)
+	for {
+		sz, from, err := n.opts.Conn.ReadFrom(buf)
+		if err != nil {
+			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			n.fail(fmt.Errorf("node: read: %w", err))
+			return
+		}
+		b := buf[:sz]
+		src, ok := from.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		fromRV := unmap(src.AddrPort()) == n.rvAP
+		switch {
+		case fromRV && wire.IsProtocol(b):
+			n.handleRV(b)
+		case fromRV && wire.IsSTUN(b):
+			n.handleSTUN(b)
+		default:
+			// Direct peer traffic and ICE arrive here once punch is wired in.
+			n.log.Debug().Stringer("from", src).Int("len", sz).Msg("dropped datagram from unknown source")
+		}
+	}
+}
+
+func (n *Node) handleRV(b []byte) {
+	msg, err := wire.Parse(b)
+	if err != nil {
+		var verr *wire.VersionError
+		if errors.As(err, &verr) {
+			text := fmt.Sprintf("rendezvous speaks protocol v%d, this node speaks v%d: upgrade the older side", verr.Got, wire.Version)
+			if e, ok := msg.(*wire.Error); ok && e.Message != "" {
+				text += " (" + e.Message + ")"
+			}
+			n.emit(&Error{Header: hdr("error"), Code: CodeVersion, Message: text})
+			n.fail(errors.New(text))
+			return
+		}
+		n.log.Debug().Err(err).Msg("bad datagram from rendezvous")
+		return
+	}
+	switch m := msg.(type) {
+	case *wire.CookieReply:
+		n.onCookie(m)
+	case *wire.Registered:
+		n.onRegistered(m)
+	case *wire.HeartbeatAck:
+		n.onHeartbeatAck(m)
+	case *wire.Error:
+		n.onError(m)
+	case *wire.Presence:
+		n.onPresence(m)
+	case *wire.Peers:
+		n.onPeers(m)
+	case *wire.LookupReply:
+		n.mu.Lock()
+		ch := n.lookups[m.TxID]
+		delete(n.lookups, m.TxID)
+		n.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+	case *wire.Relayed:
+		n.link.Deliver(m.Src, m.Payload)
+	case *wire.Signaled:
+		n.learn(m.Src, m.Name)
+	}
+}
+
+// learn records a key→name binding told by the rendezvous.
+func (n *Node) learn(k wire.Key, name string) {
+	if name == "" || k.IsZero() {
+		return
+	}
+	n.mu.Lock()
+	n.learnLocked(k, name)
+	n.mu.Unlock()
+}
+
+func (n *Node) learnLocked(k wire.Key, name string) {
+	n.names[k] = name
+	n.keys[wire.NameKey(name)] = k
+}
+
+// --- registration ---
+
+func (n *Node) onCookie(m *wire.CookieReply) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.state != stHello || m.Nonce != n.nonce {
+		return
+	}
+	n.cookie = m.Cookie
+	n.state, n.attempts = stRegister, 0
+	n.sendRegisterLocked()
+}
+
+func (n *Node) sendRegisterLocked() {
+	r := &wire.Register{Cookie: n.cookie, Key: n.key, Name: n.opts.Name}
+	copy(r.Sig[:], ed25519.Sign(n.opts.Identity, wire.RegisterSigned(r.Cookie, r.Key, r.Name)))
+	n.lastSend = time.Now()
+	n.attempts++
+	n.writeRV(wire.Marshal(r))
+}
+
+func (n *Node) sendHelloLocked() {
+	var b [8]byte
+	rand.Read(b[:])
+	n.nonce = binary.BigEndian.Uint64(b[:])
+	n.lastSend = time.Now()
+	n.attempts++
+	n.writeRV(wire.Marshal(&wire.Hello{Nonce: n.nonce}))
+	// Learn our public endpoint with a standard STUN Binding request too.
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	if err == nil {
+		n.stunTx = req.TransactionID
+		n.writeRV(req.Raw)
+	}
+}
+
+func (n *Node) handleSTUN(b []byte) {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil || m.Type != stun.BindingSuccess {
+		return
+	}
+	var xa stun.XORMappedAddress
+	if xa.GetFrom(m) != nil {
+		return
+	}
+	ip, ok := netip.AddrFromSlice(xa.IP)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	if m.TransactionID == n.stunTx {
+		n.stunPublic = netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))
+		n.log.Debug().Stringer("public", n.stunPublic).Msg("STUN mapped address")
+	}
+	n.mu.Unlock()
+}
+
+// STUNPublic returns the public endpoint learned by STUN, if any.
+func (n *Node) STUNPublic() netip.AddrPort {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stunPublic
+}
+
+func (n *Node) onRegistered(m *wire.Registered) {
+	n.mu.Lock()
+	if n.state == stRegistered && m.Session == n.session {
+		n.mu.Unlock()
+		return // a duplicate
+	}
+	if n.state != stRegister {
+		n.mu.Unlock()
+		return
+	}
+	n.state, n.session, n.observed, n.missed, n.attempts = stRegistered, m.Session, m.Observed, 0, 0
+	n.expiry = time.Duration(m.ExpiryMS) * time.Millisecond
+	n.seq, n.snap = 0, nil
+	n.everReg, n.unreachErr = true, false
+	n.lastSend = time.Now()
+	close(n.regWait)
+	n.mu.Unlock()
+	n.log.Info().Stringer("public", m.Observed).Msg("registered")
+	n.emit(&Registered{Header: hdr("registered"), Name: n.opts.Name, Public: m.Observed.String()})
+	n.poke()
+}
+
+// lostLocked drops back to the Hello state.
+func (n *Node) lostLocked() {
+	if n.state == stRegistered {
+		n.regWait = make(chan struct{})
+	}
+	n.state, n.attempts = stHello, 0
+	n.sendHelloLocked()
+}
+
+func (n *Node) onError(m *wire.Error) {
+	n.log.Debug().Stringer("code", m.Code).Str("msg", m.Message).Stringer("request", m.Request).Msg("rendezvous refused")
+	switch m.Code {
+	case wire.CodeNotRegistered, wire.CodeBadCookie, wire.CodeReplay:
+		// The rendezvous restarted or forgot us, or the cookie aged: again.
+		n.mu.Lock()
+		if n.state == stRegistered || m.Code != wire.CodeNotRegistered {
+			n.log.Info().Stringer("why", m.Code).Msg("registering again")
+			n.lostLocked()
+		}
+		n.mu.Unlock()
+	case wire.CodeNameTaken, wire.CodeBadName, wire.CodeKeyInUse, wire.CodeBadSignature, wire.CodeVersion:
+		text := m.Message
+		if text == "" {
+			text = m.Code.String()
+		}
+		n.emit(&Error{Header: hdr("error"), Code: m.Code.String(), Message: text})
+		n.fail(fmt.Errorf("rendezvous refused registration: %s", text))
+	case wire.CodeRateLimited:
+		n.log.Warn().Msg("rendezvous rate-limits us")
+	}
+}
+
+func (n *Node) onHeartbeatAck(m *wire.HeartbeatAck) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.state != stRegistered {
+		return
+	}
+	n.missed = 0
+	if m.Observed != n.observed {
+		n.log.Info().Stringer("from", n.observed).Stringer("to", m.Observed).Msg("public endpoint changed")
+		n.observed = m.Observed
+	}
+	if m.PresenceSeq > n.seq && n.snap == nil {
+		n.writeRV(wire.Marshal(&wire.PeersRequest{Session: n.session}))
+	}
+}
+
+// controlLoop sends Hello/Register retransmissions and heartbeats, and
+// expires stale presence, on one timer.
+func (n *Node) controlLoop() {
+	n.mu.Lock()
+	n.sendHelloLocked()
+	n.mu.Unlock()
+	start := time.Now()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		case <-n.wake:
+		}
+		now := time.Now()
+		n.mu.Lock()
+		next := n.tickLocked(now, start)
+		n.mu.Unlock()
+		n.expireStale(now)
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// heartbeat is the interval in force: the option, kept under 40% of the
+// rendezvous's expiry so two may be lost without expiring.
+func (n *Node) heartbeatLocked() time.Duration {
+	h := n.opts.Heartbeat
+	if n.expiry > 0 && h > n.expiry*2/5 {
+		h = n.expiry * 2 / 5
+	}
+	return h
+}
+
+// tickLocked does what is due and returns how long to wait.
+func (n *Node) tickLocked(now, start time.Time) time.Duration {
+	switch n.state {
+	case stHello, stRegister:
+		// Retransmit with backoff: 0.5 s, 1 s, 2 s, then every 3 s.
+		backoff := min(500*time.Millisecond<<min(n.attempts-1, 3), 3*time.Second)
+		if due := n.lastSend.Add(backoff); now.Before(due) {
+			return due.Sub(now)
+		}
+		if n.state == stRegister && n.attempts >= 4 {
+			n.state, n.attempts = stHello, 0 // the cookie may have aged
+		}
+		if !n.everReg && !n.unreachErr && now.Sub(start) > 10*time.Second {
+			n.unreachErr = true
+			n.emitLocked(&Error{Header: hdr("error"), Code: CodeUnreachable,
+				Message: fmt.Sprintf("no answer from rendezvous %s yet; still trying", n.opts.Rendezvous)})
+		}
+		if n.state == stHello {
+			n.sendHelloLocked()
+		} else {
+			n.sendRegisterLocked()
+		}
+		return min(500*time.Millisecond<<min(n.attempts-1, 3), 3*time.Second)
+	default:
+		h := n.heartbeatLocked()
+		if due := n.lastSend.Add(h); now.Before(due) {
+			return due.Sub(now)
+		}
+		if n.missed >= 3 {
+			n.log.Warn().Msg("rendezvous silent for three heartbeats; registering again")
+			n.lostLocked()
+			return 500 * time.Millisecond
+		}
+		n.missed++
+		n.lastSend = now
+		n.writeRV(wire.Marshal(&wire.Heartbeat{Session: n.session}))
+		return h
+	}
+}
+
+// emitLocked emits from under n.mu without holding it across OnEvent.
+func (n *Node) emitLocked(e Event) {
+	go n.emit(e)
+}
+
+// waitRegistered blocks until the node is registered or ctx is done.
+func (n *Node) waitRegistered(ctx context.Context) (wire.SessionID, error) {
+	for {
+		n.mu.Lock()
+		if n.state == stRegistered {
+			s := n.session
+			n.mu.Unlock()
+			return s, nil
+		}
+		ch := n.regWait
+		n.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return wire.SessionID{}, ctx.Err()
+		}
+	}
+}
+
+// sendRelay is the link's relay path: wrap and send to the rendezvous.
+func (n *Node) sendRelay(dst wire.Key, b []byte) error {
+	n.mu.Lock()
+	ok, s := n.state == stRegistered, n.session
+	n.mu.Unlock()
+	if !ok {
+		return nil // dropped like a lost packet; QUIC retransmits once we are back
+	}
+	pkt := wire.AppendRelayHeader(make([]byte, 0, wire.RelayOverhead+len(b)), s, dst)
+	n.writeRV(append(pkt, b...))
+	return nil
+}
+
+// --- presence ---
+
+func (n *Node) onPresence(m *wire.Presence) {
+	n.mu.Lock()
+	if n.state != stRegistered || m.Seq <= n.seq {
+		n.mu.Unlock()
+		return
+	}
+	if m.Seq != n.seq+1 && n.snap == nil {
+		// We missed an event: resync from a snapshot, but apply this one.
+		n.writeRV(wire.Marshal(&wire.PeersRequest{Session: n.session}))
+	}
+	n.seq = m.Seq
+	n.learnLocked(m.Key, m.Name)
+	var ev Event
+	switch m.Kind {
+	case wire.PresenceJoin:
+		delete(n.stale, m.Key)
+		if _, ok := n.online[m.Key]; !ok {
+			n.online[m.Key] = m.Name
+			ev = &PeerJoined{Header: hdr("peer_joined"), Name: m.Name}
+		}
+	case wire.PresenceLeft:
+		delete(n.stale, m.Key)
+		if _, ok := n.online[m.Key]; ok {
+			delete(n.online, m.Key)
+			ev = &PeerLeft{Header: hdr("peer_left"), Name: m.Name, Reason: m.Reason.String()}
+		}
+	}
+	n.mu.Unlock()
+	if ev != nil {
+		n.emit(ev)
+	}
+}
+
+func (n *Node) onPeers(m *wire.Peers) {
+	n.mu.Lock()
+	if n.state != stRegistered || m.Seq < n.seq {
+		n.mu.Unlock()
+		return
+	}
+	if n.snap == nil || n.snap.seq != m.Seq {
+		n.snap = &snapshot{seq: m.Seq, parts: make(map[uint16][]wire.Peer), total: m.Parts}
+	}
+	n.snap.parts[m.Part] = m.Peers
+	if len(n.snap.parts) < int(n.snap.total) {
+		n.mu.Unlock()
+		return
+	}
+	in := make(map[wire.Key]string)
+	for _, p := range n.snap.parts {
+		for _, e := range p {
+			in[e.Key] = e.Name
+		}
+	}
+	n.seq, n.snap = m.Seq, nil
+	var evs []Event
+	for k, name := range in {
+		n.learnLocked(k, name)
+		delete(n.stale, k)
+		if _, ok := n.online[k]; !ok {
+			n.online[k] = name
+			evs = append(evs, &PeerJoined{Header: hdr("peer_joined"), Name: name})
+		}
+	}
+	// Peers we thought online but the snapshot lacks may be re-registering
+	// after a rendezvous restart: give them one expiry before saying so.
+	for k := range n.online {
+		if _, ok := in[k]; !ok {
+			if _, ok := n.stale[k]; !ok {
+				n.stale[k] = time.Now().Add(max(n.expiry, time.Second))
+			}
+		}
+	}
+	n.mu.Unlock()
+	sort.Slice(evs, func(i, j int) bool { return evs[i].(*PeerJoined).Name < evs[j].(*PeerJoined).Name })
+	for _, e := range evs {
+		n.emit(e)
+	}
+	n.poke()
+}
+
+func (n *Node) expireStale(now time.Time) {
+	var evs []Event
+	n.mu.Lock()
+	for k, at := range n.stale {
+		if now.After(at) {
+			delete(n.stale, k)
+			if name, ok := n.online[k]; ok {
+				delete(n.online, k)
+				evs = append(evs, &PeerLeft{Header: hdr("peer_left"), Name: name, Reason: wire.ReasonTimeout.String()})
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, e := range evs {
+		n.emit(e)
+	}
+}
+
+// --- lookups ---
+
+// errLookupTimeout means the rendezvous did not answer a lookup.
+var errLookupTimeout = errors.New("rendezvous did not answer")
+
+// lookup asks the rendezvous for a name (or key), retransmitting, once
+// registered.
+func (n *Node) lookup(ctx context.Context, name string, key wire.Key) (*wire.LookupReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		session, err := n.waitRegistered(ctx)
+		if err != nil {
+			return nil, errLookupTimeout
+		}
+		ch := make(chan *wire.LookupReply, 1)
+		n.mu.Lock()
+		n.txid++
+		tx := n.txid
+		n.lookups[tx] = ch
+		n.mu.Unlock()
+		n.writeRV(wire.Marshal(&wire.Lookup{Session: session, TxID: tx, Key: key, Name: name}))
+		t := time.NewTimer(min(500*time.Millisecond<<attempt, 2*time.Second))
+		select {
+		case r := <-ch:
+			t.Stop()
+			if r.Status != wire.LookupUnknown {
+				n.learn(r.Key, r.Name)
+			}
+			return r, nil
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		n.mu.Lock()
+		delete(n.lookups, tx)
+		n.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, errLookupTimeout
+		}
+	}
+}
+
+// nameOf returns the name of key k, asking the rendezvous if need be.
+func (n *Node) nameOf(ctx context.Context, k wire.Key) (string, error) {
+	n.mu.Lock()
+	name, ok := n.names[k]
+	n.mu.Unlock()
+	if ok {
+		return name, nil
+	}
+	r, err := n.lookup(ctx, "", k)
+	if err != nil {
+		return "", err
+	}
+	if r.Status == wire.LookupUnknown {
+		return "", fmt.Errorf("no name is registered for key %s", k.Short())
+	}
+	return r.Name, nil
+}
+
+// --- paths ---
+
+func (n *Node) onPath(k wire.Key, p link.Path) {
+	n.mu.Lock()
+	name := n.names[k]
+	n.mu.Unlock()
+	if name == "" {
+		name = k.Short()
+	}
+	n.log.Info().Str("peer", name).Stringer("path", p.Kind).Str("remote", p.Remote).Msg("path")
+	n.emit(&PathChanged{Header: hdr("path"), Peer: name, Path: p.Kind.String(), Remote: p.Remote, RTTMS: rttMS(p.RTT)})
+}
+
+// Who emits the Peers event.
+func (n *Node) Who() {
+	n.mu.Lock()
+	rows := make(map[wire.Key]*PeerInfo)
+	for k, name := range n.online {
+		rows[k] = &PeerInfo{Name: name, Online: true}
+	}
+	for k := range n.conns {
+		if rows[k] == nil {
+			if name, ok := n.names[k]; ok {
+				rows[k] = &PeerInfo{Name: name}
+			}
+		}
+	}
+	conns := make(map[wire.Key]*quic.Conn, len(n.conns))
+	for k, c := range n.conns {
+		conns[k] = c
+	}
+	n.mu.Unlock()
+	out := make([]PeerInfo, 0, len(rows))
+	for k, r := range rows {
+		p := n.link.PathOf(k)
+		r.Path = p.Kind.String()
+		rtt := p.RTT
+		if c := conns[k]; c != nil && c.Context().Err() == nil {
+			rtt = c.ConnectionStats().SmoothedRTT
+		}
+		if p.Kind != link.None {
+			r.RTTMS = rttMS(rtt)
+		}
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	n.emit(&Peers{Header: hdr("peers"), Peers: out})
+}

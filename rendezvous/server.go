@@ -1,0 +1,630 @@
+// Package rendezvous is natchat's meeting point: one UDP port that answers
+// STUN Binding requests, registers nodes (name, Ed25519 key, public
+// endpoint), keeps presence, forwards signaling between nodes and relays
+// their packets when no direct path exists. It shares only wire types with
+// the node.
+//
+// A Server reads its socket on one goroutine and handles every datagram
+// there, under one mutex that also guards the expiry sweep and lookups from
+// other goroutines. Replies to a source that has not yet proved it can
+// receive at its address are never larger than the datagram that caused
+// them (see docs/PROTOCOL.md).
+package rendezvous
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"natchat/relay"
+	"natchat/wire"
+)
+
+// Options configure a Server. Conn and Store are required; every other
+// field has a documented zero value.
+type Options struct {
+	// Conn is the server's one UDP socket. The Server owns it from Run on
+	// and closes it when Run returns.
+	Conn net.PacketConn
+	// Store holds name bindings. The caller closes it after Run returns.
+	Store *Store
+	// Logger receives structured logs. Zero value: zerolog's disabled logger.
+	Logger zerolog.Logger
+	// Now is the clock. nil: time.Now.
+	Now func() time.Time
+	// Expiry is the silence after which a node is dropped. 0: 60 s.
+	Expiry time.Duration
+	// Heartbeat is the interval suggested to nodes. 0: 25 s (or Expiry/2.4
+	// when that is shorter).
+	Heartbeat time.Duration
+	// DefaultRoom is the room every node joins on registration, such as
+	// "#lobby". Empty: no default room, and so no presence.
+	DefaultRoom string
+	// Relay bounds each node's relayed traffic. Zero value: relay defaults.
+	Relay relay.Limits
+	// SourceRate bounds unauthenticated replies (STUN, cookies, errors) per
+	// source IP per second. 0: 50, with a burst of 100. Negative: unlimited.
+	SourceRate int
+	// Software is the STUN SOFTWARE attribute. Empty: "natchat-rendezvous".
+	Software string
+}
+
+// DefaultRoom is the room the command-line rendezvous puts every node in.
+const DefaultRoom = "#lobby"
+
+// client is one registered node.
+type client struct {
+	key      wire.Key
+	name     string // canonical spelling
+	addr     netip.AddrPort
+	session  wire.SessionID
+	cookie   wire.Cookie // the cookie of the accepted registration
+	lastSeen time.Time
+	seq      uint32 // last presence sequence number sent to this node
+	rooms    []string
+	limiter  *relay.Limiter
+}
+
+// Server is a running rendezvous. Create with New, then Run.
+type Server struct {
+	opts    Options
+	log     zerolog.Logger
+	now     func() time.Time
+	cookies *cookieJar
+	m       *metrics
+
+	mu sync.Mutex
+	// The fields below are guarded by mu.
+	byKey     map[wire.Key]*client
+	bySession map[wire.SessionID]*client
+	rooms     map[string]map[*client]struct{}
+	// leftCookie is the cookie of each key's registration that ended, kept
+	// for CookieLifetime so a replay of it cannot re-register the node.
+	leftCookie map[wire.Key]leftRecord
+	sources    map[netip.Addr]*sourceLimit
+}
+
+type leftRecord struct {
+	cookie wire.Cookie
+	at     time.Time
+}
+
+type sourceLimit struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+// New validates opts and returns a Server.
+func New(opts Options) (*Server, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("rendezvous: Options.Conn is nil")
+	}
+	if opts.Store == nil {
+		return nil, errors.New("rendezvous: Options.Store is nil")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Expiry <= 0 {
+		opts.Expiry = 60 * time.Second
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = min(25*time.Second, opts.Expiry*10/24)
+	}
+	if opts.SourceRate == 0 {
+		opts.SourceRate = 50
+	}
+	if opts.Software == "" {
+		opts.Software = "natchat-rendezvous"
+	}
+	return &Server{
+		opts:       opts,
+		log:        opts.Logger,
+		now:        opts.Now,
+		cookies:    newCookieJar(),
+		m:          newMetrics(),
+		byKey:      make(map[wire.Key]*client),
+		bySession:  make(map[wire.SessionID]*client),
+		rooms:      make(map[string]map[*client]struct{}),
+		leftCookie: make(map[wire.Key]leftRecord),
+		sources:    make(map[netip.Addr]*sourceLimit),
+	}, nil
+}
+
+// MetricsHandler serves the Prometheus text format.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
+}
+
+// Run serves until ctx is done or the socket fails, then closes the socket
+// and returns. It returns nil after ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		s.opts.Conn.Close()
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.sweepLoop(ctx)
+	}()
+	go func() {
+		<-ctx.Done()
+		s.opts.Conn.Close() // unblocks ReadFrom
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := s.opts.Conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("rendezvous: read: %w", err)
+		}
+		src, ok := addrPort(from)
+		if !ok {
+			continue
+		}
+		s.Handle(buf[:n], src)
+	}
+}
+
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+func (s *Server) send(b []byte, to netip.AddrPort) {
+	if _, err := s.opts.Conn.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+		s.log.Debug().Err(err).Stringer("to", to).Msg("write failed")
+	}
+}
+
+func (s *Server) drop(reason string) { s.m.dropped.WithLabelValues(reason).Inc() }
+
+func (s *Server) sweepLoop(ctx context.Context) {
+	interval := min(max(s.opts.Expiry/8, 50*time.Millisecond), time.Second)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Sweep(s.now())
+		}
+	}
+}
+
+// Sweep expires nodes silent for longer than Expiry as of now, and forgets
+// stale per-source state. Run calls it periodically; tests call it with a
+// stepped clock.
+func (s *Server) Sweep(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.byKey {
+		if now.Sub(c.lastSeen) > s.opts.Expiry {
+			s.log.Info().Str("peer", c.name).Msg("expired")
+			s.removeLocked(c, wire.ReasonTimeout, now)
+		}
+	}
+	for k, r := range s.leftCookie {
+		// A cookie's issue time is kept in whole seconds, so it stays
+		// valid for up to CookieLifetime+1s after it was issued (≤ r.at).
+		if now.Sub(r.at) > CookieLifetime+time.Second {
+			delete(s.leftCookie, k)
+		}
+	}
+	for ip, l := range s.sources {
+		if now.Sub(l.last) > 10*time.Second {
+			delete(s.sources, ip)
+		}
+	}
+}
+
+// allowSourceLocked meters unauthenticated replies per source IP.
+func (s *Server) allowSourceLocked(ip netip.Addr, now time.Time) bool {
+	if s.opts.SourceRate < 0 {
+		return true
+	}
+	l := s.sources[ip]
+	if l == nil {
+		if len(s.sources) > 100000 {
+			return false // under a spoofed flood, stop answering new sources
+		}
+		l = &sourceLimit{lim: rate.NewLimiter(rate.Limit(s.opts.SourceRate), 2*s.opts.SourceRate)}
+		s.sources[ip] = l
+	}
+	l.last = now
+	return l.lim.AllowN(now, 1)
+}
+
+// Handle processes one datagram from src. Run calls it for every datagram;
+// it is exported for in-memory tests and benchmarks.
+func (s *Server) Handle(b []byte, src netip.AddrPort) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if wire.IsSTUN(b) {
+		s.handleSTUNLocked(b, src, now)
+		return
+	}
+	msg, err := wire.Parse(b)
+	if err != nil {
+		var verr *wire.VersionError
+		switch {
+		case errors.As(err, &verr):
+			s.drop(relay.DropVersion)
+			s.log.Debug().Stringer("src", src).Uint8("version", verr.Got).Msg("protocol version mismatch")
+			if verr.Type != wire.TypeError {
+				s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeVersion, Request: verr.Type,
+					Message: fmt.Sprintf("rendezvous speaks protocol v%d, you sent v%d", wire.Version, verr.Got)})
+			}
+		case errors.Is(err, wire.ErrUnknownType):
+			s.drop(relay.DropUnknownType)
+		default:
+			s.drop(relay.DropMalformed)
+		}
+		return
+	}
+	switch m := msg.(type) {
+	case *wire.Hello:
+		if !s.allowSourceLocked(src.Addr(), now) {
+			s.drop(relay.DropSourceLimited)
+			return
+		}
+		s.send(wire.Marshal(&wire.CookieReply{Nonce: m.Nonce, Cookie: s.cookies.issue(now, src)}), src)
+	case *wire.Register:
+		s.handleRegisterLocked(m, src, now, len(b))
+	case *wire.Heartbeat:
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeHeartbeat); c != nil {
+			s.send(wire.Marshal(&wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq}), c.addr)
+		}
+	case *wire.Leave:
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLeave); c != nil {
+			s.log.Info().Str("peer", c.name).Msg("left")
+			s.removeLocked(c, wire.ReasonQuit, now)
+		}
+	case *wire.PeersRequest:
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypePeersRequest); c != nil {
+			s.sendSnapshotLocked(c)
+		}
+	case *wire.Lookup:
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLookup); c != nil {
+			s.send(wire.Marshal(s.lookupLocked(m)), c.addr)
+		}
+	case *wire.Relay:
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeRelay); c != nil {
+			s.forwardLocked(c, m.Dst, len(m.Payload), now, func(b []byte) []byte {
+				return wire.Append(b, &wire.Relayed{Src: c.key, Payload: m.Payload})
+			}, true)
+		}
+	case *wire.Signal:
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeSignal); c != nil {
+			s.forwardLocked(c, m.Dst, len(m.Body), now, func(b []byte) []byte {
+				return wire.Append(b, &wire.Signaled{Src: c.key, Name: c.name, Body: m.Body})
+			}, false)
+		}
+	default:
+		// Messages the rendezvous sends, not receives.
+		s.drop(relay.DropUnknownType)
+	}
+}
+
+// replyErrorLocked sends e to an unproven source, no larger than the
+// datagram that caused it, within the source's budget.
+func (s *Server) replyErrorLocked(src netip.AddrPort, now time.Time, reqLen int, e *wire.Error) {
+	if !s.allowSourceLocked(src.Addr(), now) {
+		s.drop(relay.DropSourceLimited)
+		return
+	}
+	if b := wire.ErrorFits(e, reqLen); b != nil {
+		s.send(b, src)
+	}
+}
+
+// sessionLocked returns the client of session id, refreshing its lastSeen
+// and roaming it to src, or replies not_registered and returns nil.
+func (s *Server) sessionLocked(id wire.SessionID, src netip.AddrPort, now time.Time, reqLen int, t wire.Type) *client {
+	c := s.bySession[id]
+	if c == nil {
+		s.drop(relay.DropNotRegistered)
+		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: wire.CodeNotRegistered, Request: t, Message: "register again"})
+		return nil
+	}
+	if c.addr != src {
+		// The session ID is the secret; a new source address is the node's
+		// NAT rebinding or the node moving (like WireGuard roaming).
+		s.log.Info().Str("peer", c.name).Stringer("from", c.addr).Stringer("to", src).Msg("roamed")
+		c.addr = src
+	}
+	c.lastSeen = now
+	return c
+}
+
+func (s *Server) handleRegisterLocked(m *wire.Register, src netip.AddrPort, now time.Time, reqLen int) {
+	refuse := func(code wire.Code, reason, msg string) {
+		s.drop(reason)
+		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: code, Request: wire.TypeRegister, Message: msg})
+	}
+	if !s.cookies.valid(now, src, m.Cookie) {
+		refuse(wire.CodeBadCookie, relay.DropBadCookie, "cookie invalid or expired")
+		return
+	}
+	if err := wire.ValidateName(m.Name); err != nil {
+		refuse(wire.CodeBadName, relay.DropMalformed, err.Error())
+		return
+	}
+	if !ed25519.Verify(ed25519.PublicKey(m.Key[:]), wire.RegisterSigned(m.Cookie, m.Key, m.Name), m.Sig[:]) {
+		refuse(wire.CodeBadSignature, relay.DropBadSignature, "signature does not verify")
+		return
+	}
+	// From here the source has proved its address and its key.
+	if old := s.byKey[m.Key]; old != nil && old.cookie == m.Cookie && wire.NameKey(old.name) == wire.NameKey(m.Name) {
+		// A retransmitted registration: answer it again (at the node's
+		// current address, should it have roamed since), change nothing.
+		// The same cookie with another name is not a retransmit: it falls
+		// through to the store, which refuses it (key_in_use).
+		s.sendRegisteredLocked(old)
+		return
+	}
+	if r, ok := s.leftCookie[m.Key]; ok && r.cookie == m.Cookie {
+		refuse(wire.CodeReplay, relay.DropReplay, "registration replayed after leave")
+		return
+	}
+	name, err := s.opts.Store.Bind(m.Name, m.Key)
+	switch {
+	case errors.Is(err, ErrNameTaken):
+		refuse(wire.CodeNameTaken, relay.DropMalformed, fmt.Sprintf("name %q is taken", m.Name))
+		return
+	case errors.Is(err, ErrKeyInUse):
+		refuse(wire.CodeKeyInUse, relay.DropMalformed, "this identity key is registered under another name")
+		return
+	case err != nil:
+		s.log.Error().Err(err).Msg("store bind")
+		return
+	}
+	s.m.registrations.Inc()
+	if c := s.byKey[m.Key]; c != nil {
+		// The node registered again (restarted, or its NAT rebound): it
+		// stays online; new session, new address.
+		delete(s.bySession, c.session)
+		c.session, c.addr, c.cookie, c.lastSeen = newSession(), src, m.Cookie, now
+		s.bySession[c.session] = c
+		s.log.Info().Str("peer", c.name).Stringer("addr", src).Msg("re-registered")
+		s.sendRegisteredLocked(c)
+		s.sendSnapshotLocked(c)
+		return
+	}
+	c := &client{
+		key: m.Key, name: name, addr: src, session: newSession(), cookie: m.Cookie, lastSeen: now,
+		limiter: relay.NewLimiter(s.opts.Relay),
+	}
+	s.byKey[c.key] = c
+	s.bySession[c.session] = c
+	s.m.online.Set(float64(len(s.byKey)))
+	s.log.Info().Str("peer", c.name).Stringer("addr", src).Str("key", c.key.Short()).Msg("registered")
+	s.sendRegisteredLocked(c)
+	if s.opts.DefaultRoom != "" {
+		s.joinLocked(c, s.opts.DefaultRoom)
+	}
+	s.sendSnapshotLocked(c)
+}
+
+func newSession() (id wire.SessionID) {
+	rand.Read(id[:])
+	return id
+}
+
+func (s *Server) sendRegisteredLocked(c *client) {
+	s.send(wire.Marshal(&wire.Registered{
+		Session: c.session, Observed: c.addr,
+		HeartbeatMS: uint32(s.opts.Heartbeat / time.Millisecond),
+		ExpiryMS:    uint32(s.opts.Expiry / time.Millisecond),
+		PresenceSeq: c.seq,
+	}), c.addr)
+}
+
+// joinLocked puts c in room and tells the members who newly share a room
+// with c.
+func (s *Server) joinLocked(c *client, room string) {
+	if slices.Contains(c.rooms, room) {
+		return
+	}
+	members := s.rooms[room]
+	if members == nil {
+		members = make(map[*client]struct{})
+		s.rooms[room] = members
+	}
+	for o := range members {
+		if !s.shareRoomLocked(c, o) {
+			s.presenceLocked(o, wire.PresenceJoin, wire.ReasonNone, c)
+		}
+	}
+	members[c] = struct{}{}
+	c.rooms = append(c.rooms, room)
+}
+
+func (s *Server) shareRoomLocked(a, b *client) bool {
+	for _, r := range a.rooms {
+		if _, ok := s.rooms[r][b]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// coMembersLocked returns everyone who shares a room with c, once each.
+func (s *Server) coMembersLocked(c *client) []*client {
+	seen := make(map[*client]struct{})
+	var out []*client
+	for _, r := range c.rooms {
+		for o := range s.rooms[r] {
+			if _, ok := seen[o]; ok || o == c {
+				continue
+			}
+			seen[o] = struct{}{}
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (s *Server) presenceLocked(to *client, kind wire.PresenceKind, reason wire.LeaveReason, about *client) {
+	to.seq++
+	s.send(wire.Marshal(&wire.Presence{Seq: to.seq, Kind: kind, Reason: reason, Key: about.key, Name: about.name}), to.addr)
+}
+
+func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time) {
+	others := s.coMembersLocked(c)
+	for _, r := range c.rooms {
+		delete(s.rooms[r], c)
+		if len(s.rooms[r]) == 0 {
+			delete(s.rooms, r)
+		}
+	}
+	c.rooms = nil
+	delete(s.byKey, c.key)
+	delete(s.bySession, c.session)
+	s.leftCookie[c.key] = leftRecord{cookie: c.cookie, at: now}
+	s.m.online.Set(float64(len(s.byKey)))
+	for _, o := range others {
+		s.presenceLocked(o, wire.PresenceLeft, reason, c)
+	}
+}
+
+// sendSnapshotLocked sends c everyone who shares a room with it, in parts
+// that each fit one datagram.
+func (s *Server) sendSnapshotLocked(c *client) {
+	peers := s.coMembersLocked(c)
+	sort.Slice(peers, func(i, j int) bool { return peers[i].name < peers[j].name })
+	var parts [][]wire.Peer
+	var cur []wire.Peer
+	size := 0
+	for _, p := range peers {
+		n := wire.KeyLen + 1 + len(p.name)
+		if size+n > wire.MaxPeersBody-9 || len(cur) == 255 {
+			parts = append(parts, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, wire.Peer{Key: p.key, Name: p.name})
+		size += n
+	}
+	parts = append(parts, cur)
+	for i, p := range parts {
+		s.send(wire.Marshal(&wire.Peers{Seq: c.seq, Part: uint16(i), Parts: uint16(len(parts)), Peers: p}), c.addr)
+	}
+}
+
+func (s *Server) lookupLocked(m *wire.Lookup) *wire.LookupReply {
+	r := &wire.LookupReply{TxID: m.TxID, Status: wire.LookupUnknown}
+	var ok bool
+	if m.Name != "" {
+		r.Key, r.Name, ok = s.opts.Store.ByName(m.Name)
+	} else {
+		r.Key = m.Key
+		r.Name, ok = s.opts.Store.ByKey(m.Key)
+	}
+	if !ok {
+		return &wire.LookupReply{TxID: m.TxID, Status: wire.LookupUnknown, Key: m.Key, Name: m.Name}
+	}
+	r.Status = wire.LookupOffline
+	if _, online := s.byKey[r.Key]; online {
+		r.Status = wire.LookupOnline
+	}
+	return r
+}
+
+// forwardLocked sends a relayed or signaling payload from c to the node
+// with key dst, within c's budget.
+func (s *Server) forwardLocked(c *client, dst wire.Key, n int, now time.Time, build func([]byte) []byte, data bool) {
+	if !c.limiter.Allow(now, n) {
+		s.drop(relay.DropRateLimited)
+		return
+	}
+	d := s.byKey[dst]
+	if d == nil {
+		s.drop(relay.DropOffline)
+		return
+	}
+	s.send(build(make([]byte, 0, n+wire.KeyLen+wire.HeaderLen+wire.MaxNameLen*4+1)), d.addr)
+	if data {
+		s.m.relayedPkts.Inc()
+		s.m.relayedBytes.Add(float64(n))
+	} else {
+		s.m.signals.Inc()
+	}
+}
+
+// handleSTUNLocked answers a STUN Binding request with the source's
+// address (XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT), within the source's
+// budget: the response is larger than a minimal request, as in any STUN
+// server, so the per-source rate is what bounds reflection.
+func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time) {
+	req := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := req.Decode(); err != nil {
+		s.drop(relay.DropMalformed)
+		return
+	}
+	if req.Type != stun.BindingRequest {
+		s.drop(relay.DropNotSTUN)
+		return
+	}
+	if !s.allowSourceLocked(src.Addr(), now) {
+		s.drop(relay.DropSourceLimited)
+		return
+	}
+	resp, err := stun.Build(
+		stun.NewTransactionIDSetter(req.TransactionID),
+		stun.BindingSuccess,
+		&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
+		stun.NewSoftware(s.opts.Software),
+		stun.Fingerprint,
+	)
+	if err != nil {
+		s.log.Error().Err(err).Msg("stun build")
+		return
+	}
+	s.send(resp.Raw, src)
+	s.m.stun.Inc()
+}
+
+// Online returns the names online now, sorted. For tests and the operator.
+func (s *Server) Online() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.byKey))
+	for _, c := range s.byKey {
+		out = append(out, c.name)
+	}
+	sort.Strings(out)
+	return out
+}

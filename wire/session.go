@@ -1,0 +1,152 @@
+package wire
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+)
+
+// Session streams. Two nodes talk over QUIC (TLS 1.3, identity keys pinned)
+// on their per-peer link. Every QUIC stream starts with a 3-byte preamble
+//
+//	magic(0xAC) version(1) stream_kind(1)
+//
+// followed by frames: kind(1) length(uvarint) body(length).
+// Unknown frame kinds are skipped by length, so newer senders can add them.
+
+// StreamKind says what a QUIC stream carries.
+type StreamKind uint8
+
+// Stream kinds.
+const (
+	StreamChat StreamKind = 1 // messages and their receipts
+	StreamFile StreamKind = 2 // reserved: file transfer
+)
+
+// PreambleLen is the length of a stream preamble.
+const PreambleLen = 3
+
+// AppendPreamble appends a stream preamble.
+func AppendPreamble(b []byte, k StreamKind) []byte { return append(b, Magic, Version, byte(k)) }
+
+// ParsePreamble checks a stream preamble and returns its kind.
+func ParsePreamble(b []byte) (StreamKind, error) {
+	if len(b) < PreambleLen {
+		return 0, ErrTooShort
+	}
+	if b[0] != Magic {
+		return 0, fmt.Errorf("%w: 0x%02x", ErrMagic, b[0])
+	}
+	if b[1] != Version {
+		return 0, &VersionError{Got: b[1], Want: Version}
+	}
+	return StreamKind(b[2]), nil
+}
+
+// FrameKind identifies a frame on a stream.
+type FrameKind uint8
+
+// Frame kinds on a chat stream.
+const (
+	FrameMsg FrameKind = 1 // a chat message
+	FrameAck FrameKind = 2 // delivery receipt for a message
+)
+
+// MaxFrameLen bounds a frame body; longer frames end the stream.
+const MaxFrameLen = 64 << 10
+
+// MaxTextLen bounds a message's text in bytes.
+const MaxTextLen = 16 << 10
+
+// MsgID names a message end to end. The sender picks it at random.
+type MsgID [8]byte
+
+// String returns the ID in hex, as the headless interface shows it.
+func (id MsgID) String() string { return hex.EncodeToString(id[:]) }
+
+// ParseMsgID parses the hex form.
+func ParseMsgID(s string) (MsgID, error) {
+	var id MsgID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("%w: message id %q", ErrMalformed, s)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+// Msg is a chat message.
+// Body: id(8) sent_unix_ms(8) room(str; empty for 1:1) text(rest).
+type Msg struct {
+	ID     MsgID
+	SentMS int64 // sender's clock, Unix milliseconds
+	Room   string
+	Text   string
+}
+
+// AppendFrame appends a frame with the given kind and body.
+func AppendFrame(b []byte, k FrameKind, body []byte) []byte {
+	b = append(b, byte(k))
+	b = binary.AppendUvarint(b, uint64(len(body)))
+	return append(b, body...)
+}
+
+// AppendMsg appends m as a FrameMsg frame.
+func AppendMsg(b []byte, m *Msg) []byte {
+	body := make([]byte, 0, 8+8+1+len(m.Room)+len(m.Text))
+	body = append(body, m.ID[:]...)
+	body = appendU64(body, uint64(m.SentMS))
+	body = appendStr(body, m.Room)
+	body = append(body, m.Text...)
+	return AppendFrame(b, FrameMsg, body)
+}
+
+// ParseMsg decodes a FrameMsg body.
+func ParseMsg(b []byte) (*Msg, error) {
+	r := reader{b: b}
+	m := &Msg{}
+	copy(m.ID[:], r.take(8))
+	m.SentMS = int64(r.u64())
+	m.Room = r.str()
+	if r.err != nil {
+		return nil, fmt.Errorf("msg: %w", r.err)
+	}
+	if len(r.b) > MaxTextLen {
+		return nil, fmt.Errorf("msg: %w: text of %d bytes", ErrMalformed, len(r.b))
+	}
+	m.Text = string(r.b)
+	return m, nil
+}
+
+// AppendAck appends a FrameAck frame for id.
+func AppendAck(b []byte, id MsgID) []byte { return AppendFrame(b, FrameAck, id[:]) }
+
+// ParseAck decodes a FrameAck body.
+func ParseAck(b []byte) (MsgID, error) {
+	var id MsgID
+	if len(b) < len(id) {
+		return id, fmt.Errorf("ack: %w", ErrTooShort)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+// ParseFrame splits the first frame off b. It returns ErrTooShort when b
+// holds only part of a frame (read more), ErrMalformed for a bad length.
+func ParseFrame(b []byte) (k FrameKind, body []byte, n int, err error) {
+	if len(b) < 2 {
+		return 0, nil, 0, ErrTooShort
+	}
+	l, ln := binary.Uvarint(b[1:])
+	if ln == 0 {
+		return 0, nil, 0, ErrTooShort
+	}
+	if ln < 0 || l > MaxFrameLen {
+		return 0, nil, 0, fmt.Errorf("%w: frame length", ErrMalformed)
+	}
+	n = 1 + ln + int(l)
+	if len(b) < n {
+		return 0, nil, 0, ErrTooShort
+	}
+	return FrameKind(b[0]), b[1+ln : n], n, nil
+}
