@@ -171,12 +171,11 @@ func New(opts Options) (*Node, error) {
 		seen:    make(map[wire.Key]*dedup),
 		conns:   make(map[wire.Key]*quic.Conn),
 	}
-	n.link = link.New(link.Options{
-		Local:       n.key,
-		SendRelay:   n.sendRelay,
-		RelayRemote: n.rvAP.String(),
-		OnPath:      n.onPath,
-	})
+	lo := link.Options{Local: n.key, SendRelay: n.sendRelay, RelayRemote: n.rvAP.String(), OnPath: n.onPath}
+	if rb, ok := opts.Conn.(interface{ SetReadBuffer(int) error }); ok {
+		lo.SetReadBuffer = rb.SetReadBuffer
+	}
+	n.link = link.New(lo)
 	return n, nil
 }
 

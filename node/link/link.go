@@ -74,6 +74,9 @@ type Options struct {
 	// OnPath is called, outside the Conn's lock, whenever a peer's path
 	// kind changes. May be nil.
 	OnPath func(peer wire.Key, p Path)
+	// SetReadBuffer, when set, receives quic-go's request for a larger
+	// socket receive buffer (the node passes it to its UDP socket).
+	SetReadBuffer func(bytes int) error
 	// QueueLen bounds received packets not yet read. 0: 1024. When full,
 	// new packets are dropped (QUIC retransmits) and counted.
 	QueueLen int
@@ -284,6 +287,16 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	close(c.dlChange)
 	c.dlChange = make(chan struct{})
 	c.mu.Unlock()
+	return nil
+}
+
+// SetReadBuffer lets quic-go size the receive buffer: the request is passed
+// to the underlying socket when Options.SetReadBuffer is set (the link's own
+// queue is fixed by QueueLen).
+func (c *Conn) SetReadBuffer(n int) error {
+	if c.opts.SetReadBuffer != nil {
+		return c.opts.SetReadBuffer(n)
+	}
 	return nil
 }
 

@@ -1,0 +1,47 @@
+# natchat: make build | test | demo | lab-test | fuzz | bench | lint
+GO ?= go
+BIN := bin
+
+.PHONY: build test test-short demo lab-test fuzz bench lint vet fmt clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Every test: unit, in-memory network, end-to-end with the binaries, and the
+# netns NAT lab (needs root; skips with a reason otherwise). CI runs this.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+# Fast tests only (no netns lab).
+test-short:
+	$(GO) test -race -count=1 -short ./...
+
+# A rendezvous and two scripted nodes on loopback exchanging messages.
+demo: build
+	./scripts/demo.sh
+
+# The NAT lab alone (root).
+lab-test:
+	$(GO) test -count=1 -v -timeout 30m ./testenv/...
+
+fuzz:
+	for t in FuzzParse FuzzParsePeerSignal FuzzParseFrame FuzzParseMsg FuzzValidateName; do \
+		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=20s ./wire/ || exit 1; done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1
+lint: vet
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(STATICCHECK) ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)
