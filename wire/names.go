@@ -12,11 +12,20 @@ const MaxNameLen = 32
 
 // Name errors, returned by ValidateName. Their text is shown to users.
 var (
-	ErrNameEmpty    = errors.New("name is empty")
-	ErrNameTooLong  = errors.New("name is longer than 32 characters")
-	ErrNameUTF8     = errors.New("name is not valid UTF-8")
-	ErrNameSpace    = errors.New("name contains white space")
+	// ErrNameEmpty: the name has no characters.
+	ErrNameEmpty = errors.New("name is empty")
+	// ErrNameTooLong: more than MaxNameLen characters (runes, not bytes).
+	ErrNameTooLong = errors.New("name is longer than 32 characters")
+	// ErrNameUTF8: the bytes are not valid UTF-8.
+	ErrNameUTF8 = errors.New("name is not valid UTF-8")
+	// ErrNameSpace: a space, tab or other white space, which would split
+	// "/msg NAME TEXT".
+	ErrNameSpace = errors.New("name contains white space")
+	// ErrNameNotPrint: a control or other non-printable character
+	// (unicode.IsPrint), including zero-width joiners.
 	ErrNameNotPrint = errors.New("name contains a character that is not printable")
+	// ErrNameReserved: the first character is one the UI gives a meaning:
+	// '#' rooms, '/' commands, '@' mentions.
 	ErrNameReserved = errors.New("name must not start with '#', '/' or '@'")
 )
 

@@ -134,7 +134,8 @@ func (e *VersionError) Is(target error) bool { return target == ErrVersion }
 // (of any version): the demultiplexing test.
 func IsProtocol(b []byte) bool { return len(b) >= HeaderLen && b[0] == Magic }
 
-// IsSTUN reports whether b may be STUN (RFC 7983: first byte 0–3).
+// IsSTUN reports whether b may be STUN: at least a STUN header long, with
+// the first byte in 0x00–0x3F (its two top bits are zero, RFC 8489 §5).
 func IsSTUN(b []byte) bool { return len(b) >= 20 && b[0] < 0x40 }
 
 // Message is any rendezvous-protocol message.
