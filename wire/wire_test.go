@@ -26,8 +26,8 @@ const (
 		"606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
 	msgIDHex = "f0f1f2f3f4f5f6f7"
 
-	// A PeerSignal of kind Hello: kind seq gen ufrag pwd count.
-	sigHelloHex = "03" + "00000001" + "00000000" + "00" + "00" + "00"
+	// A PeerSignal of kind Hello: kind flags seq gen ufrag pwd count.
+	sigHelloHex = "03" + "00" + "00000001" + "00000000" + "00" + "00" + "00"
 )
 
 // unhex decodes a hex literal; spaces are allowed between fields.
@@ -189,13 +189,13 @@ var msgCases = []msgCase{
 		name: "signal",
 		msg:  &Signal{Session: testSess, Dst: testKey, Body: mustUnhex(sigHelloHex)},
 		hex:  "ac010f" + sessHex + keyHex + sigHelloHex,
-		open: 12,
+		open: len(sigHelloHex) / 2,
 	},
 	{
 		name: "signaled",
 		msg:  &Signaled{Src: testKey2, Name: "alice", Body: mustUnhex(sigHelloHex)},
 		hex:  "ac0110" + key2Hex + "05 616c696365" + sigHelloHex,
-		open: 12,
+		open: len(sigHelloHex) / 2,
 	},
 	{
 		name: "error",
@@ -672,24 +672,29 @@ var peerSignalCases = []peerSignalCase{
 		name: "offer",
 		sig: &PeerSignal{Kind: SignalOffer, Seq: 5, Generation: 2, Ufrag: "abcd", Pwd: "pwpwpw",
 			Candidates: []string{"c1", "cand 2"}},
-		hex: "01" + "00000005" + "00000002" + "04 61626364" + "06 707770777077" + "02" +
+		hex: "01" + "00" + "00000005" + "00000002" + "04 61626364" + "06 707770777077" + "02" +
 			"0002 6331" + "0006 63616e642032",
 	},
 	{
 		name: "offer no candidates",
 		sig:  &PeerSignal{Kind: SignalOffer, Seq: 0xffffffff, Generation: 0, Ufrag: "u", Pwd: "p"},
-		hex:  "01" + "ffffffff" + "00000000" + "01 75" + "01 70" + "00",
+		hex:  "01" + "00" + "ffffffff" + "00000000" + "01 75" + "01 70" + "00",
+	},
+	{
+		name: "failed answer",
+		sig:  &PeerSignal{Kind: SignalOffer, Flags: SignalFailed, Seq: 9, Generation: 7, Ufrag: "u", Pwd: "p"},
+		hex:  "01" + "01" + "00000009" + "00000007" + "01 75" + "01 70" + "00",
 	},
 	{
 		name: "offer max candidates",
 		sig: &PeerSignal{Kind: SignalOffer, Seq: 1, Generation: 1,
 			Candidates: strings.Split(strings.Repeat("x", MaxCandidates), "")},
-		hex: "01" + "00000001" + "00000001" + "00" + "00" + "10" + strings.Repeat("0001 78", MaxCandidates),
+		hex: "01" + "00" + "00000001" + "00000001" + "00" + "00" + "20" + strings.Repeat("0001 78", MaxCandidates),
 	},
 	{
 		name: "ack",
 		sig:  &PeerSignal{Kind: SignalAck, Seq: 5},
-		hex:  "02" + "00000005" + "00000000" + "00" + "00" + "00",
+		hex:  "02" + "00" + "00000005" + "00000000" + "00" + "00" + "00",
 	},
 	{
 		name: "hello",
@@ -732,11 +737,11 @@ func TestPeerSignalTooManyCandidates(t *testing.T) {
 	}
 
 	malformed := map[string]string{
-		"17 candidates":  "01" + "00000001" + "00000001" + "00" + "00" + "11" + strings.Repeat("0001 78", 17),
-		"255 candidates": "01" + "00000001" + "00000001" + "00" + "00" + "ff",
-		"kind 0":         "00" + "00000005" + "00000000" + "00" + "00" + "00",
-		"kind 4":         "04" + "00000005" + "00000000" + "00" + "00" + "00",
-		"kind ff":        "ff" + "00000005" + "00000000" + "00" + "00" + "00",
+		"33 candidates":  "01" + "00" + "00000001" + "00000001" + "00" + "00" + "21" + strings.Repeat("0001 78", 33),
+		"255 candidates": "01" + "00" + "00000001" + "00000001" + "00" + "00" + "ff",
+		"kind 0":         "00" + "00" + "00000005" + "00000000" + "00" + "00" + "00",
+		"kind 4":         "04" + "00" + "00000005" + "00000000" + "00" + "00" + "00",
+		"kind ff":        "ff" + "00" + "00000005" + "00000000" + "00" + "00" + "00",
 	}
 	for name, h := range malformed {
 		if s, err := ParsePeerSignal(unhex(t, h)); !errors.Is(err, ErrMalformed) || s != nil {
