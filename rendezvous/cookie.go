@@ -15,11 +15,18 @@ import (
 const CookieLifetime = 120 * time.Second
 
 // cookieJar issues and checks stateless address cookies: a cookie is the
-// issue time and an HMAC over that time and the source address, so the
-// rendezvous keeps no state for a source until it proves it receives there.
+// issue time, a random salt and an HMAC over both and the source address,
+// so the rendezvous keeps no state for a source until it proves it
+// receives there. The salt makes every cookie distinct: a node that leaves
+// and registers again within the same second from the same address must
+// not present the cookie of its ended registration (that is a replay).
+//
+// Layout: issue time (4, Unix seconds) salt (4) MAC (12).
 type cookieJar struct {
 	secret [32]byte
 }
+
+const cookieSaltLen = 4
 
 func newCookieJar() *cookieJar {
 	j := &cookieJar{}
@@ -29,23 +36,23 @@ func newCookieJar() *cookieJar {
 	return j
 }
 
-func (j *cookieJar) mac(t uint32, src netip.AddrPort) []byte {
+func (j *cookieJar) mac(tAndSalt []byte, src netip.AddrPort) []byte {
 	h := hmac.New(sha256.New, j.secret[:])
-	var b [4 + 16 + 2]byte
-	binary.BigEndian.PutUint32(b[:4], t)
+	var b [4 + cookieSaltLen + 16 + 2]byte
+	copy(b[:4+cookieSaltLen], tAndSalt)
 	ip := src.Addr().Unmap().As16()
-	copy(b[4:20], ip[:])
-	binary.BigEndian.PutUint16(b[20:], src.Port())
+	copy(b[4+cookieSaltLen:], ip[:])
+	binary.BigEndian.PutUint16(b[4+cookieSaltLen+16:], src.Port())
 	h.Write(b[:])
-	return h.Sum(nil)[:wire.CookieLen-4]
+	return h.Sum(nil)[:wire.CookieLen-4-cookieSaltLen]
 }
 
-// issue returns a cookie for src at now.
+// issue returns a fresh cookie for src at now.
 func (j *cookieJar) issue(now time.Time, src netip.AddrPort) wire.Cookie {
 	var c wire.Cookie
-	t := uint32(now.Unix())
-	binary.BigEndian.PutUint32(c[:4], t)
-	copy(c[4:], j.mac(t, src))
+	binary.BigEndian.PutUint32(c[:4], uint32(now.Unix()))
+	rand.Read(c[4 : 4+cookieSaltLen])
+	copy(c[4+cookieSaltLen:], j.mac(c[:4+cookieSaltLen], src))
 	return c
 }
 
@@ -56,5 +63,5 @@ func (j *cookieJar) valid(now time.Time, src netip.AddrPort, c wire.Cookie) bool
 	if age < -5 || age > int64(CookieLifetime/time.Second) {
 		return false
 	}
-	return hmac.Equal(c[4:], j.mac(t, src))
+	return hmac.Equal(c[4+cookieSaltLen:], j.mac(c[:4+cookieSaltLen], src))
 }

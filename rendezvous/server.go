@@ -92,13 +92,18 @@ type Server struct {
 	byKey     map[wire.Key]*client
 	bySession map[wire.SessionID]*client
 	rooms     map[string]map[*client]struct{}
-	// leftCookie is the cookie of each key's registration that ended, kept
+	// spent holds, per key, the cookies of its registrations that ended or
+	// were replaced, kept for the cookie lifetime so a replayed
+	// registration cannot come back (after leave) or reset a newer session.
 	// for CookieLifetime so a replay of it cannot re-register the node.
-	leftCookie map[wire.Key]leftRecord
-	sources    map[netip.Addr]*sourceLimit
+	spent   map[wire.Key][]spentCookie
+	sources map[netip.Addr]*sourceLimit
 }
 
-type leftRecord struct {
+// maxSpent bounds the spent cookies remembered per key.
+const maxSpent = 32
+
+type spentCookie struct {
 	cookie wire.Cookie
 	at     time.Time
 }
@@ -132,16 +137,16 @@ func New(opts Options) (*Server, error) {
 		opts.Software = "natchat-rendezvous"
 	}
 	return &Server{
-		opts:       opts,
-		log:        opts.Logger,
-		now:        opts.Now,
-		cookies:    newCookieJar(),
-		m:          newMetrics(),
-		byKey:      make(map[wire.Key]*client),
-		bySession:  make(map[wire.SessionID]*client),
-		rooms:      make(map[string]map[*client]struct{}),
-		leftCookie: make(map[wire.Key]leftRecord),
-		sources:    make(map[netip.Addr]*sourceLimit),
+		opts:      opts,
+		log:       opts.Logger,
+		now:       opts.Now,
+		cookies:   newCookieJar(),
+		m:         newMetrics(),
+		byKey:     make(map[wire.Key]*client),
+		bySession: make(map[wire.SessionID]*client),
+		rooms:     make(map[string]map[*client]struct{}),
+		spent:     make(map[wire.Key][]spentCookie),
+		sources:   make(map[netip.Addr]*sourceLimit),
 	}, nil
 }
 
@@ -165,7 +170,9 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.sweepLoop(ctx)
 	}()
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		s.opts.Conn.Close() // unblocks ReadFrom
 	}()
@@ -236,11 +243,14 @@ func (s *Server) Sweep(now time.Time) {
 			s.removeLocked(c, wire.ReasonTimeout, now)
 		}
 	}
-	for k, r := range s.leftCookie {
+	for k, rs := range s.spent {
 		// A cookie's issue time is kept in whole seconds, so it stays
 		// valid for up to CookieLifetime+1s after it was issued (≤ r.at).
-		if now.Sub(r.at) > CookieLifetime+time.Second {
-			delete(s.leftCookie, k)
+		rs = slices.DeleteFunc(rs, func(r spentCookie) bool { return now.Sub(r.at) > CookieLifetime+time.Second })
+		if len(rs) == 0 {
+			delete(s.spent, k)
+		} else {
+			s.spent[k] = rs
 		}
 	}
 	for ip, l := range s.sources {
@@ -396,8 +406,8 @@ func (s *Server) handleRegisterLocked(m *wire.Register, src netip.AddrPort, now 
 		s.sendRegisteredLocked(old)
 		return
 	}
-	if r, ok := s.leftCookie[m.Key]; ok && r.cookie == m.Cookie {
-		refuse(wire.CodeReplay, relay.DropReplay, "registration replayed after leave")
+	if slices.ContainsFunc(s.spent[m.Key], func(r spentCookie) bool { return r.cookie == m.Cookie }) {
+		refuse(wire.CodeReplay, relay.DropReplay, "registration replayed")
 		return
 	}
 	name, err := s.opts.Store.Bind(m.Name, m.Key)
@@ -417,6 +427,7 @@ func (s *Server) handleRegisterLocked(m *wire.Register, src netip.AddrPort, now 
 		// The node registered again (restarted, or its NAT rebound): it
 		// stays online; new session, new address.
 		delete(s.bySession, c.session)
+		s.spendLocked(c, now)
 		c.session, c.addr, c.cookie, c.lastSeen = newSession(), src, m.Cookie, now
 		s.bySession[c.session] = c
 		s.log.Info().Str("peer", c.name).Stringer("addr", src).Msg("re-registered")
@@ -503,6 +514,15 @@ func (s *Server) presenceLocked(to *client, kind wire.PresenceKind, reason wire.
 	s.send(wire.Marshal(&wire.Presence{Seq: to.seq, Kind: kind, Reason: reason, Key: about.key, Name: about.name}), to.addr)
 }
 
+// spendLocked remembers c's current cookie as used up.
+func (s *Server) spendLocked(c *client, now time.Time) {
+	rs := append(s.spent[c.key], spentCookie{cookie: c.cookie, at: now})
+	if len(rs) > maxSpent {
+		rs = rs[len(rs)-maxSpent:]
+	}
+	s.spent[c.key] = rs
+}
+
 func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time) {
 	others := s.coMembersLocked(c)
 	for _, r := range c.rooms {
@@ -514,7 +534,7 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	c.rooms = nil
 	delete(s.byKey, c.key)
 	delete(s.bySession, c.session)
-	s.leftCookie[c.key] = leftRecord{cookie: c.cookie, at: now}
+	s.spendLocked(c, now)
 	s.m.online.Set(float64(len(s.byKey)))
 	for _, o := range others {
 		s.presenceLocked(o, wire.PresenceLeft, reason, c)

@@ -29,7 +29,8 @@ func (k Key) IsZero() bool { return k == Key{} }
 // cannot act for it.
 type SessionID [8]byte
 
-// CookieLen is the length of an address cookie: issue time (4) and MAC (16).
+// CookieLen is the length of an address cookie. Its content is the
+// rendezvous's business (docs/PROTOCOL.md §6); nodes treat it as opaque.
 const CookieLen = 20
 
 // Cookie proves that the holder received a datagram at its source address.

@@ -1075,20 +1075,23 @@ func TestWorkedExample(t *testing.T) {
 	}
 	src := netip.MustParseAddrPort("198.51.100.7:3478")
 	const issued = 1764000000
+	salt := []byte{0xa1, 0xb2, 0xc3, 0xd4}
 	macIn := binary.BigEndian.AppendUint32(nil, issued)
+	macIn = append(macIn, salt...)
 	ip16 := src.Addr().As16() // IPv4 in its IPv4-mapped form
 	macIn = append(macIn, ip16[:]...)
 	macIn = binary.BigEndian.AppendUint16(macIn, src.Port())
-	if want := unhex(t, "69248100"+"00000000000000000000ffffc6336407"+"0d96"); !bytes.Equal(macIn, want) {
+	if want := unhex(t, "69248100"+"a1b2c3d4"+"00000000000000000000ffffc6336407"+"0d96"); !bytes.Equal(macIn, want) {
 		t.Errorf("MAC input = %x, want %x", macIn, want)
 	}
 	h := hmac.New(sha256.New, secret[:])
 	h.Write(macIn)
 	var c Cookie
 	binary.BigEndian.PutUint32(c[:4], issued)
-	copy(c[4:], h.Sum(nil))
-	reply := unhex(t, "ac 01 02"+"8f 3a 5c 7e 1d 2b 49 60"+"69 24 81 00"+
-		"25 a4 7a f6 39 8e 40 62 ea fe f8 d9 b7 d7 18 10")
+	copy(c[4:8], salt)
+	copy(c[8:], h.Sum(nil))
+	reply := unhex(t, "ac 01 02"+"8f 3a 5c 7e 1d 2b 49 60"+"69 24 81 00"+"a1 b2 c3 d4"+
+		"67 47 89 cd ea cb ca 26 56 b3 81 d7")
 	if got := Marshal(&CookieReply{Nonce: 0x8f3a5c7e1d2b4960, Cookie: c}); !bytes.Equal(got, reply) {
 		t.Errorf("CookieReply = %x, want %x", got, reply)
 	}
