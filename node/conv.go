@@ -290,9 +290,7 @@ func (c *conv) connect(ctx context.Context, key wire.Key) (*session, error) {
 		qc.CloseWithError(0, "")
 		return nil, err
 	}
-	n.mu.Lock()
-	n.conns[key] = qc
-	n.mu.Unlock()
+	n.addConn(key, qc)
 	s := &session{qc: qc, st: st, dead: make(chan struct{})}
 	n.wg.Add(1)
 	go func() {
@@ -309,7 +307,7 @@ func (c *conv) connect(ctx context.Context, key wire.Key) (*session, error) {
 			c.ack(id)
 			return nil
 		})
-		if err != nil && ctx.Err() == nil {
+		if ctx.Err() == nil { // readFrames always ends with an error
 			n.log.Debug().Err(err).Str("peer", c.to).Msg("chat stream ended")
 		}
 	}()

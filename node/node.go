@@ -24,10 +24,12 @@ import (
 	"time"
 
 	"github.com/pion/stun/v2"
+	"github.com/pion/transport/v2"
 	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
 	"natchat/node/link"
+	"natchat/punch"
 	"natchat/wire"
 )
 
@@ -55,6 +57,15 @@ type Options struct {
 	OnEvent func(Event)
 	// Logger receives structured logs. Zero value: disabled.
 	Logger zerolog.Logger
+	// Net is the network punch lists interfaces on: nil is the real one;
+	// tests pass a pion vnet.
+	Net transport.Net
+	// NoDirect keeps every peer on the relay (no ICE). For tests and for
+	// networks where punching is unwanted.
+	NoDirect bool
+	// Punch tunes ICE; zero values are punch's tuned defaults. Conn,
+	// STUNServer, Net and Logger are set by the node.
+	Punch punch.Options
 }
 
 // Registration states.
@@ -77,6 +88,8 @@ type Node struct {
 	rv    *net.UDPAddr
 	rvAP  netip.AddrPort
 	link  *link.Conn
+	ice   *iceConn       // punch's view of the socket; nil with NoDirect
+	punch *punch.Manager // nil with NoDirect
 	cert  tls.Certificate
 	tr    *quic.Transport
 	ctx   context.Context
@@ -113,7 +126,9 @@ type Node struct {
 	txid     uint32
 	convs    map[string]*conv // by NameKey
 	seen     map[wire.Key]*dedup
-	conns    map[wire.Key]*quic.Conn // latest session connection per peer, for RTT
+	conns    map[wire.Key]map[*quic.Conn]struct{} // live session connections per peer
+	directs  map[wire.Key]*direct
+	gone     map[wire.Key]bool // left peers: no punching until they are back
 	lastTo   string
 	quitting bool
 }
@@ -169,13 +184,29 @@ func New(opts Options) (*Node, error) {
 		lookups: make(map[uint32]chan *wire.LookupReply),
 		convs:   make(map[string]*conv),
 		seen:    make(map[wire.Key]*dedup),
-		conns:   make(map[wire.Key]*quic.Conn),
+		conns:   make(map[wire.Key]map[*quic.Conn]struct{}),
+		directs: make(map[wire.Key]*direct),
+		gone:    make(map[wire.Key]bool),
 	}
 	lo := link.Options{Local: n.key, SendRelay: n.sendRelay, RelayRemote: n.rvAP.String(), OnPath: n.onPath}
 	if rb, ok := opts.Conn.(interface{ SetReadBuffer(int) error }); ok {
 		lo.SetReadBuffer = rb.SetReadBuffer
 	}
+	if wb, ok := opts.Conn.(interface{ SetWriteBuffer(int) error }); ok {
+		lo.SetWriteBuffer = wb.SetWriteBuffer
+	}
 	n.link = link.New(lo)
+	if !opts.NoDirect {
+		n.ice = newICEConn(opts.Conn)
+		po := opts.Punch
+		po.Conn, po.Net, po.Logger = n.ice, opts.Net, opts.Logger
+		if rv.IP.To4() != nil {
+			po.STUNServer = rv.String()
+		}
+		if n.punch, err = punch.NewManager(po); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -235,6 +266,16 @@ func (n *Node) Run(ctx context.Context) error {
 	ln.Close()
 	n.tr.Close()
 	n.link.Close()
+	n.mu.Lock()
+	directs := n.directs
+	n.directs = map[wire.Key]*direct{}
+	n.mu.Unlock()
+	for _, d := range directs {
+		d.stop()
+	}
+	if n.punch != nil {
+		n.punch.Close()
+	}
 	n.opts.Conn.Close()
 	n.wg.Wait()
 	return runErr
@@ -285,10 +326,11 @@ func (n *Node) readLoop() {
 		switch {
 		case fromRV && wire.IsProtocol(b):
 			n.handleRV(b)
-		case fromRV && wire.IsSTUN(b):
-			n.handleSTUN(b)
+		case fromRV && wire.IsSTUN(b) && n.handleSTUN(b):
+		case n.ice != nil:
+			// STUN, ICE checks and direct peer data: punch routes them.
+			n.ice.deliver(b, src)
 		default:
-			// Direct peer traffic and ICE arrive here once punch is wired in.
 			n.log.Debug().Stringer("from", src).Int("len", sz).Msg("dropped datagram from unknown source")
 		}
 	}
@@ -298,7 +340,10 @@ func (n *Node) handleRV(b []byte) {
 	msg, err := wire.Parse(b)
 	if err != nil {
 		var verr *wire.VersionError
-		if errors.As(err, &verr) {
+		if errors.As(err, &verr) && n.registering() {
+			// Believed only while we are registering: once registered, a
+			// datagram from the rendezvous's address with another version
+			// can only be spoofed, and must not stop the node.
 			text := fmt.Sprintf("rendezvous speaks protocol v%d, this node speaks v%d: upgrade the older side", verr.Got, wire.Version)
 			if e, ok := msg.(*wire.Error); ok && e.Message != "" {
 				text += " (" + e.Message + ")"
@@ -334,7 +379,7 @@ func (n *Node) handleRV(b []byte) {
 	case *wire.Relayed:
 		n.link.Deliver(m.Src, m.Payload)
 	case *wire.Signaled:
-		n.learn(m.Src, m.Name)
+		n.onSignaled(m)
 	}
 }
 
@@ -348,6 +393,8 @@ func (n *Node) learn(k wire.Key, name string) {
 	n.mu.Unlock()
 }
 
+// learnLocked records a binding; every source of one (presence, lookup,
+// signaling) also means the peer is around, so punching may resume.
 func (n *Node) learnLocked(k wire.Key, name string) {
 	n.names[k] = name
 	n.keys[wire.NameKey(name)] = k
@@ -389,25 +436,30 @@ func (n *Node) sendHelloLocked() {
 	}
 }
 
-func (n *Node) handleSTUN(b []byte) {
+// handleSTUN takes the answer to the node's own STUN query and reports
+// whether it was that; other STUN (punch's) goes on to punch.
+func (n *Node) handleSTUN(b []byte) bool {
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if m.Decode() != nil || m.Type != stun.BindingSuccess {
-		return
+		return false
+	}
+	n.mu.Lock()
+	mine := m.TransactionID == n.stunTx
+	n.mu.Unlock()
+	if !mine {
+		return false
 	}
 	var xa stun.XORMappedAddress
 	if xa.GetFrom(m) != nil {
-		return
+		return true
 	}
-	ip, ok := netip.AddrFromSlice(xa.IP)
-	if !ok {
-		return
-	}
-	n.mu.Lock()
-	if m.TransactionID == n.stunTx {
+	if ip, ok := netip.AddrFromSlice(xa.IP); ok {
+		n.mu.Lock()
 		n.stunPublic = netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))
-		n.log.Debug().Stringer("public", n.stunPublic).Msg("STUN mapped address")
+		n.mu.Unlock()
+		n.log.Debug().Stringer("public", netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))).Msg("STUN mapped address")
 	}
-	n.mu.Unlock()
+	return true
 }
 
 // STUNPublic returns the public endpoint learned by STUN, if any.
@@ -439,6 +491,13 @@ func (n *Node) onRegistered(m *wire.Registered) {
 	n.poke()
 }
 
+// registering reports whether a Hello or Register is outstanding.
+func (n *Node) registering() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state != stRegistered
+}
+
 // lostLocked drops back to the Hello state.
 func (n *Node) lostLocked() {
 	if n.state == stRegistered {
@@ -460,6 +519,17 @@ func (n *Node) onError(m *wire.Error) {
 		}
 		n.mu.Unlock()
 	case wire.CodeNameTaken, wire.CodeBadName, wire.CodeKeyInUse, wire.CodeBadSignature, wire.CodeVersion:
+		// Final refusals of our registration, believed only in answer to
+		// our outstanding Register (or Hello, for the version): anyone who
+		// can spoof the rendezvous's address could send these at any time.
+		n.mu.Lock()
+		st := n.state
+		n.mu.Unlock()
+		if !(st == stRegister && m.Request == wire.TypeRegister) &&
+			!(st != stRegistered && m.Code == wire.CodeVersion) {
+			n.log.Debug().Stringer("code", m.Code).Msg("ignored a refusal we did not ask for")
+			return
+		}
 		text := m.Message
 		if text == "" {
 			text = m.Code.String()
@@ -518,6 +588,10 @@ func (n *Node) controlLoop() {
 	}
 }
 
+func (n *Node) retryLocked() time.Duration {
+	return max(min(500*time.Millisecond<<min(max(n.attempts-1, 0), 3), 3*time.Second, n.heartbeatLocked()/2), 100*time.Millisecond)
+}
+
 // heartbeat is the interval in force: the option, kept under 40% of the
 // rendezvous's expiry so two may be lost without expiring.
 func (n *Node) heartbeatLocked() time.Duration {
@@ -532,8 +606,10 @@ func (n *Node) heartbeatLocked() time.Duration {
 func (n *Node) tickLocked(now, start time.Time) time.Duration {
 	switch n.state {
 	case stHello, stRegister:
-		// Retransmit with backoff: 0.5 s, 1 s, 2 s, then every 3 s.
-		backoff := min(500*time.Millisecond<<min(n.attempts-1, 3), 3*time.Second)
+		// Retransmit with backoff: 0.5 s, 1 s, 2 s, then every 3 s (or
+		// half a heartbeat, if shorter, so a rendezvous back from an
+		// outage sees us again within one heartbeat interval).
+		backoff := n.retryLocked()
 		if due := n.lastSend.Add(backoff); now.Before(due) {
 			return due.Sub(now)
 		}
@@ -550,7 +626,7 @@ func (n *Node) tickLocked(now, start time.Time) time.Duration {
 		} else {
 			n.sendRegisterLocked()
 		}
-		return min(500*time.Millisecond<<min(n.attempts-1, 3), 3*time.Second)
+		return n.retryLocked()
 	default:
 		h := n.heartbeatLocked()
 		if due := n.lastSend.Add(h); now.Before(due) {
@@ -619,6 +695,9 @@ func (n *Node) onPresence(m *wire.Presence) {
 	}
 	n.seq = m.Seq
 	n.learnLocked(m.Key, m.Name)
+	if m.Kind == wire.PresenceJoin {
+		delete(n.gone, m.Key)
+	}
 	var ev Event
 	switch m.Kind {
 	case wire.PresenceJoin:
@@ -637,6 +716,9 @@ func (n *Node) onPresence(m *wire.Presence) {
 	n.mu.Unlock()
 	if ev != nil {
 		n.emit(ev)
+	}
+	if m.Kind == wire.PresenceLeft {
+		n.forgetPeer(m.Key)
 	}
 }
 
@@ -664,6 +746,7 @@ func (n *Node) onPeers(m *wire.Peers) {
 	var evs []Event
 	for k, name := range in {
 		n.learnLocked(k, name)
+		delete(n.gone, k)
 		delete(n.stale, k)
 		if _, ok := n.online[k]; !ok {
 			n.online[k] = name
@@ -702,7 +785,67 @@ func (n *Node) expireStale(now time.Time) {
 	n.mu.Unlock()
 	for _, e := range evs {
 		n.emit(e)
+		n.forgetPeer(n.keyOf(e.(*PeerLeft).Name))
 	}
+}
+
+func (n *Node) keyOf(name string) wire.Key {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.keys[wire.NameKey(name)]
+}
+
+// forgetPeer stops punching to a peer that left and resets its path; its
+// session connection times out by itself, and talking to it again starts
+// over on the relay.
+func (n *Node) forgetPeer(k wire.Key) {
+	n.mu.Lock()
+	d := n.directs[k]
+	delete(n.directs, k)
+	n.gone[k] = true
+	conns := n.conns[k]
+	delete(n.conns, k)
+	n.mu.Unlock()
+	for qc := range conns {
+		qc.CloseWithError(0, "peer left")
+	}
+	if d != nil {
+		d.stop()
+	}
+	n.link.Forget(k)
+}
+
+// addConn tracks a live session connection to peer k until it closes.
+func (n *Node) addConn(k wire.Key, qc *quic.Conn) {
+	n.mu.Lock()
+	if n.conns[k] == nil {
+		n.conns[k] = make(map[*quic.Conn]struct{})
+	}
+	n.conns[k][qc] = struct{}{}
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		<-qc.Context().Done()
+		n.mu.Lock()
+		delete(n.conns[k], qc)
+		if len(n.conns[k]) == 0 {
+			delete(n.conns, k)
+		}
+		n.mu.Unlock()
+	}()
+}
+
+// rtt returns the smoothed RTT of a live session with k, or 0.
+func (n *Node) rtt(k wire.Key) time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for qc := range n.conns[k] {
+		if r := qc.ConnectionStats().SmoothedRTT; r > 0 {
+			return r
+		}
+	}
+	return 0
 }
 
 // --- lookups ---
@@ -733,6 +876,11 @@ func (n *Node) lookup(ctx context.Context, name string, key wire.Key) (*wire.Loo
 			t.Stop()
 			if r.Status != wire.LookupUnknown {
 				n.learn(r.Key, r.Name)
+			}
+			if r.Status == wire.LookupOnline {
+				n.mu.Lock()
+				delete(n.gone, r.Key)
+				n.mu.Unlock()
 			}
 			return r, nil
 		case <-t.C:
@@ -770,8 +918,16 @@ func (n *Node) nameOf(ctx context.Context, k wire.Key) (string, error) {
 
 func (n *Node) onPath(k wire.Key, p link.Path) {
 	n.mu.Lock()
-	name := n.names[k]
+	name, quitting := n.names[k], n.quitting
 	n.mu.Unlock()
+	if quitting {
+		return // tearing down: paths end with the process
+	}
+	if p.Kind == link.Relay {
+		// First traffic to this peer: start punching alongside the relay
+		// (a no-op when it runs already; it retries by itself).
+		n.ensureDirect(k)
+	}
 	if name == "" {
 		name = k.Short()
 	}
@@ -787,26 +943,20 @@ func (n *Node) Who() {
 		rows[k] = &PeerInfo{Name: name, Online: true}
 	}
 	for k := range n.conns {
-		if rows[k] == nil {
-			if name, ok := n.names[k]; ok {
-				rows[k] = &PeerInfo{Name: name}
-			}
+		if name, ok := n.names[k]; ok && rows[k] == nil {
+			rows[k] = &PeerInfo{Name: name}
 		}
-	}
-	conns := make(map[wire.Key]*quic.Conn, len(n.conns))
-	for k, c := range n.conns {
-		conns[k] = c
 	}
 	n.mu.Unlock()
 	out := make([]PeerInfo, 0, len(rows))
 	for k, r := range rows {
 		p := n.link.PathOf(k)
 		r.Path = p.Kind.String()
-		rtt := p.RTT
-		if c := conns[k]; c != nil && c.Context().Err() == nil {
-			rtt = c.ConnectionStats().SmoothedRTT
-		}
 		if p.Kind != link.None {
+			rtt := n.rtt(k)
+			if rtt == 0 {
+				rtt = p.RTT
+			}
 			r.RTTMS = rttMS(rtt)
 		}
 		out = append(out, *r)

@@ -92,9 +92,7 @@ func (n *Node) serveConn(qc *quic.Conn) {
 		qc.CloseWithError(1, "identity mismatch")
 		return
 	}
-	n.mu.Lock()
-	n.conns[k] = qc
-	n.mu.Unlock()
+	n.addConn(k, qc)
 	ctx := qc.Context()
 	for {
 		st, err := qc.AcceptStream(n.ctx)
@@ -151,7 +149,7 @@ func (n *Node) serveStream(ctx context.Context, from wire.Key, st *quic.Stream) 
 		_, err = st.Write(wire.AppendAck(nil, m.ID))
 		return err
 	})
-	if err != nil && ctx.Err() == nil {
+	if ctx.Err() == nil { // readFrames always ends with an error
 		n.log.Debug().Err(err).Str("peer", name).Msg("chat stream ended")
 	}
 }

@@ -77,6 +77,8 @@ type Options struct {
 	// SetReadBuffer, when set, receives quic-go's request for a larger
 	// socket receive buffer (the node passes it to its UDP socket).
 	SetReadBuffer func(bytes int) error
+	// SetWriteBuffer, likewise, for the send buffer.
+	SetWriteBuffer func(bytes int) error
 	// QueueLen bounds received packets not yet read. 0: 1024. When full,
 	// new packets are dropped (QUIC retransmits) and counted.
 	QueueLen int
@@ -249,6 +251,18 @@ func (c *Conn) SetDirect(k wire.Key, d DirectPath, remote string, rtt time.Durat
 	}
 }
 
+// Forget drops peer k's path state (it left); the next packet to it
+// starts on the relay again. OnPath reports the path as None.
+func (c *Conn) Forget(k wire.Key) {
+	c.mu.Lock()
+	_, ok := c.peers[k]
+	delete(c.peers, k)
+	c.mu.Unlock()
+	if ok && c.opts.OnPath != nil {
+		c.opts.OnPath(k, Path{})
+	}
+}
+
 // SetRTT records a new RTT estimate for peer k's current path.
 func (c *Conn) SetRTT(k wire.Key, rtt time.Duration) {
 	c.mu.Lock()
@@ -296,6 +310,14 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 func (c *Conn) SetReadBuffer(n int) error {
 	if c.opts.SetReadBuffer != nil {
 		return c.opts.SetReadBuffer(n)
+	}
+	return nil
+}
+
+// SetWriteBuffer is SetReadBuffer's twin for the send buffer.
+func (c *Conn) SetWriteBuffer(n int) error {
+	if c.opts.SetWriteBuffer != nil {
+		return c.opts.SetWriteBuffer(n)
 	}
 	return nil
 }
