@@ -13,9 +13,9 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 40m ./...
 
-# Fast tests only (no netns lab).
+# Fast tests only: no netns lab, no multi-second holds.
 test-short:
-	$(GO) test -race -count=1 -short ./...
+	$(GO) test -race -count=1 -short $$($(GO) list ./... | grep -v /testenv)
 
 # A rendezvous and two scripted nodes on loopback exchanging messages.
 demo: build
