@@ -147,3 +147,25 @@ func TestRendezvousRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestNoDirect: with -no-direct on both sides the nodes never punch: every
+// message comes over the relay, /who says relay, and no direct path event
+// appears, though loopback would allow one in milliseconds.
+func TestNoDirect(t *testing.T) {
+	t.Parallel()
+	rv := startRendezvous(t, rvOptions{})
+	alice, bob := startPair(t, rv.addr, nodeOptions{noDirect: true})
+	chat(t, alice, bob, "nd", 5)
+	checkWho(t, alice, "bob", "relay")
+	checkWho(t, bob, "alice", "relay")
+	for _, n := range []*node{alice, bob} {
+		if ds := n.events(0, func(e *event) bool { return e.Type == "path" && e.Path == "direct" }); len(ds) != 0 {
+			t.Errorf("%s: direct path events with -no-direct: %v", n.label, ds)
+		}
+		for _, m := range n.events(0, isType("message")) {
+			if m.Path != "relay" {
+				t.Errorf("%s: message came on path %q, want relay", n.label, m.Path)
+			}
+		}
+	}
+}

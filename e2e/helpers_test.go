@@ -505,6 +505,7 @@ type node struct {
 type nodeOptions struct {
 	identity string        // "": a new key file in a temporary directory
 	delivery time.Duration // -delivery-timeout; 0: the default
+	noDirect bool          // -no-direct
 }
 
 // startNode starts a headless node called name using the rendezvous at rv.
@@ -517,6 +518,9 @@ func startNode(t *testing.T, name, rv string, o nodeOptions) *node {
 		"-heartbeat", heartbeat.String(), "-log-level", "debug", "-listen", "127.0.0.1:0"}
 	if o.delivery > 0 {
 		args = append(args, "-delivery-timeout", o.delivery.String())
+	}
+	if o.noDirect {
+		args = append(args, "-no-direct")
 	}
 	n := &node{name: name, identity: o.identity}
 	n.proc = startProc(t, "node "+name, bins.node, args...)

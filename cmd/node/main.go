@@ -29,6 +29,7 @@ func run(args []string) error {
 	headless := fs.Bool("headless", false, "read commands on stdin, write JSON events on stdout")
 	heartbeat := fs.Duration("heartbeat", 25*time.Second, "heartbeat interval to the rendezvous")
 	delivery := fs.Duration("delivery-timeout", 2*time.Minute, "how long a message may wait for its receipt")
+	noDirect := fs.Bool("no-direct", false, "never punch a direct path: every peer stays on the relay")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := cmdutil.Parse(fs, args); err != nil {
@@ -84,7 +85,7 @@ func run(args []string) error {
 	return cli.Run(ctx, cli.Options{
 		Node: node.Options{
 			Name: *name, Rendezvous: *rv, Conn: conn, Identity: key,
-			Heartbeat: *heartbeat, DeliveryTimeout: *delivery, Logger: log,
+			Heartbeat: *heartbeat, DeliveryTimeout: *delivery, Logger: log, NoDirect: *noDirect,
 		},
 		Headless: *headless,
 		In:       os.Stdin,
