@@ -169,3 +169,23 @@ func TestNoDirect(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainReply: plain text (no command) answers the first peer who
+// wrote, before any /msg of one's own; with no one to answer it is
+// refused with no_target.
+func TestPlainReply(t *testing.T) {
+	t.Parallel()
+	rv := startRendezvous(t, rvOptions{})
+	alice, bob := startPair(t, rv.addr, nodeOptions{})
+	mark := bob.mark()
+	bob.command(t, "hello?")
+	bob.waitEventFrom(t, mark, waitLong, "no_target error", func(e *event) bool {
+		return e.Type == "error" && e.Code == "no_target"
+	})
+	alice.command(t, "/msg bob hi bob")
+	bob.waitEvent(t, waitLong, "alice's message", func(e *event) bool { return e.Type == "message" && e.From == "alice" })
+	bob.command(t, "hi alice, plain reply")
+	alice.waitEvent(t, waitLong, "bob's plain reply", func(e *event) bool {
+		return e.Type == "message" && e.From == "bob" && e.Text == "hi alice, plain reply"
+	})
+}

@@ -140,6 +140,9 @@ func (n *Node) serveStream(ctx context.Context, from wire.Key, st *quic.Stream) 
 			n.seen[from] = d
 		}
 		dup := d.seen(m.ID)
+		if n.lastTo == "" {
+			n.lastTo = name // plain text now answers the first to write
+		}
 		n.mu.Unlock()
 		if !dup {
 			n.emit(&Message{Header: hdr("message"), ID: m.ID.String(), From: name, Text: m.Text,
