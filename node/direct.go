@@ -215,7 +215,7 @@ func (d *direct) Direct(up bool, remote net.Addr, rtt time.Duration) {
 }
 
 // Receive implements punch.Handler: a datagram on the direct path.
-func (d *direct) Receive(b []byte) { d.n.link.Deliver(d.key, b) }
+func (d *direct) Receive(b []byte) { d.n.link.DeliverDirect(d.key, b) }
 
 // sendSignal wraps a PeerSignal for the rendezvous.
 func (n *Node) sendSignal(dst wire.Key, body []byte) {

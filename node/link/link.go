@@ -92,7 +92,17 @@ type packet struct {
 type peer struct {
 	path   Path
 	direct DirectPath
+	// trusted is until when the direct path counts as proven: set when it
+	// comes up and renewed by every packet received on it. Past it, each
+	// packet also goes through the relay, so a direct path that died
+	// silently costs no more than the trust window while ICE (3-4 s)
+	// notices, the way Tailscale's magicsock trusts a direct address.
+	trusted time.Time
 }
+
+// TrustWindow is how long a direct path stays trusted without a packet
+// received on it.
+const TrustWindow = 1500 * time.Millisecond
 
 // Conn is the link. Safe for concurrent use. After Close, ReadFrom and
 // WriteTo return net.ErrClosed.
@@ -126,9 +136,20 @@ func New(o Options) *Conn {
 
 var _ net.PacketConn = (*Conn)(nil)
 
-// Deliver hands up a datagram that arrived from peer src on path kind k.
-// It copies b. It never blocks: when the queue is full the packet is
-// dropped and counted.
+// DeliverDirect is Deliver for a datagram that arrived on the direct path:
+// it also renews the path's trust.
+func (c *Conn) DeliverDirect(src wire.Key, b []byte) {
+	c.mu.Lock()
+	if p := c.peers[src]; p != nil && p.direct != nil {
+		p.trusted = time.Now().Add(TrustWindow)
+	}
+	c.mu.Unlock()
+	c.Deliver(src, b)
+}
+
+// Deliver hands up a datagram that arrived from peer src (through the
+// relay; see DeliverDirect). It copies b. It never blocks: when the queue
+// is full the packet is dropped and counted.
 func (c *Conn) Deliver(src wire.Key, b []byte) {
 	p := packet{from: src, b: append([]byte(nil), b...)}
 	select {
@@ -202,6 +223,7 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	c.mu.Lock()
 	p := c.peerLocked(a.Key)
 	d := p.direct
+	trusted := d != nil && time.Now().Before(p.trusted)
 	var changed *Path
 	if d == nil && p.path.Kind == None {
 		p.path = Path{Kind: Relay, Remote: c.opts.RelayRemote}
@@ -213,10 +235,11 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		c.opts.OnPath(a.Key, *changed)
 	}
 	if d != nil {
-		if err := d.Write(b); err == nil {
+		if err := d.Write(b); err == nil && trusted {
 			return len(b), nil
 		}
-		// The direct path failed this packet: the relay carries it.
+		// The direct path failed this packet, or has been silent past the
+		// trust window: the relay carries it (too).
 	}
 	if err := c.opts.SendRelay(a.Key, b); err != nil {
 		return 0, err
@@ -241,6 +264,7 @@ func (c *Conn) SetDirect(k wire.Key, d DirectPath, remote string, rtt time.Durat
 	p.direct = d
 	if d != nil {
 		p.path = Path{Kind: Direct, Remote: remote, RTT: rtt}
+		p.trusted = time.Now().Add(TrustWindow)
 	} else {
 		p.path = Path{Kind: Relay, Remote: c.opts.RelayRemote}
 	}

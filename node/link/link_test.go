@@ -195,7 +195,7 @@ func (d *directTo) Write(b []byte) error {
 	d.mu.Lock()
 	d.n++
 	d.mu.Unlock()
-	d.to.Deliver(d.from, b)
+	d.to.DeliverDirect(d.from, b)
 	return nil
 }
 
@@ -286,4 +286,39 @@ func TestQUICAcrossPathSwitch(t *testing.T) {
 		t.Fatal("the direct path carried nothing")
 	}
 	qc.CloseWithError(0, "")
+}
+
+// TestTrustWindow: a direct path that stops delivering is doubled by the
+// relay once the trust window passes, and trusted again by a packet
+// received on it.
+func TestTrustWindow(t *testing.T) {
+	var mu sync.Mutex
+	relayed := 0
+	c := New(Options{Local: key(1), SendRelay: func(wire.Key, []byte) error {
+		mu.Lock()
+		relayed++
+		mu.Unlock()
+		return nil
+	}})
+	defer c.Close()
+	d := &fakeDirect{}
+	peer := Addr{Key: key(2)}
+	c.SetDirect(key(2), d, "203.0.113.7:4000", time.Millisecond)
+	c.WriteTo([]byte("a"), peer)
+	if relayed != 0 || len(d.got) != 1 {
+		t.Fatalf("fresh direct path: relayed %d, direct %d; want 0, 1", relayed, len(d.got))
+	}
+	// Age the trust as if TrustWindow passed with nothing received.
+	c.mu.Lock()
+	c.peers[key(2)].trusted = time.Now().Add(-time.Millisecond)
+	c.mu.Unlock()
+	c.WriteTo([]byte("b"), peer)
+	if relayed != 1 || len(d.got) != 2 {
+		t.Fatalf("silent direct path: relayed %d, direct %d; want 1, 2 (both paths)", relayed, len(d.got))
+	}
+	c.DeliverDirect(key(2), []byte("ack"))
+	c.WriteTo([]byte("c"), peer)
+	if relayed != 1 || len(d.got) != 3 {
+		t.Fatalf("after a direct packet: relayed %d, direct %d; want 1, 3", relayed, len(d.got))
+	}
 }
