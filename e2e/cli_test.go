@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"natchat/wire"
 )
 
 // runOnce runs bin to completion and returns its exit code, stdout and
@@ -182,4 +185,57 @@ func TestRegistrationRefused(t *testing.T) {
 	mark := alice.mark()
 	alice.command(t, "/who")
 	alice.waitEventFrom(t, mark, waitLong, "peers event", isType("peers"))
+}
+
+// TestVersionMismatch: both ends say clearly when they speak different
+// protocol versions. A rendezvous of a future version (faked here: it
+// answers every datagram with a v2 Error) makes the node report
+// version_mismatch, naming both versions, and exit 1; the real rendezvous
+// answers a v2 datagram with a version_mismatch Error of its own version.
+func TestVersionMismatch(t *testing.T) {
+	t.Parallel()
+	fake := udpSocket(t)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := fake.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if !wire.IsProtocol(buf[:n]) {
+				continue // the node's STUN query
+			}
+			e := wire.Marshal(&wire.Error{Code: wire.CodeVersion, Request: wire.Type(buf[2]), Message: "rendezvous speaks v2"})
+			e[1] = wire.Version + 1
+			fake.WriteTo(e, from)
+		}
+	}()
+	n := startNode(t, "alice", fake.LocalAddr().String(), nodeOptions{})
+	ev := n.waitEvent(t, waitLong, "version_mismatch error", func(e *event) bool {
+		return e.Type == "error" && e.Code == "version_mismatch"
+	})
+	if !strings.Contains(ev.Message, "v2") || !strings.Contains(ev.Message, "v1") {
+		t.Errorf("message %q does not name both versions", ev.Message)
+	}
+	if code := n.exitCode(t, waitLong); code != 1 {
+		t.Errorf("node exit %d, want 1", code)
+	}
+
+	rv := startRendezvous(t, rvOptions{})
+	c := udpSocket(t)
+	hello := wire.Marshal(&wire.Hello{Nonce: 1})
+	hello[1] = wire.Version + 1
+	ua, _ := net.ResolveUDPAddr("udp", rv.addr)
+	c.WriteTo(hello, ua)
+	c.SetReadDeadline(time.Now().Add(waitLong))
+	buf := make([]byte, 2048)
+	sz, _, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no answer from the rendezvous to a v2 Hello: %v", err)
+	}
+	m, err := wire.Parse(buf[:sz])
+	if e, ok := m.(*wire.Error); err != nil || !ok || e.Code != wire.CodeVersion || sz > len(hello) {
+		t.Fatalf("rendezvous answered %x (%v, %v), want a version_mismatch Error no larger than the request", buf[:sz], m, err)
+	}
+	rv.proc.waitStderr(t, waitLong, "protocol version mismatch")
 }

@@ -293,7 +293,7 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 		switch {
 		case errors.As(err, &verr):
 			s.drop(relay.DropVersion)
-			s.log.Debug().Stringer("src", src).Uint8("version", verr.Got).Msg("protocol version mismatch")
+			s.log.Warn().Stringer("src", src).Uint8("theirs", verr.Got).Uint8("ours", wire.Version).Msg("protocol version mismatch: refused")
 			if verr.Type != wire.TypeError {
 				s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeVersion, Request: verr.Type,
 					Message: fmt.Sprintf("rendezvous speaks protocol v%d, you sent v%d", wire.Version, verr.Got)})
