@@ -131,6 +131,7 @@ type Node struct {
 	gone     map[wire.Key]bool // left peers: no punching until they are back
 	lastTo   string
 	quitting bool
+	pending  []Event // events decided under mu, emitted after it is released
 }
 
 type snapshot struct {
@@ -576,7 +577,12 @@ func (n *Node) controlLoop() {
 		now := time.Now()
 		n.mu.Lock()
 		next := n.tickLocked(now, start)
+		evs := n.pending
+		n.pending = nil
 		n.mu.Unlock()
+		for _, e := range evs {
+			n.emit(e)
+		}
 		n.expireStale(now)
 		if !t.Stop() {
 			select {
@@ -618,7 +624,7 @@ func (n *Node) tickLocked(now, start time.Time) time.Duration {
 		}
 		if !n.everReg && !n.unreachErr && now.Sub(start) > 10*time.Second {
 			n.unreachErr = true
-			n.emitLocked(&Error{Header: hdr("error"), Code: CodeUnreachable,
+			n.pending = append(n.pending, &Error{Header: hdr("error"), Code: CodeUnreachable,
 				Message: fmt.Sprintf("no answer from rendezvous %s yet; still trying", n.opts.Rendezvous)})
 		}
 		if n.state == stHello {
@@ -642,11 +648,6 @@ func (n *Node) tickLocked(now, start time.Time) time.Duration {
 		n.writeRV(wire.Marshal(&wire.Heartbeat{Session: n.session}))
 		return h
 	}
-}
-
-// emitLocked emits from under n.mu without holding it across OnEvent.
-func (n *Node) emitLocked(e Event) {
-	go n.emit(e)
 }
 
 // waitRegistered blocks until the node is registered or ctx is done.

@@ -57,11 +57,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 	lines := make(chan string)
 	inErr := make(chan error, 1)
+	stopped := make(chan struct{})
+	defer close(stopped)
+	// The reader may stay blocked on stdin after Run returns (a read
+	// cannot be cancelled); it never blocks on a send once Run is done.
 	go func() {
 		sc := bufio.NewScanner(o.In)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			lines <- sc.Text()
+			select {
+			case lines <- sc.Text():
+			case <-stopped:
+				return
+			}
 		}
 		inErr <- sc.Err()
 	}()
