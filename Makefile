@@ -28,6 +28,7 @@ lab-test:
 fuzz:
 	for t in FuzzParse FuzzParsePeerSignal FuzzParseFrame FuzzParseMsg FuzzValidateName; do \
 		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=20s ./wire/ || exit 1; done
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=20s ./headless/
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"natchat/headless"
 	"natchat/wire"
 )
 
@@ -201,10 +202,8 @@ func (l *lineLog) read(r io.Reader, parse bool) {
 	for sc.Scan() {
 		e := entry{at: time.Now(), text: sc.Text()}
 		if parse {
-			var ev event
-			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type != "" && !ev.TS.IsZero() {
-				ev.at = e.at
-				e.ev = &ev
+			if ev, err := headless.Parse(sc.Bytes()); err == nil {
+				e.ev = &event{Event: ev, at: e.at}
 			}
 		}
 		l.add(e)
@@ -462,33 +461,10 @@ func droppedTotal(m map[string]float64) float64 {
 
 // --- nodes ---
 
-// event is one headless JSON event: the union of every event's fields.
+// event is one headless event and when the test read it.
 type event struct {
-	Type    string     `json:"type"`
-	TS      time.Time  `json:"ts"`
-	Name    string     `json:"name,omitempty"`
-	Public  string     `json:"public,omitempty"`
-	Reason  string     `json:"reason,omitempty"`
-	Peers   []peerInfo `json:"peers,omitempty"`
-	ID      string     `json:"id,omitempty"`
-	To      string     `json:"to,omitempty"`
-	From    string     `json:"from,omitempty"`
-	Text    string     `json:"text,omitempty"`
-	Path    string     `json:"path,omitempty"`
-	Peer    string     `json:"peer,omitempty"`
-	Remote  string     `json:"remote,omitempty"`
-	RTTMS   float64    `json:"rtt_ms,omitempty"`
-	Code    string     `json:"code,omitempty"`
-	Message string     `json:"message,omitempty"`
-
+	headless.Event
 	at time.Time // when the test read it
-}
-
-type peerInfo struct {
-	Name   string  `json:"name"`
-	Path   string  `json:"path"`
-	RTTMS  float64 `json:"rtt_ms"`
-	Online bool    `json:"online"`
 }
 
 func (e *event) String() string {

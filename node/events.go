@@ -110,11 +110,6 @@ const (
 	CodeUnreachable = "rendezvous_unreachable" // no answer from the rendezvous
 )
 
-// Quit: the node is shutting down (after /quit or end of input).
-type Quit struct {
-	Header
-}
-
 func rttMS(d time.Duration) float64 {
 	return float64(d.Microseconds()/100) / 10
 }

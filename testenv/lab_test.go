@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"natchat/headless"
 )
 
 func helperCmd(mode string, args ...string) *exec.Cmd {
@@ -248,7 +250,7 @@ func TestNodeHandle(t *testing.T) {
 		t.Errorf("Send to an unknown peer: %v", err)
 	}
 	peers := must(n.Who(5 * time.Second))(t)
-	if len(peers) != 1 || peers[0] != (PeerInfo{Name: "bob", Path: "direct", RTTMs: 1.5, Online: true}) {
+	if len(peers) != 1 || peers[0] != (headless.PeerInfo{Name: "bob", Path: "direct", RTTMS: 1.5, Online: true}) {
 		t.Errorf("peers %+v", peers)
 	}
 	if _, err := n.WaitFrom(n.Mark(), 50*time.Millisecond, OfType("never")); err == nil || !strings.Contains(err.Error(), "no type never within") {

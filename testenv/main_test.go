@@ -111,8 +111,8 @@ func fakeNode(args []string) int {
 				continue
 			}
 			id++
-			emit("sent", fmt.Sprintf(`"id":%d,"to":%q`, id, f[1]))
-			emit("delivered", fmt.Sprintf(`"id":%d,"to":%q`, id, f[1]))
+			emit("sent", fmt.Sprintf(`"id":"%d","to":%q`, id, f[1]))
+			emit("delivered", fmt.Sprintf(`"id":"%d","to":%q`, id, f[1]))
 		case "/who":
 			emit("peers", `"peers":[{"name":"bob","path":"direct","rtt_ms":1.5,"online":true}]`)
 		case "/quit":

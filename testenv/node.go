@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"natchat/headless"
 )
 
 // Binaries locates the natchat programs the lab runs.
@@ -350,7 +352,7 @@ func (n *Node) read(out, evf *os.File) {
 	n.mu.Lock()
 	n.exited = true
 	n.mu.Unlock()
-	n.add(Event{Type: EventExit, Message: status})
+	n.add(Event{Event: headless.Event{Type: EventExit, Message: status}})
 	n.stdin.Close()
 }
 
@@ -472,7 +474,7 @@ func (n *Node) Send(to, text string) (Event, error) {
 }
 
 // Who sends /who and returns the peers event that answers it.
-func (n *Node) Who(timeout time.Duration) ([]PeerInfo, error) {
+func (n *Node) Who(timeout time.Duration) ([]headless.PeerInfo, error) {
 	n.inMu.Lock()
 	defer n.inMu.Unlock()
 	mark := n.Mark()

@@ -115,7 +115,7 @@ func converse(t *testing.T, a, b *testenv.Node, n int, tag string, within time.D
 	t.Helper()
 	marks := map[*testenv.Node]int{a: a.Mark(), b: b.Mark()}
 	res := talk{paths: map[string]int{}}
-	var ids = map[*testenv.Node][]testenv.Flex{}
+	var ids = map[*testenv.Node][]string{}
 	for i := 0; i < n; i++ {
 		for _, p := range [][2]*testenv.Node{{a, b}, {b, a}} {
 			from, to := p[0], p[1]

@@ -1,0 +1,224 @@
+package headless_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"natchat/headless"
+	"natchat/node"
+)
+
+func mustTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// parseCases are real lines (the example in docs/HEADLESS.md and lines the
+// node writes) and lines Parse must reject.
+var parseCases = []struct {
+	line string
+	want headless.Event
+	err  error
+}{
+	{line: `{"type":"registered","ts":"2026-11-22T04:55:06.949Z","name":"alice","public":"127.0.0.1:46814"}`,
+		want: headless.Event{Type: headless.TypeRegistered, TS: mustTime("2026-11-22T04:55:06.949Z"), Name: "alice", Public: "127.0.0.1:46814"}},
+	{line: `{"type":"peer_joined","ts":"2026-11-22T04:55:06.951Z","name":"bob"}`,
+		want: headless.Event{Type: headless.TypePeerJoined, TS: mustTime("2026-11-22T04:55:06.951Z"), Name: "bob"}},
+	{line: `{"type":"peer_left","ts":"2026-11-22T04:55:16.951123456Z","name":"bob","reason":"timeout"}`,
+		want: headless.Event{Type: headless.TypePeerLeft, TS: mustTime("2026-11-22T04:55:16.951123456Z"), Name: "bob", Reason: headless.ReasonTimeout}},
+	{line: `{"type":"sent","ts":"2026-11-22T04:55:07.941Z","id":"3ec5795e3c1baa7b","to":"bob","text":"hello bob"}`,
+		want: headless.Event{Type: headless.TypeSent, TS: mustTime("2026-11-22T04:55:07.941Z"), ID: "3ec5795e3c1baa7b", To: "bob", Text: "hello bob"}},
+	{line: `{"type":"path","ts":"2026-11-22T04:55:07.944Z","peer":"bob","path":"relay","remote":"127.0.0.1:3478","rtt_ms":0}`,
+		want: headless.Event{Type: headless.TypePath, TS: mustTime("2026-11-22T04:55:07.944Z"), Peer: "bob", Path: headless.PathRelay, Remote: "127.0.0.1:3478"}},
+	{line: `{"type":"delivered","ts":"2026-11-22T04:55:07.949Z","id":"3ec5795e3c1baa7b","to":"bob"}`,
+		want: headless.Event{Type: headless.TypeDelivered, TS: mustTime("2026-11-22T04:55:07.949Z"), ID: "3ec5795e3c1baa7b", To: "bob"}},
+	{line: `{"type":"peers","ts":"2026-11-22T04:55:09.944Z","peers":[{"name":"bob","path":"relay","rtt_ms":1.6,"online":true}]}`,
+		want: headless.Event{Type: headless.TypePeers, TS: mustTime("2026-11-22T04:55:09.944Z"),
+			Peers: []headless.PeerInfo{{Name: "bob", Path: headless.PathRelay, RTTMS: 1.6, Online: true}}}},
+	{line: `{"type":"message","ts":"2026-11-22T04:55:08Z","id":"00000000000000ff","from":"bob","text":"<hi> & \"bye\"","path":"direct"}` + "\n",
+		want: headless.Event{Type: headless.TypeMessage, TS: mustTime("2026-11-22T04:55:08Z"), ID: "00000000000000ff", From: "bob", Text: `<hi> & "bye"`, Path: headless.PathDirect}},
+	{line: `{"type":"error","ts":"2026-11-22T04:55:08.5Z","code":"undelivered","message":"no receipt within 10s","id":"3ec5795e3c1baa7b","to":"bob"}`,
+		want: headless.Event{Type: headless.TypeError, TS: mustTime("2026-11-22T04:55:08.5Z"), Code: headless.CodeUndelivered,
+			Message: "no receipt within 10s", ID: "3ec5795e3c1baa7b", To: "bob"}},
+	// The contract is only extended: unknown fields and types parse.
+	{line: `{"type":"future","ts":"2026-11-22T04:55:08+01:00","name":"x","extra":{"a":[1,2]}}`,
+		want: headless.Event{Type: "future", TS: mustTime("2026-11-22T04:55:08+01:00"), Name: "x"}},
+
+	{line: ``, err: headless.ErrNotObject},
+	{line: `not json`, err: headless.ErrNotObject},
+	{line: `null`, err: headless.ErrNotObject},
+	{line: `["type","ts"]`, err: headless.ErrNotObject},
+	{line: `{"type":"registered","ts":"2026-11-22T04:55:06Z"`, err: headless.ErrNotObject},
+	{line: `{"type":"registered","ts":"2026-11-22T04:55:06Z"} {}`, err: headless.ErrNotObject},
+	{line: `{"ts":"2026-11-22T04:55:06Z"}`, err: headless.ErrNoType},
+	{line: `{"type":"","ts":"2026-11-22T04:55:06Z"}`, err: headless.ErrNoType},
+	{line: `{"type":7,"ts":"2026-11-22T04:55:06Z"}`, err: headless.ErrNoType},
+	{line: `{"type":"registered"}`, err: headless.ErrTS},
+	{line: `{"type":"registered","ts":null}`, err: headless.ErrTS},
+	{line: `{"type":"registered","ts":1764000000}`, err: headless.ErrTS},
+	{line: `{"type":"registered","ts":"yesterday"}`, err: headless.ErrTS},
+	{line: `{"type":"registered","ts":"2026-11-22 04:55:06Z"}`, err: headless.ErrTS},
+	{line: `{"type":"sent","ts":"2026-11-22T04:55:06Z","id":17,"to":"bob"}`, err: headless.ErrField},
+	{line: `{"type":"error","ts":"2026-11-22T04:55:06Z","code":404,"message":"no"}`, err: headless.ErrField},
+	{line: `{"type":"peers","ts":"2026-11-22T04:55:06Z","peers":[{"name":"bob","online":"yes"}]}`, err: headless.ErrField},
+}
+
+func TestParse(t *testing.T) {
+	for _, c := range parseCases {
+		got, err := headless.Parse([]byte(c.line))
+		if !errors.Is(err, c.err) || (err == nil) != (c.err == nil) {
+			t.Errorf("Parse(%s): error %v, want %v", c.line, err, c.err)
+			continue
+		}
+		if err != nil {
+			if !reflect.DeepEqual(got, headless.Event{}) {
+				t.Errorf("Parse(%s) = %+v with error %v, want a zero Event", c.line, got, err)
+			}
+			continue
+		}
+		if !got.TS.Equal(c.want.TS) {
+			t.Errorf("Parse(%s): ts %v, want %v", c.line, got.TS, c.want.TS)
+		}
+		got.TS = c.want.TS
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Parse(%s)\n = %+v\nwant %+v", c.line, got, c.want)
+		}
+	}
+}
+
+// nodeEvents holds one of every event type the node writes, each field
+// set, so that TestParseNodeEvents covers every field.
+func nodeEvents() []node.Event {
+	h := func(typ string) node.Header {
+		return node.Header{Type: typ, TS: time.Date(2026, 11, 22, 4, 55, 6, 949123456, time.UTC)}
+	}
+	return []node.Event{
+		&node.Registered{Header: h(headless.TypeRegistered), Name: "alice", Public: "198.51.100.2:40000"},
+		&node.PeerJoined{Header: h(headless.TypePeerJoined), Name: "bob"},
+		&node.PeerLeft{Header: h(headless.TypePeerLeft), Name: "bob", Reason: headless.ReasonQuit},
+		&node.Peers{Header: h(headless.TypePeers), Peers: []node.PeerInfo{
+			{Name: "bob", Path: headless.PathDirect, RTTMS: 1.6, Online: true},
+			{Name: "carol", Path: headless.PathNone},
+		}},
+		&node.Sent{Header: h(headless.TypeSent), ID: "3ec5795e3c1baa7b", To: "bob", Text: "héllo <bob> & \"co\"\n"},
+		&node.Delivered{Header: h(headless.TypeDelivered), ID: "3ec5795e3c1baa7b", To: "bob"},
+		&node.Message{Header: h(headless.TypeMessage), ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi", Path: headless.PathRelay},
+		&node.PathChanged{Header: h(headless.TypePath), Peer: "bob", Path: headless.PathDirect, Remote: "198.51.100.3:5000", RTTMS: 12.5},
+		&node.Error{Header: h(headless.TypeError), Code: node.CodeUndelivered, Message: "no receipt", ID: "3ec5795e3c1baa7b", To: "bob"},
+	}
+}
+
+// jsonFields returns the fields of the struct v by JSON name, looking into
+// embedded structs.
+func jsonFields(v reflect.Value) map[string]reflect.Value {
+	m := map[string]reflect.Value{}
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			maps.Copy(m, jsonFields(v.Field(i)))
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.IsExported() && name != "-" && name != "" {
+			m[name] = v.Field(i)
+		}
+	}
+	return m
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestParseNodeEvents encodes every node event as the node does and checks
+// that Parse gets every field back, and that Event has exactly the fields
+// the node writes: the decoder cannot drift from the encoder.
+func TestParseNodeEvents(t *testing.T) {
+	seen := map[string]bool{}
+	for _, ne := range nodeEvents() {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf) // as node/cli writes them
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(ne); err != nil {
+			t.Fatal(err)
+		}
+		got, err := headless.Parse(buf.Bytes())
+		if err != nil {
+			t.Errorf("Parse(%s): %v", buf.Bytes(), err)
+			continue
+		}
+		gotFields := jsonFields(reflect.ValueOf(got))
+		for name, v := range jsonFields(reflect.ValueOf(ne).Elem()) {
+			seen[name] = true
+			if v.IsZero() {
+				t.Errorf("%T: test data leaves %s zero", ne, name)
+			}
+			g, ok := gotFields[name]
+			if !ok {
+				t.Errorf("%T: headless.Event has no field %q", ne, name)
+				continue
+			}
+			if w, g := mustJSON(t, v.Interface()), mustJSON(t, g.Interface()); w != g {
+				t.Errorf("%T: %s = %s after Parse, want %s", ne, name, g, w)
+			}
+		}
+	}
+	all := slices.Sorted(maps.Keys(jsonFields(reflect.ValueOf(headless.Event{}))))
+	if written := slices.Sorted(maps.Keys(seen)); !slices.Equal(all, written) {
+		t.Errorf("headless.Event has fields %v, the node writes %v", all, written)
+	}
+	peerFields := slices.Sorted(maps.Keys(jsonFields(reflect.ValueOf(headless.PeerInfo{}))))
+	if nodeFields := slices.Sorted(maps.Keys(jsonFields(reflect.ValueOf(node.PeerInfo{})))); !slices.Equal(peerFields, nodeFields) {
+		t.Errorf("headless.PeerInfo has fields %v, node.PeerInfo %v", peerFields, nodeFields)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, c := range parseCases {
+		f.Add([]byte(c.line))
+	}
+	for _, ne := range nodeEvents() {
+		b, err := json.Marshal(ne)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in := bytes.Clone(b)
+		ev, err := headless.Parse(b)
+		if !bytes.Equal(b, in) {
+			t.Fatal("Parse modified its input")
+		}
+		if err != nil {
+			if !errors.Is(err, headless.ErrNotObject) && !errors.Is(err, headless.ErrNoType) &&
+				!errors.Is(err, headless.ErrTS) && !errors.Is(err, headless.ErrField) {
+				t.Fatalf("Parse: error %v is none of the sentinels", err)
+			}
+			return
+		}
+		if ev.Type == "" {
+			t.Fatalf("Parse(%q) = %+v: no type", b, ev)
+		}
+		// What Parse accepted marshals to a line it accepts again.
+		again, err := headless.Parse([]byte(mustJSON(t, ev)))
+		if err != nil || again.Type != ev.Type || !again.TS.Equal(ev.TS) || again.Text != ev.Text || len(again.Peers) != len(ev.Peers) {
+			t.Fatalf("re-parse of %+v = %+v, %v", ev, again, err)
+		}
+	})
+}
