@@ -73,9 +73,10 @@ func (c *iceConn) SetWriteDeadline(t time.Time) error { return nil }
 // signals reliably through the rendezvous and moves the peer's link to the
 // direct path and back as punch reports.
 type direct struct {
-	n    *Node
-	key  wire.Key
-	peer *punch.Peer
+	n     *Node
+	key   wire.Key
+	ready chan struct{} // closed once peer is set (or failed to be)
+	peer  *punch.Peer   // set once, before ready is closed
 
 	mu      sync.Mutex
 	stopped bool // after stop, path reports are ignored
@@ -101,6 +102,9 @@ var _ punch.Handler = (*direct)(nil)
 func (n *Node) controlling(k wire.Key) bool { return bytes.Compare(n.key[:], k[:]) < 0 }
 
 // ensureDirect returns the punching state for k, creating and starting it.
+// It returns once the punch.Peer exists, also when another goroutine is
+// creating it: a signal handed to a half-made direct would be acked and
+// lost.
 func (n *Node) ensureDirect(k wire.Key) *direct {
 	if n.punch == nil || k == n.key {
 		return nil
@@ -109,11 +113,15 @@ func (n *Node) ensureDirect(k wire.Key) *direct {
 	d := n.directs[k]
 	if d != nil || n.quitting || n.gone[k] {
 		n.mu.Unlock()
+		if d != nil {
+			<-d.ready
+		}
 		return d
 	}
-	d = &direct{n: n, key: k, pending: make(map[uint32]*pendingSignal)}
+	d = &direct{n: n, key: k, ready: make(chan struct{}), pending: make(map[uint32]*pendingSignal)}
 	n.directs[k] = d
 	n.mu.Unlock()
+	defer close(d.ready)
 	p, err := n.punch.Peer(k.String(), n.controlling(k), d)
 	if err != nil {
 		n.log.Warn().Err(err).Str("key", k.Short()).Msg("punch: no peer")
@@ -186,7 +194,10 @@ func (d *direct) acked(seq uint32) {
 	d.mu.Unlock()
 }
 
+// stop ends punching to the peer. It may block for seconds (pion closes
+// its agent gracefully), so it must not run on the read loop.
 func (d *direct) stop() {
+	<-d.ready
 	d.mu.Lock()
 	d.stopped = true
 	for s, p := range d.pending {
@@ -251,16 +262,10 @@ func (n *Node) onSignaled(m *wire.Signaled) {
 		delete(n.gone, m.Src) // it is back and wants to talk
 		n.mu.Unlock()
 		d := n.ensureDirect(m.Src)
-		if d == nil {
+		if d == nil || d.peer == nil { // ensureDirect returns d ready
 			return
 		}
-		d.mu.Lock()
-		peer := d.peer
-		d.mu.Unlock()
-		if peer == nil {
-			return
-		}
-		peer.HandleSignal(punch.Signal{Generation: ps.Generation, Ufrag: ps.Ufrag, Pwd: ps.Pwd,
+		d.peer.HandleSignal(punch.Signal{Generation: ps.Generation, Ufrag: ps.Ufrag, Pwd: ps.Pwd,
 			Candidates: ps.Candidates, Failed: ps.Flags&wire.SignalFailed != 0})
 	case wire.SignalHello:
 		n.ensureDirect(m.Src)

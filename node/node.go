@@ -129,6 +129,7 @@ type Node struct {
 	conns    map[wire.Key]map[*quic.Conn]struct{} // live session connections per peer
 	directs  map[wire.Key]*direct
 	gone     map[wire.Key]bool // left peers: no punching until they are back
+	naming   map[wire.Key]bool // peers whose name is being looked up for a path event
 	lastTo   string
 	quitting bool
 	pending  []Event // events decided under mu, emitted after it is released
@@ -188,6 +189,7 @@ func New(opts Options) (*Node, error) {
 		conns:   make(map[wire.Key]map[*quic.Conn]struct{}),
 		directs: make(map[wire.Key]*direct),
 		gone:    make(map[wire.Key]bool),
+		naming:  make(map[wire.Key]bool),
 	}
 	lo := link.Options{Local: n.key, SendRelay: n.sendRelay, RelayRemote: n.rvAP.String(), OnPath: n.onPath}
 	if rb, ok := opts.Conn.(interface{ SetReadBuffer(int) error }); ok {
@@ -271,9 +273,12 @@ func (n *Node) Run(ctx context.Context) error {
 	directs := n.directs
 	n.directs = map[wire.Key]*direct{}
 	n.mu.Unlock()
+	var stops sync.WaitGroup
 	for _, d := range directs {
-		d.stop()
+		stops.Add(1)
+		go func() { defer stops.Done(); d.stop() }()
 	}
+	stops.Wait()
 	if n.punch != nil {
 		n.punch.Close()
 	}
@@ -806,14 +811,18 @@ func (n *Node) forgetPeer(k wire.Key) {
 	n.gone[k] = true
 	conns := n.conns[k]
 	delete(n.conns, k)
+	quitting := n.quitting
 	n.mu.Unlock()
 	for qc := range conns {
 		qc.CloseWithError(0, "peer left")
 	}
-	if d != nil {
-		d.stop()
-	}
 	n.link.Forget(k)
+	if d != nil && !quitting {
+		// Closing the ICE agent may wait for a STUN answer that only the
+		// read loop (our caller) can deliver: close it on the side.
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); d.stop() }()
+	}
 }
 
 // addConn tracks a live session connection to peer k until it closes.
@@ -919,7 +928,10 @@ func (n *Node) nameOf(ctx context.Context, k wire.Key) (string, error) {
 
 func (n *Node) onPath(k wire.Key, p link.Path) {
 	n.mu.Lock()
-	name, quitting := n.names[k], n.quitting
+	name, quitting, resolving := n.names[k], n.quitting, n.naming[k]
+	if name == "" && !resolving && !quitting {
+		n.naming[k] = true
+	}
 	n.mu.Unlock()
 	if quitting {
 		return // tearing down: paths end with the process
@@ -929,9 +941,32 @@ func (n *Node) onPath(k wire.Key, p link.Path) {
 		// (a no-op when it runs already; it retries by itself).
 		n.ensureDirect(k)
 	}
-	if name == "" {
-		name = k.Short()
+	switch {
+	case name != "":
+		n.emitPath(name, p)
+	case !resolving:
+		// A peer we know only by key (it contacted us first): ask the
+		// rendezvous for its name, then report the path it has by then.
+		// Changes meanwhile are folded into that one report.
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			name, err := n.nameOf(n.ctx, k)
+			n.mu.Lock()
+			delete(n.naming, k)
+			n.mu.Unlock()
+			if err != nil {
+				n.log.Info().Err(err).Str("key", k.Short()).Msg("path to a peer of unknown name")
+				return
+			}
+			if p := n.link.PathOf(k); p.Kind != link.None {
+				n.emitPath(name, p)
+			}
+		}()
 	}
+}
+
+func (n *Node) emitPath(name string, p link.Path) {
 	n.log.Info().Str("peer", name).Stringer("path", p.Kind).Str("remote", p.Remote).Msg("path")
 	n.emit(&PathChanged{Header: hdr("path"), Peer: name, Path: p.Kind.String(), Remote: p.Remote, RTTMS: rttMS(p.RTT)})
 }
