@@ -282,3 +282,16 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("online %q", got)
 	}
 }
+
+// TestLookupUnknownSessionTxID: the not_registered Error answering a
+// Lookup carries the Lookup's TxID, so the node can tell which request
+// was refused.
+func TestLookupUnknownSessionTxID(t *testing.T) {
+	h := newHarness(t, nil)
+	src := netip.MustParseAddrPort("198.51.100.1:1000")
+	req := &wire.Lookup{Session: wire.SessionID{9}, TxID: 0xdecaf, Name: "bob"}
+	e := onlyError(t, h.send(req, src), src, wire.CodeNotRegistered, len(wire.Marshal(req)))
+	if e.TxID != 0xdecaf || e.Request != wire.TypeLookup {
+		t.Fatalf("Error TxID %#x request %v, want 0xdecaf lookup", e.TxID, e.Request)
+	}
+}

@@ -315,30 +315,30 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 	case *wire.Register:
 		s.handleRegisterLocked(m, src, now, len(b))
 	case *wire.Heartbeat:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeHeartbeat); c != nil {
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeHeartbeat, 0); c != nil {
 			s.send(wire.Marshal(&wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq}), c.addr)
 		}
 	case *wire.Leave:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLeave); c != nil {
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLeave, 0); c != nil {
 			s.log.Info().Str("peer", c.name).Msg("left")
 			s.removeLocked(c, wire.ReasonQuit, now)
 		}
 	case *wire.PeersRequest:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypePeersRequest); c != nil {
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypePeersRequest, 0); c != nil {
 			s.sendSnapshotLocked(c)
 		}
 	case *wire.Lookup:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLookup); c != nil {
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLookup, m.TxID); c != nil {
 			s.send(wire.Marshal(s.lookupLocked(m)), c.addr)
 		}
 	case *wire.Relay:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeRelay); c != nil {
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeRelay, 0); c != nil {
 			s.forwardLocked(c, m.Dst, len(m.Payload), now, func(b []byte) []byte {
 				return wire.Append(b, &wire.Relayed{Src: c.key, Payload: m.Payload})
 			}, true)
 		}
 	case *wire.Signal:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeSignal); c != nil {
+		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeSignal, 0); c != nil {
 			s.forwardLocked(c, m.Dst, len(m.Body), now, func(b []byte) []byte {
 				return wire.Append(b, &wire.Signaled{Src: c.key, Name: c.name, Body: m.Body})
 			}, false)
@@ -363,11 +363,11 @@ func (s *Server) replyErrorLocked(src netip.AddrPort, now time.Time, reqLen int,
 
 // sessionLocked returns the client of session id, refreshing its lastSeen
 // and roaming it to src, or replies not_registered and returns nil.
-func (s *Server) sessionLocked(id wire.SessionID, src netip.AddrPort, now time.Time, reqLen int, t wire.Type) *client {
+func (s *Server) sessionLocked(id wire.SessionID, src netip.AddrPort, now time.Time, reqLen int, t wire.Type, txid uint32) *client {
 	c := s.bySession[id]
 	if c == nil {
 		s.drop(relay.DropNotRegistered)
-		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: wire.CodeNotRegistered, Request: t, Message: "register again"})
+		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: wire.CodeNotRegistered, Request: t, TxID: txid, Message: "register again"})
 		return nil
 	}
 	if c.addr != src {
