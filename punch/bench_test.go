@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"natchat/internal/vnetlab"
 )
 
 // warmSTUN waits until the Manager has the mapped address cached, as a
@@ -24,12 +26,12 @@ func warmSTUN(b *testing.B, m *Manager) {
 func BenchmarkConnect(b *testing.B) {
 	var times []time.Duration
 	for i := 0; i < b.N; i++ {
-		w := newWorld(b, impairment{delay: 30 * time.Millisecond}, uint64(i))
-		na, ipA := w.lan(natPortRestricted)()
-		nb, ipB := w.lan(natPortRestricted)()
-		w.start()
-		a := w.newNode("a", na, ipA, Options{})
-		bn := w.newNode("b", nb, ipB, Options{})
+		w := newWorld(b, vnetlab.Impairment{Delay: 30 * time.Millisecond}, uint64(i))
+		ha := w.LAN(vnetlab.PortRestricted).Host()
+		hb := w.LAN(vnetlab.PortRestricted).Host()
+		w.Start()
+		a := w.newNode("a", ha, Options{})
+		bn := w.newNode("b", hb, Options{})
 		warmSTUN(b, a.m)
 		warmSTUN(b, bn.m)
 		connect(b, a, bn, &signalling{w: w, rto: 250 * time.Millisecond}, "bench")
@@ -65,14 +67,14 @@ func BenchmarkConnect(b *testing.B) {
 func BenchmarkPeerFootprint(b *testing.B) {
 	const n = 100
 	for i := 0; i < b.N; i++ {
-		w := newWorld(b, impairment{}, 7)
-		hn, hip := w.lan(natPublic)()
-		rn, rip := w.lan(natPublic)()
-		w.start()
-		hub := w.newNode("hub", hn, hip, Options{})
+		w := newWorld(b, vnetlab.Impairment{}, 7)
+		hh := w.LAN(vnetlab.NoNAT).Host()
+		rh := w.LAN(vnetlab.NoNAT).Host()
+		w.Start()
+		hub := w.newNode("hub", hh, Options{})
 		remotes := make([]*node, n)
 		for j := range remotes {
-			remotes[j] = w.newNode(fmt.Sprintf("r%d", j), rn, rip, Options{})
+			remotes[j] = w.newNode(fmt.Sprintf("r%d", j), rh, Options{})
 		}
 		warmSTUN(b, hub.m)
 		for _, r := range remotes {

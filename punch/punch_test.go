@@ -4,91 +4,38 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
+
+	"natchat/internal/vnetlab"
 )
 
-// The vnet tests run in synctest bubbles: pion, vnet and punch all use the
-// bubble's fake clock, so a 30 ms delay or a 20 s wait costs no wall time,
-// and the bubble fails if any goroutine is left behind (the leak check).
+// The vnet tests run in synctest bubbles (vnetlab.Bubble), where pion,
+// vnet and punch share a fake clock and leaked goroutines fail the test;
 // PUNCH_REALTIME=1 runs them on the real clock instead (slow: ~1 min).
-func bubble(t *testing.T, f func(*testing.T)) {
-	if os.Getenv("PUNCH_REALTIME") != "" {
-		f(t)
-		return
-	}
-	synctest.Test(t, f)
-}
+const realtimeEnv = "PUNCH_REALTIME"
 
-// natPairs is the expected outcome of ICE for each pair of NATs.
-var natPairs = []struct {
-	a, b       natKind
-	sameRouter bool
-	direct     bool
-	why        string
-}{
-	{a: natPublic, b: natPublic, direct: true, why: "host to host"},
-	{a: natPublic, b: natFullCone, direct: true, why: "public host reachable; NAT side opens its own mapping"},
-	{a: natPublic, b: natAddrRestricted, direct: true, why: "public host reachable; NAT side opens its own mapping"},
-	{a: natPublic, b: natPortRestricted, direct: true, why: "public host reachable; NAT side opens its own mapping"},
-	{a: natPublic, b: natSymmetric, direct: true, why: "public host learns the symmetric side as peer-reflexive"},
-	{a: natFullCone, b: natFullCone, direct: true, why: "srflx to srflx, no filtering"},
-	{a: natFullCone, b: natAddrRestricted, direct: true, why: "srflx to srflx, checks from both sides open the filters"},
-	{a: natFullCone, b: natPortRestricted, direct: true, why: "srflx to srflx, checks from both sides open the filters"},
-	{a: natFullCone, b: natSymmetric, direct: true, why: "full cone accepts the symmetric side's new mapping (peer-reflexive)"},
-	{a: natAddrRestricted, b: natAddrRestricted, direct: true, why: "srflx to srflx hole punch"},
-	{a: natAddrRestricted, b: natPortRestricted, direct: true, why: "srflx to srflx hole punch"},
-	{a: natAddrRestricted, b: natSymmetric, direct: true, why: "address filter opened towards the symmetric side's IP admits its new port"},
-	{a: natPortRestricted, b: natPortRestricted, direct: true, why: "srflx to srflx hole punch"},
-	{a: natPortRestricted, b: natSymmetric, direct: false, why: "no direct → relay: symmetric port unpredictable, port filter never opens"},
-	{a: natSymmetric, b: natSymmetric, direct: false, why: "no direct → relay: neither mapping is predictable"},
-	{a: natPortRestricted, b: natPortRestricted, sameRouter: true, direct: true, why: "same LAN: host to host (no hairpinning needed)"},
-}
+func bubble(t *testing.T, f func(*testing.T)) { vnetlab.Bubble(t, realtimeEnv, f) }
 
-var impairments = []impairment{
-	{delay: 0, loss: 0},
-	{delay: 0, loss: 0.10},
-	{delay: 30 * time.Millisecond, loss: 0},
-	{delay: 30 * time.Millisecond, loss: 0.10},
-}
-
+// TestNATPairs punches between every pair of NATs (vnetlab.Pairs) under
+// every WAN impairment: a direct path where the NATs allow one, and
+// otherwise none, with the controlling side retrying.
 func TestNATPairs(t *testing.T) {
-	for pi, pc := range natPairs {
-		name := fmt.Sprintf("%s to %s", pc.a, pc.b)
-		if pc.sameRouter {
-			name = "same router"
-		}
-		t.Run(name, func(t *testing.T) {
-			for ii, imp := range impairments {
-				// Swap roles on the delayed runs so both orientations are covered.
-				swap := imp.delay > 0
-				t.Run(imp.String(), func(t *testing.T) {
-					t.Parallel()
-					bubble(t, func(t *testing.T) {
-						runPair(t, pc.a, pc.b, pc.sameRouter, swap, imp, pc.direct, uint64(pi*10+ii))
-					})
-				})
-			}
-		})
-	}
+	vnetlab.RunMatrix(t, vnetlab.Impairments(), realtimeEnv, func(t *testing.T, p vnetlab.Pair, imp vnetlab.Impairment, seed uint64) {
+		// Swap roles on the delayed runs so both orientations are covered.
+		runPair(t, p, imp.Delay > 0, imp, seed)
+	})
 }
 
-func runPair(t *testing.T, ka, kb natKind, sameRouter, swap bool, imp impairment, wantDirect bool, seed uint64) {
+func runPair(t *testing.T, p vnetlab.Pair, swap bool, imp vnetlab.Impairment, seed uint64) {
 	w := newWorld(t, imp, seed)
-	addA := w.lan(ka)
-	addB := addA
-	if !sameRouter {
-		addB = w.lan(kb)
-	}
-	na, ipA := addA()
-	nb, ipB := addB()
-	w.start()
-	a := w.newNode("a", na, ipA, Options{})
-	b := w.newNode("b", nb, ipB, Options{})
+	la, lb := w.LANs(p)
+	ha, hb := la.Host(), lb.Host()
+	w.Start()
+	a := w.newNode("a", ha, Options{})
+	b := w.newNode("b", hb, Options{})
 	defer w.close()
 	defer b.m.Close()
 	defer a.m.Close()
@@ -101,7 +48,7 @@ func runPair(t *testing.T, ka, kb natKind, sameRouter, swap bool, imp impairment
 	must(t, a.p.Start())
 	must(t, b.p.Start())
 
-	if !wantDirect {
+	if !p.Direct {
 		select {
 		case ev := <-a.h.direct:
 			t.Fatalf("a: unexpected direct path %+v", ev)
@@ -135,7 +82,7 @@ func runPair(t *testing.T, ka, kb natKind, sameRouter, swap bool, imp impairment
 	}
 	t.Logf("direct after %v (a sees %v rtt %v, b sees %v rtt %v)",
 		last.Sub(t0), ea.remote, ea.rtt, eb.remote, eb.rtt)
-	if sameRouter {
+	if p.SameRouter {
 		for _, ev := range []directEv{ea, eb} {
 			if ip := ev.remote.(*net.UDPAddr).IP.String(); !strings.HasPrefix(ip, "10.0.") {
 				t.Errorf("same router: direct path via %v, want a host (LAN) candidate", ev.remote)
@@ -168,12 +115,12 @@ func TestDirectPathDiesAndRecovers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			bubble(t, func(t *testing.T) {
-				w := newWorld(t, impairment{delay: 30 * time.Millisecond}, 1)
-				na, ipA := w.lan(natPortRestricted)()
-				nb, ipB := w.lan(natPortRestricted)()
-				w.start()
-				a := w.newNode("a", na, ipA, Options{})
-				b := w.newNode("b", nb, ipB, Options{})
+				w := newWorld(t, vnetlab.Impairment{Delay: 30 * time.Millisecond}, 1)
+				ha := w.LAN(vnetlab.PortRestricted).Host()
+				hb := w.LAN(vnetlab.PortRestricted).Host()
+				w.Start()
+				a := w.newNode("a", ha, Options{})
+				b := w.newNode("b", hb, Options{})
 				defer w.close()
 				defer b.m.Close()
 				defer a.m.Close()
@@ -190,7 +137,7 @@ func TestDirectPathDiesAndRecovers(t *testing.T) {
 				}
 				firstGen := (<-a.h.sigs).Generation
 
-				w.cut.Store(&tc.cut)
+				w.cutNodes(tc.cut)
 				t0 := time.Now()
 				for _, n := range []*node{a, b} {
 					if !slices.Contains(tc.deaf, n.name) {
@@ -216,7 +163,7 @@ func TestDirectPathDiesAndRecovers(t *testing.T) {
 					}
 				}
 				t.Logf("restart after %v", time.Since(t0))
-				w.cut.Store(nil)
+				w.cutNodes(nil)
 				t1 := time.Now()
 				for _, n := range []*node{a, b} {
 					// Drain to the latest report, then wait for up if it is not.
@@ -246,12 +193,12 @@ func TestRemotePeerRestarts(t *testing.T) {
 	for _, controllingRestarts := range []bool{false, true} {
 		t.Run(fmt.Sprintf("controlling restarts=%v", controllingRestarts), func(t *testing.T) {
 			bubble(t, func(t *testing.T) {
-				w := newWorld(t, impairment{delay: 30 * time.Millisecond}, 4)
-				na, ipA := w.lan(natPortRestricted)()
-				nb, ipB := w.lan(natFullCone)()
-				w.start()
-				a := w.newNode("a", na, ipA, Options{})
-				b := w.newNode("b", nb, ipB, Options{})
+				w := newWorld(t, vnetlab.Impairment{Delay: 30 * time.Millisecond}, 4)
+				ha := w.LAN(vnetlab.PortRestricted).Host()
+				hb := w.LAN(vnetlab.FullCone).Host()
+				w.Start()
+				a := w.newNode("a", ha, Options{})
+				b := w.newNode("b", hb, Options{})
 				defer w.close()
 				defer b.m.Close()
 				defer a.m.Close()
@@ -295,13 +242,12 @@ func TestRemotePeerRestarts(t *testing.T) {
 // A pair with no STUN server still connects on host candidates.
 func TestHostCandidatesOnly(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		w := newWorld(t, impairment{}, 2)
-		add := w.lan(natPortRestricted)
-		na, ipA := add()
-		nb, ipB := add()
-		w.start()
-		a := w.newNode("a", na, ipA, Options{STUNServer: "-"})
-		b := w.newNode("b", nb, ipB, Options{STUNServer: "-"})
+		w := newWorld(t, vnetlab.Impairment{}, 2)
+		lan := w.LAN(vnetlab.PortRestricted)
+		ha, hb := lan.Host(), lan.Host()
+		w.Start()
+		a := w.newNode("a", ha, Options{STUNServer: "-"})
+		b := w.newNode("b", hb, Options{STUNServer: "-"})
 		defer w.close()
 		defer b.m.Close()
 		defer a.m.Close()
@@ -322,10 +268,10 @@ func TestManagerAPI(t *testing.T) {
 		if _, err := NewManager(Options{}); !errors.Is(err, ErrBadConn) {
 			t.Errorf("NewManager without Conn = %v, want ErrBadConn", err)
 		}
-		w := newWorld(t, impairment{}, 3)
-		n, ip := w.lan(natPublic)()
-		w.start()
-		a := w.newNode("a", n, ip, Options{})
+		w := newWorld(t, vnetlab.Impairment{}, 3)
+		host := w.LAN(vnetlab.NoNAT).Host()
+		w.Start()
+		a := w.newNode("a", host, Options{})
 		defer w.close()
 		h := newTestHandler(16)
 		p, err := a.m.Peer("x", true, h)

@@ -107,7 +107,7 @@ func TestRealNetwork(t *testing.T) {
 		return &node{name: name, m: m}
 	}
 	a, b := mk("a"), mk("b")
-	sig := &signalling{w: &world{}, rto: 250 * time.Millisecond}
+	sig := &signalling{rto: 250 * time.Millisecond} // no world: no delay, no loss
 	connect(t, a, b, sig, "real")
 	t0 := time.Now()
 	must(t, a.p.Start())

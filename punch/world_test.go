@@ -2,7 +2,6 @@ package punch
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -12,8 +11,9 @@ import (
 	"time"
 
 	"github.com/pion/stun"
-	"github.com/pion/transport/v2/vnet"
 	"github.com/rs/zerolog"
+
+	"natchat/internal/vnetlab"
 )
 
 func init() { zerolog.TimeFieldFormat = "15:04:05.000" }
@@ -27,108 +27,47 @@ func testLogger(t testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(lvl).With().Timestamp().Logger()
 }
 
-// natKind is the behaviour of the NAT in front of a node (RFC 4787 terms).
-type natKind int
-
-const (
-	natPublic         natKind = iota // no NAT
-	natFullCone                      // EI mapping, EI filtering
-	natAddrRestricted                // EI mapping, address-dependent filtering
-	natPortRestricted                // EI mapping, address+port-dependent filtering
-	natSymmetric                     // address+port-dependent mapping and filtering
-)
-
-func (k natKind) String() string {
-	return [...]string{"public", "full cone", "address-restricted", "port-restricted", "symmetric"}[k]
-}
-
-func (k natKind) vnetType() *vnet.NATType {
-	switch k {
-	case natFullCone:
-		return &vnet.NATType{MappingBehavior: vnet.EndpointIndependent, FilteringBehavior: vnet.EndpointIndependent}
-	case natAddrRestricted:
-		return &vnet.NATType{MappingBehavior: vnet.EndpointIndependent, FilteringBehavior: vnet.EndpointAddrDependent}
-	case natPortRestricted:
-		return &vnet.NATType{MappingBehavior: vnet.EndpointIndependent, FilteringBehavior: vnet.EndpointAddrPortDependent}
-	case natSymmetric:
-		return &vnet.NATType{MappingBehavior: vnet.EndpointAddrPortDependent, FilteringBehavior: vnet.EndpointAddrPortDependent}
-	}
-	return nil
-}
-
-// impairment of the internet (the WAN router). A LAN is clean.
-type impairment struct {
-	delay time.Duration // one way, per WAN crossing
-	loss  float64       // per packet crossing the WAN
-}
-
-func (i impairment) String() string {
-	return fmt.Sprintf("delay=%v,loss=%g%%", i.delay, i.loss*100)
-}
-
 const stunIP = "1.2.3.4"
 
-// vnetMu serialises vnet constructors: they bump an unguarded global MAC
-// address counter (pion/transport/v2 vnet.newMACAddress), a data race when
-// worlds are built in parallel.
-var vnetMu sync.Mutex
-
-func newRouter(c *vnet.RouterConfig) (*vnet.Router, error) {
-	vnetMu.Lock()
-	defer vnetMu.Unlock()
-	return vnet.NewRouter(c)
-}
-
-func newNet(c *vnet.NetConfig) (*vnet.Net, error) {
-	vnetMu.Lock()
-	defer vnetMu.Unlock()
-	return vnet.NewNet(c)
-}
-
-// world is one virtual internet: a WAN router with a STUN responder, and
-// nodes either on the WAN (public) or behind NAT routers.
+// world is a vnetlab.World with a STUN responder at stunIP:3478 (which
+// the nodes use by default) and punch's nodes on its hosts.
 type world struct {
-	t    testing.TB
-	imp  impairment
-	logs pionLogs
-	wan  *vnet.Router
-
-	// cut, when set, drops the node-to-node WAN packets it returns true
-	// for (STUN always passes).
-	cut atomic.Pointer[func(src, dst net.IP) bool]
-
-	mu  sync.Mutex // guards rng
-	rng *rand.Rand
-
-	lans    int
-	stunWG  sync.WaitGroup
-	closers []func()
+	*vnetlab.World
+	t      testing.TB
+	stun   net.PacketConn
+	stunWG sync.WaitGroup
 }
 
-func newWorld(t testing.TB, imp impairment, seed uint64) *world {
-	w := &world{
-		t:    t,
-		imp:  imp,
-		logs: pionLogs{zerolog.Nop()},
-		rng:  rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
-	}
-	wan, err := newRouter(&vnet.RouterConfig{CIDR: "1.2.3.0/24", MinDelay: imp.delay, LoggerFactory: w.logs})
-	must(t, err)
-	wan.AddChunkFilter(w.filter)
-	w.wan = wan
-
-	sn, err := newNet(&vnet.NetConfig{StaticIPs: []string{stunIP}})
-	must(t, err)
-	must(t, wan.AddNet(sn))
-	sc, err := sn.ListenPacket("udp4", stunIP+":3478")
-	must(t, err)
+func newWorld(t testing.TB, imp vnetlab.Impairment, seed uint64) *world {
+	w := &world{World: vnetlab.NewWorld(t, imp, seed), t: t}
+	w.stun = w.PublicHost(stunIP).Listen(3478)
 	w.stunWG.Add(1)
 	go func() {
 		defer w.stunWG.Done()
-		serveSTUN(sc)
+		serveSTUN(w.stun)
 	}()
-	w.closers = append(w.closers, func() { _ = sc.Close(); w.stunWG.Wait() })
+	t.Cleanup(w.close)
 	return w
+}
+
+// close stops the STUN responder, then the network. Later calls do
+// nothing.
+func (w *world) close() {
+	_ = w.stun.Close()
+	w.stunWG.Wait()
+	w.Close()
+}
+
+// cutNodes makes the WAN drop the node-to-node packets cut returns true
+// for (STUN always passes); nil heals.
+func (w *world) cutNodes(cut func(src, dst net.IP) bool) {
+	if cut == nil {
+		w.Cut(nil)
+		return
+	}
+	w.Cut(func(src, dst *net.UDPAddr, _ []byte) bool {
+		return src.IP.String() != stunIP && dst.IP.String() != stunIP && cut(src.IP, dst.IP)
+	})
 }
 
 func must(t testing.TB, err error) {
@@ -160,89 +99,21 @@ func serveSTUN(c net.PacketConn) {
 	}
 }
 
-func (w *world) chance(p float64) bool {
-	if p <= 0 {
-		return false
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.rng.Float64() < p
-}
-
-func (w *world) filter(c vnet.Chunk) bool {
-	src, _ := c.SourceAddr().(*net.UDPAddr)
-	dst, _ := c.DestinationAddr().(*net.UDPAddr)
-	if src == nil || dst == nil {
-		return true
-	}
-	if cut := w.cut.Load(); cut != nil && src.IP.String() != stunIP && dst.IP.String() != stunIP && (*cut)(src.IP, dst.IP) {
-		return false
-	}
-	return !w.chance(w.imp.loss)
-}
-
-// lan adds a NAT router of kind k (public: none) and returns the function
-// that adds a host to it.
-func (w *world) lan(k natKind) func() (*vnet.Net, string) {
-	w.lans++
-	idx := w.lans
-	if k == natPublic {
-		return func() (*vnet.Net, string) {
-			ip := fmt.Sprintf("1.2.3.%d", 100+idx)
-			idx += 10
-			n, err := newNet(&vnet.NetConfig{StaticIPs: []string{ip}})
-			must(w.t, err)
-			must(w.t, w.wan.AddNet(n))
-			return n, ip
-		}
-	}
-	r, err := newRouter(&vnet.RouterConfig{
-		CIDR:          fmt.Sprintf("10.0.%d.0/24", idx),
-		StaticIPs:     []string{fmt.Sprintf("1.2.3.%d", 10+idx)},
-		NATType:       k.vnetType(),
-		LoggerFactory: w.logs,
-	})
-	must(w.t, err)
-	must(w.t, w.wan.AddRouter(r))
-	host := 1
-	return func() (*vnet.Net, string) {
-		host++
-		ip := fmt.Sprintf("10.0.%d.%d", idx, host)
-		n, err := newNet(&vnet.NetConfig{StaticIPs: []string{ip}})
-		must(w.t, err)
-		must(w.t, r.AddNet(n))
-		return n, ip
-	}
-}
-
-// start starts the routers; call after every lan and host is added.
-func (w *world) start() {
-	must(w.t, w.wan.Start())
-}
-
-func (w *world) close() {
-	for i := len(w.closers) - 1; i >= 0; i-- {
-		w.closers[i]()
-	}
-	_ = w.wan.Stop()
-}
-
 // node is one side of a test pair.
 type node struct {
 	name string
-	ip   string
 	m    *Manager
 	p    *Peer
 	h    *testHandler
 }
 
-// newNode opens a socket on n (unspecified address, like a node does) and
+// newNode opens a socket on h (unspecified address, like a node does) and
 // starts a Manager on it.
-func (w *world) newNode(name string, n *vnet.Net, ip string, o Options) *node {
-	c, err := n.ListenPacket("udp4", "0.0.0.0:0")
+func (w *world) newNode(name string, h *vnetlab.Host, o Options) *node {
+	c, err := h.Net.ListenPacket("udp4", "0.0.0.0:0")
 	must(w.t, err)
 	o.Conn = c
-	o.Net = n
+	o.Net = h.Net
 	switch o.STUNServer {
 	case "":
 		o.STUNServer = stunIP + ":3478"
@@ -252,7 +123,7 @@ func (w *world) newNode(name string, n *vnet.Net, ip string, o Options) *node {
 	o.Logger = testLogger(w.t).With().Str("node", name).Logger()
 	m, err := NewManager(o)
 	must(w.t, err)
-	return &node{name: name, ip: ip, m: m}
+	return &node{name: name, m: m}
 }
 
 // connect creates the Peers of a and b for each other, a controlling, with
@@ -279,14 +150,18 @@ func connect(t testing.TB, a, b *node, sig *signalling, id string) {
 // the sender retransmits every rto until acked, so the receiver may get
 // duplicates, and signals may overtake each other.
 type signalling struct {
-	w   *world
+	w   *world // whose WAN the signals cross; nil: none (no delay, no loss)
 	rto time.Duration
 }
 
 func (s *signalling) send(sig Signal, deliver func(Signal)) {
 	sig.Candidates = slices.Clone(sig.Candidates)
-	oneWay := 2*s.w.imp.delay + 5*time.Millisecond
-	lost := func() bool { return s.w.chance(1 - (1-s.w.imp.loss)*(1-s.w.imp.loss)) }
+	var imp vnetlab.Impairment // no world: a clean path
+	if s.w != nil {
+		imp = s.w.Impairment()
+	}
+	oneWay := 2*imp.Delay + 5*time.Millisecond
+	lost := func() bool { return imp.Loss > 0 && s.w.Chance(1-(1-imp.Loss)*(1-imp.Loss)) }
 	at := time.Duration(0)
 	for range 50 {
 		if !lost() {

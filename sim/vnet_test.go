@@ -5,67 +5,28 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
 
+	"natchat/internal/vnetlab"
 	"natchat/node"
 	"natchat/rendezvous"
 	"natchat/wire"
 )
 
 // The vnet tests run the whole stack (rendezvous, nodes, QUIC, punch,
-// pion/ice, vnet) in testing/synctest bubbles: every timer is the bubble's
-// fake clock, so a 30 ms WAN or a 25 s wait costs no wall time, and the
-// bubble fails the test if any goroutine is left behind when it ends (the
-// leak check). SIM_REALTIME=1 runs them on the real clock instead, to tell
-// a bubble artefact from a bug (slow, and without the leak check).
-func bubble(t *testing.T, f func(*testing.T)) {
-	if os.Getenv("SIM_REALTIME") != "" {
-		f(t)
-		return
-	}
-	synctest.Test(t, f)
-}
+// pion/ice, vnet) in testing/synctest bubbles (vnetlab.Bubble): a 30 ms WAN
+// or a 25 s wait costs no wall time, and a goroutine left behind fails the
+// test. SIM_REALTIME=1 runs them on the real clock instead, to tell a bubble
+// artefact from a bug.
+const realtimeEnv = "SIM_REALTIME"
+
+func bubble(t *testing.T, f func(*testing.T)) { vnetlab.Bubble(t, realtimeEnv, f) }
 
 // rvIP is the rendezvous's public address in every World.
 const rvIP = "1.2.3.4"
-
-// natPairs is the expected path for each pair of NATs: direct where ICE
-// can punch through them, the relay otherwise.
-var natPairs = []struct {
-	a, b       NAT
-	sameRouter bool
-	direct     bool
-	why        string
-}{
-	{a: NoNAT, b: NoNAT, direct: true, why: "host to host"},
-	{a: NoNAT, b: FullCone, direct: true, why: "public host reachable; NAT side opens its own mapping"},
-	{a: NoNAT, b: AddrRestricted, direct: true, why: "public host reachable; NAT side opens its own mapping"},
-	{a: NoNAT, b: PortRestricted, direct: true, why: "public host reachable; NAT side opens its own mapping"},
-	{a: NoNAT, b: Symmetric, direct: true, why: "public host learns the symmetric side as peer-reflexive"},
-	{a: FullCone, b: FullCone, direct: true, why: "srflx to srflx, no filtering"},
-	{a: FullCone, b: AddrRestricted, direct: true, why: "srflx to srflx, checks from both sides open the filters"},
-	{a: FullCone, b: PortRestricted, direct: true, why: "srflx to srflx, checks from both sides open the filters"},
-	{a: FullCone, b: Symmetric, direct: true, why: "full cone accepts the symmetric side's new mapping (peer-reflexive)"},
-	{a: AddrRestricted, b: AddrRestricted, direct: true, why: "srflx to srflx hole punch"},
-	{a: AddrRestricted, b: PortRestricted, direct: true, why: "srflx to srflx hole punch"},
-	{a: AddrRestricted, b: Symmetric, direct: true, why: "address filter opened towards the symmetric side's IP admits its new port"},
-	{a: PortRestricted, b: PortRestricted, direct: true, why: "srflx to srflx hole punch"},
-	{a: PortRestricted, b: Symmetric, direct: false, why: "relay: symmetric port unpredictable, port filter never opens"},
-	{a: Symmetric, b: Symmetric, direct: false, why: "relay: neither mapping is predictable"},
-	{a: PortRestricted, b: PortRestricted, sameRouter: true, direct: true, why: "same LAN: host to host (no hairpinning needed)"},
-}
-
-var impairments = []Impairment{
-	{Delay: 0, Loss: 0},
-	{Delay: 0, Loss: 0.10},
-	{Delay: 30 * time.Millisecond, Loss: 0},
-	{Delay: 30 * time.Millisecond, Loss: 0.10},
-}
 
 // chatN is how many messages each side sends per cell.
 const chatN = 10
@@ -80,48 +41,30 @@ const relayHold = 25 * time.Second
 // WAN with and without delay and loss (the loss hits node↔rendezvous
 // traffic too), and has them chat both ways at once: every message arrives
 // exactly once, in order, intact, every Sent gets its Delivered, and the
-// pair ends on the path the NATs allow.
+// pair ends on the path the NATs allow (vnetlab.Pairs): direct where ICE
+// can punch through them, the relay otherwise.
 func TestChatAcrossNATs(t *testing.T) {
-	imps := impairments
+	imps := vnetlab.Impairments()
 	if testing.Short() {
-		imps = impairments[3:] // the hardest one: 30 ms and 10 % loss
+		imps = imps[3:] // the hardest one: 30 ms and 10 % loss
 	}
-	for pi, pc := range natPairs {
-		name := fmt.Sprintf("%s to %s", pc.a, pc.b)
-		if pc.sameRouter {
-			name = "same router"
-		}
-		t.Run(name, func(t *testing.T) {
-			for ii, imp := range imps {
-				t.Run(imp.String(), func(t *testing.T) {
-					t.Parallel()
-					bubble(t, func(t *testing.T) {
-						chatCell(t, pc.a, pc.b, pc.sameRouter, imp, pc.direct, pc.why, uint64(pi*10+ii))
-					})
-				})
-			}
-		})
-	}
+	vnetlab.RunMatrix(t, imps, realtimeEnv, chatCell)
 }
 
 // pair is a World with a rendezvous and two nodes, alice and bob.
 type pair struct {
-	w    *World
+	w    *vnetlab.World
 	rv   *Rendezvous
 	a, b *Node
 	pubA string // the IP the WAN sees for alice (her NAT's, or her own)
 	pubB string
 }
 
-func newPair(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, seed uint64) *pair {
+func newPair(t *testing.T, np vnetlab.Pair, imp vnetlab.Impairment, seed uint64) *pair {
 	t.Helper()
-	w := NewWorld(t, imp, seed)
+	w := vnetlab.NewWorld(t, imp, seed)
 	rvh := w.PublicHost(rvIP)
-	la := w.LAN(ka)
-	lb := la
-	if !sameRouter {
-		lb = w.LAN(kb)
-	}
+	la, lb := w.LANs(np)
 	ha, hb := la.Host(), lb.Host()
 	w.Start()
 	p := &pair{w: w, pubA: la.PublicIP, pubB: lb.PublicIP}
@@ -146,8 +89,8 @@ func newPair(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, seed uin
 	return p
 }
 
-func chatCell(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, wantDirect bool, why string, seed uint64) {
-	p := newPair(t, ka, kb, sameRouter, imp, seed)
+func chatCell(t *testing.T, np vnetlab.Pair, imp vnetlab.Impairment, seed uint64) {
+	p := newPair(t, np, imp, seed)
 	a, b := p.a, p.b
 	t0 := time.Now()
 	toBob := sendN(a, "bob", 0, chatN)
@@ -158,7 +101,7 @@ func chatCell(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, wantDir
 	checkChat(t, a, b, toBob)
 	checkChat(t, b, a, toAlice)
 
-	if !wantDirect {
+	if !np.Direct {
 		if d := relayHold - time.Since(t0); d > 0 {
 			hold(d)
 		}
@@ -166,7 +109,7 @@ func chatCell(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, wantDir
 			peer := p.peerOf(n)
 			for _, e := range n.Events() {
 				if pc, ok := e.(*node.PathChanged); ok && names(pc, peer) && pc.Path == "direct" {
-					t.Errorf("%s: direct path to %s (%s) where only the relay can work: %s", n.Name, peer.Name, pc.Remote, why)
+					t.Errorf("%s: direct path to %s (%s) where only the relay can work: %s", n.Name, peer.Name, pc.Remote, np.Why)
 				}
 			}
 			if last := lastPath(n, peer); last == nil || last.Path != "relay" {
@@ -174,7 +117,7 @@ func chatCell(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, wantDir
 			}
 		}
 		t.Logf("relay (as expected: %s); %d+%d messages delivered in %v; no direct path in %v; %s",
-			why, chatN, chatN, delivered, relayHold, p.stats())
+			np.Why, chatN, chatN, delivered, relayHold, p.stats())
 		return
 	}
 
@@ -187,15 +130,15 @@ func chatCell(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, wantDir
 		}
 		host, _, _ := net.SplitHostPort(pc.Remote)
 		switch {
-		case sameRouter && !strings.HasPrefix(host, "10.0."):
+		case np.SameRouter && !strings.HasPrefix(host, "10.0."):
 			t.Errorf("%s: same router: direct path via %s, want a LAN (host) candidate", n.Name, pc.Remote)
-		case !sameRouter && host != want:
+		case !np.SameRouter && host != want:
 			t.Errorf("%s: direct path via %s, want the peer's public IP %s", n.Name, pc.Remote, want)
 		}
 		remotes = append(remotes, pc.Remote)
 	}
 	t.Logf("direct (%s) via %s / %s after %v; %d+%d messages delivered in %v (paths at receipt %s); %s",
-		why, remotes[0], remotes[1], time.Since(t0), chatN, chatN, delivered,
+		np.Why, remotes[0], remotes[1], time.Since(t0), chatN, chatN, delivered,
 		receiptPaths(a, b), p.stats())
 }
 
@@ -205,7 +148,7 @@ func chatCell(t *testing.T, ka, kb NAT, sameRouter bool, imp Impairment, wantDir
 // and after the cut arrives exactly once in order; when the network heals,
 // punch's retry brings the direct path back.
 func TestDirectPathCutMidChat(t *testing.T) {
-	for i, imp := range []Impairment{
+	for i, imp := range []vnetlab.Impairment{
 		{Delay: 30 * time.Millisecond},
 		{Delay: 30 * time.Millisecond, Loss: 0.10},
 	} {
@@ -216,8 +159,8 @@ func TestDirectPathCutMidChat(t *testing.T) {
 	}
 }
 
-func cutCell(t *testing.T, imp Impairment, seed uint64) {
-	p := newPair(t, PortRestricted, PortRestricted, false, imp, seed)
+func cutCell(t *testing.T, imp vnetlab.Impairment, seed uint64) {
+	p := newPair(t, vnetlab.Pair{A: vnetlab.PortRestricted, B: vnetlab.PortRestricted}, imp, seed)
 	a, b := p.a, p.b
 	const batch = 5
 	// Before: a direct path, proven by a chat.
@@ -284,9 +227,9 @@ func cutCell(t *testing.T, imp Impairment, seed uint64) {
 // no room (no presence), no punching (no signals, which carry names).
 func TestPathEventNamesPeer(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		w := NewWorld(t, Impairment{Delay: 30 * time.Millisecond}, 5)
+		w := vnetlab.NewWorld(t, vnetlab.Impairment{Delay: 30 * time.Millisecond}, 5)
 		rvh := w.PublicHost(rvIP)
-		lan := w.LAN(NoNAT)
+		lan := w.LAN(vnetlab.NoNAT)
 		ha, hb := lan.Host(), lan.Host()
 		w.Start()
 		rv := StartRendezvous(t, rvh.Listen(3478), func(o *rendezvous.Options) { o.DefaultRoom = "" })
@@ -318,9 +261,9 @@ func TestPathEventNamesPeer(t *testing.T) {
 // read loop goes on serving everyone else.
 func TestPeerLeavesWhileGathering(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		w := NewWorld(t, Impairment{Delay: 30 * time.Millisecond}, 6)
+		w := vnetlab.NewWorld(t, vnetlab.Impairment{Delay: 30 * time.Millisecond}, 6)
 		rvh := w.PublicHost(rvIP)
-		lan := w.LAN(NoNAT)
+		lan := w.LAN(vnetlab.NoNAT)
 		ha, hb, hc := lan.Host(), lan.Host(), lan.Host()
 		w.Start()
 		// Alice's STUN queries go unanswered, as when a response is lost:
