@@ -77,6 +77,16 @@ type client struct {
 	seq      uint32 // last presence sequence number sent to this node
 	rooms    []string
 	limiter  *relay.Limiter
+	udp      *net.UDPAddr   // addr as a *net.UDPAddr, for the relay hot path
+	udpFor   netip.AddrPort // the addr udp was made for
+}
+
+// udpAddr returns c.addr as a *net.UDPAddr, made once per address.
+func (c *client) udpAddr() *net.UDPAddr {
+	if c.udp == nil || c.udpFor != c.addr {
+		c.udp, c.udpFor = net.UDPAddrFromAddrPort(c.addr), c.addr
+	}
+	return c.udp
 }
 
 // Server is a running rendezvous. Create with New, then Run.
@@ -95,9 +105,9 @@ type Server struct {
 	// spent holds, per key, the cookies of its registrations that ended or
 	// were replaced, kept for the cookie lifetime so a replayed
 	// registration cannot come back (after leave) or reset a newer session.
-	// for CookieLifetime so a replay of it cannot re-register the node.
 	spent   map[wire.Key][]spentCookie
 	sources map[netip.Addr]*sourceLimit
+	scratch []byte // relayed datagrams are built here
 }
 
 // maxSpent bounds the spent cookies remembered per key.
@@ -209,8 +219,10 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-func (s *Server) send(b []byte, to netip.AddrPort) {
-	if _, err := s.opts.Conn.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+func (s *Server) send(b []byte, to netip.AddrPort) { s.sendUDP(b, net.UDPAddrFromAddrPort(to)) }
+
+func (s *Server) sendUDP(b []byte, to *net.UDPAddr) {
+	if _, err := s.opts.Conn.WriteTo(b, to); err != nil {
 		s.log.Debug().Err(err).Stringer("to", to).Msg("write failed")
 	}
 }
@@ -333,15 +345,20 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 		}
 	case *wire.Relay:
 		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeRelay, 0); c != nil {
-			s.forwardLocked(c, m.Dst, len(m.Payload), now, func(b []byte) []byte {
-				return wire.Append(b, &wire.Relayed{Src: c.key, Payload: m.Payload})
-			}, true)
+			if d := s.forwardableLocked(c, m.Dst, len(m.Payload), now); d != nil {
+				s.scratch = append(wire.AppendRelayedHeader(s.scratch[:0], c.key), m.Payload...)
+				s.sendUDP(s.scratch, d.udpAddr())
+				s.m.relayedPkts.Inc()
+				s.m.relayedBytes.Add(float64(len(m.Payload)))
+			}
 		}
 	case *wire.Signal:
 		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeSignal, 0); c != nil {
-			s.forwardLocked(c, m.Dst, len(m.Body), now, func(b []byte) []byte {
-				return wire.Append(b, &wire.Signaled{Src: c.key, Name: c.name, Body: m.Body})
-			}, false)
+			if d := s.forwardableLocked(c, m.Dst, len(m.Body), now); d != nil {
+				s.scratch = wire.Append(s.scratch[:0], &wire.Signaled{Src: c.key, Name: c.name, Body: m.Body})
+				s.sendUDP(s.scratch, d.udpAddr())
+				s.m.signals.Inc()
+			}
 		}
 	default:
 		// Messages the rendezvous sends, not receives.
@@ -583,25 +600,19 @@ func (s *Server) lookupLocked(m *wire.Lookup) *wire.LookupReply {
 	return r
 }
 
-// forwardLocked sends a relayed or signaling payload from c to the node
-// with key dst, within c's budget.
-func (s *Server) forwardLocked(c *client, dst wire.Key, n int, now time.Time, build func([]byte) []byte, data bool) {
+// forwardableLocked returns the online node with key dst if c may send it
+// n more bytes now, counting the drop otherwise.
+func (s *Server) forwardableLocked(c *client, dst wire.Key, n int, now time.Time) *client {
 	if !c.limiter.Allow(now, n) {
 		s.drop(relay.DropRateLimited)
-		return
+		return nil
 	}
 	d := s.byKey[dst]
 	if d == nil {
 		s.drop(relay.DropOffline)
-		return
+		return nil
 	}
-	s.send(build(make([]byte, 0, n+wire.KeyLen+wire.HeaderLen+wire.MaxNameLen*4+1)), d.addr)
-	if data {
-		s.m.relayedPkts.Inc()
-		s.m.relayedBytes.Add(float64(n))
-	} else {
-		s.m.signals.Inc()
-	}
+	return d
 }
 
 // handleSTUNLocked answers a STUN Binding request with the source's

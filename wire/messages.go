@@ -389,6 +389,13 @@ func AppendRelayHeader(b []byte, s SessionID, dst Key) []byte {
 	return append(b, dst[:]...)
 }
 
+// AppendRelayedHeader appends the header and fixed fields of a Relayed, so
+// the rendezvous can append the payload without building a message.
+func AppendRelayedHeader(b []byte, src Key) []byte {
+	b = append(b, Magic, Version, byte(TypeRelayed))
+	return append(b, src[:]...)
+}
+
 // Relayed carries an opaque payload from the peer with key Src.
 // Body: src(32) payload(rest).
 type Relayed struct {
