@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v2"
@@ -97,7 +98,10 @@ type Node struct {
 	wg    sync.WaitGroup
 	wake  chan struct{} // wakes the control loop; cap 1
 	evMu  sync.Mutex    // serialises OnEvent
-	fatal chan error    // cap 1: the first unrecoverable error
+	// relaySession is the session while registered, nil otherwise: read
+	// without the lock on every relayed packet, written under mu.
+	relaySession atomic.Pointer[wire.SessionID]
+	fatal        chan error // cap 1: the first unrecoverable error
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -486,6 +490,8 @@ func (n *Node) onRegistered(m *wire.Registered) {
 		return
 	}
 	n.state, n.session, n.observed, n.missed, n.attempts = stRegistered, m.Session, m.Observed, 0, 0
+	session := m.Session
+	n.relaySession.Store(&session)
 	n.expiry = time.Duration(m.ExpiryMS) * time.Millisecond
 	n.seq, n.snap = 0, nil
 	n.everReg, n.unreachErr = true, false
@@ -509,6 +515,7 @@ func (n *Node) lostLocked() {
 	if n.state == stRegistered {
 		n.regWait = make(chan struct{})
 	}
+	n.relaySession.Store(nil)
 	n.state, n.attempts = stHello, 0
 	n.sendHelloLocked()
 }
@@ -675,17 +682,22 @@ func (n *Node) waitRegistered(ctx context.Context) (wire.SessionID, error) {
 }
 
 // sendRelay is the link's relay path: wrap and send to the rendezvous.
+// It is on the hot path of every relayed packet: no lock, no allocation.
 func (n *Node) sendRelay(dst wire.Key, b []byte) error {
-	n.mu.Lock()
-	ok, s := n.state == stRegistered, n.session
-	n.mu.Unlock()
-	if !ok {
+	s := n.relaySession.Load()
+	if s == nil {
 		return nil // dropped like a lost packet; QUIC retransmits once we are back
 	}
-	pkt := wire.AppendRelayHeader(make([]byte, 0, wire.RelayOverhead+len(b)), s, dst)
-	n.writeRV(append(pkt, b...))
+	bp := relayBufs.Get().(*[]byte)
+	pkt := append(wire.AppendRelayHeader((*bp)[:0], *s, dst), b...)
+	n.writeRV(pkt)
+	*bp = pkt
+	relayBufs.Put(bp)
 	return nil
 }
+
+// relayBufs holds buffers for relayed packets (the socket copies them).
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1500); return &b }}
 
 // --- presence ---
 
