@@ -125,6 +125,9 @@ type Node struct {
 	keys     map[string]wire.Key // NameKey→key, every name we have learned
 	seq      uint32              // presence sequence applied
 	snap     *snapshot           // snapshot being assembled
+	synced   bool                // a complete snapshot has been applied since registering
+	snapAsk  time.Time           // when the snapshot was last asked for
+	snapTry  int                 // how often, since the last complete one
 	stale    map[wire.Key]time.Time
 	lookups  map[uint32]chan *wire.LookupReply
 	txid     uint32
@@ -494,6 +497,9 @@ func (n *Node) onRegistered(m *wire.Registered) {
 	n.relaySession.Store(&session)
 	n.expiry = time.Duration(m.ExpiryMS) * time.Millisecond
 	n.seq, n.snap = 0, nil
+	// The rendezvous sends the snapshot right after Registered; if it is
+	// lost, the control loop asks again.
+	n.synced, n.snapAsk, n.snapTry = false, time.Now(), 0
 	n.everReg, n.unreachErr = true, false
 	n.lastSend = time.Now()
 	close(n.regWait)
@@ -565,9 +571,27 @@ func (n *Node) onHeartbeatAck(m *wire.HeartbeatAck) {
 		n.log.Info().Stringer("from", n.observed).Stringer("to", m.Observed).Msg("public endpoint changed")
 		n.observed = m.Observed
 	}
-	if m.PresenceSeq > n.seq && n.snap == nil {
-		n.writeRV(wire.Marshal(&wire.PeersRequest{Session: n.session}))
+	if m.PresenceSeq > n.seq {
+		n.synced = false // an event was lost
 	}
+	if !n.synced {
+		n.askSnapshotLocked(time.Now())
+	}
+}
+
+// askSnapshotLocked asks the rendezvous for the presence snapshot,
+// starting its assembly afresh.
+func (n *Node) askSnapshotLocked(now time.Time) {
+	n.snap = nil
+	n.snapAsk = now
+	n.snapTry++
+	n.writeRV(wire.Marshal(&wire.PeersRequest{Session: n.session}))
+}
+
+// snapshotDueLocked is when to ask for the snapshot again while unsynced:
+// 1 s after the last ask, doubling to 8 s.
+func (n *Node) snapshotDueLocked() time.Time {
+	return n.snapAsk.Add(min(time.Second<<min(n.snapTry, 3), 8*time.Second))
 }
 
 // controlLoop sends Hello/Register retransmissions and heartbeats, and
@@ -646,9 +670,19 @@ func (n *Node) tickLocked(now, start time.Time) time.Duration {
 		}
 		return n.retryLocked()
 	default:
+		if !n.synced {
+			// The snapshot (or an event) was lost: ask again.
+			if due := n.snapshotDueLocked(); !now.Before(due) {
+				n.askSnapshotLocked(now)
+			}
+		}
 		h := n.heartbeatLocked()
 		if due := n.lastSend.Add(h); now.Before(due) {
-			return due.Sub(now)
+			wait := due.Sub(now)
+			if !n.synced {
+				wait = min(wait, n.snapshotDueLocked().Sub(now))
+			}
+			return wait
 		}
 		if n.missed >= 3 {
 			n.log.Warn().Msg("rendezvous silent for three heartbeats; registering again")
@@ -707,9 +741,10 @@ func (n *Node) onPresence(m *wire.Presence) {
 		n.mu.Unlock()
 		return
 	}
-	if m.Seq != n.seq+1 && n.snap == nil {
+	if m.Seq != n.seq+1 && n.synced {
 		// We missed an event: resync from a snapshot, but apply this one.
-		n.writeRV(wire.Marshal(&wire.PeersRequest{Session: n.session}))
+		n.synced = false
+		n.askSnapshotLocked(time.Now())
 	}
 	n.seq = m.Seq
 	n.learnLocked(m.Key, m.Name)
@@ -761,6 +796,7 @@ func (n *Node) onPeers(m *wire.Peers) {
 		}
 	}
 	n.seq, n.snap = m.Seq, nil
+	n.synced, n.snapTry = true, 0
 	var evs []Event
 	for k, name := range in {
 		n.learnLocked(k, name)

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,4 +489,41 @@ func metric(rv *Rendezvous, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// A node whose presence snapshot is lost still learns who is online, in
+// seconds and without waiting for a heartbeat: it asks again until it has
+// a complete snapshot. (With no later presence event its sequence number
+// shows no gap, so only this catches the loss.)
+func TestLostPresenceSnapshot(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		w := vnetlab.NewWorld(t, vnetlab.Impairment{Delay: 10 * time.Millisecond}, 6)
+		rvh := w.PublicHost(rvIP)
+		lan := w.LAN(vnetlab.NoNAT)
+		ha, hb := lan.Host(), lan.Host()
+		var dropped atomic.Int32
+		w.Cut(func(src, dst *net.UDPAddr, p []byte) bool {
+			// Drop the first Peers datagram to bob's host.
+			if dst.IP.Equal(net.ParseIP(hb.IP)) && len(p) > 2 && p[0] == wire.Magic && wire.Type(p[2]) == wire.TypePeers {
+				return dropped.Add(1) == 1
+			}
+			return false
+		})
+		w.Start()
+		rv := StartRendezvous(t, rvh.Listen(3478), nil)
+		a := StartNode(t, NodeConfig{Name: "alice", Conn: ha.Listen(0), RV: rv.Addr, Net: ha.Net, NoDirect: true})
+		a.WaitRegistered(10 * time.Second)
+		b := StartNode(t, NodeConfig{Name: "bob", Conn: hb.Listen(0), RV: rv.Addr, Net: hb.Net, NoDirect: true,
+			Heartbeat: 25 * time.Second})
+		b.WaitRegistered(10 * time.Second)
+		t0 := time.Now()
+		b.Wait(0, 5*time.Second, "alice's join from a re-asked snapshot", func(e node.Event) bool {
+			j, ok := e.(*node.PeerJoined)
+			return ok && j.Name == "alice"
+		})
+		if dropped.Load() < 2 {
+			t.Fatalf("the first snapshot was not dropped (Peers datagrams seen: %d)", dropped.Load())
+		}
+		t.Logf("bob saw alice %v after registering, the first snapshot lost", time.Since(t0))
+	})
 }
