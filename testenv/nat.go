@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -81,6 +82,7 @@ const (
 	nftTable      = "natlab"
 	nftMapSet     = "mapping" // public port -> LAN address . LAN port
 	nftPermitSet  = "permit"  // public port . remote address, for address-restricted filtering
+	nftBlockSet   = "blocked" // addresses Router.Block black-holes
 	nftWAN        = "wan0"    // router WAN interface
 	regKey        = 8         // NFT_REG32_00
 	regKey2       = 9         // NFT_REG32_01
@@ -104,7 +106,13 @@ type ruleConfig struct {
 	// mapping stays in the nftables sets; it follows the conntrack UDP
 	// stream timeout.
 	mapTimeout time.Duration
+	// blocked are the addresses in the blocked set (Router.Block), sorted.
+	blocked []netip.Addr
 }
+
+// blockChains are the chains of the black hole (Router.Block), one per
+// filter hook a packet to or from a blocked address can take.
+var blockChains = []string{"block-in", "block-fwd", "block-out"}
 
 // applyRules replaces table ip natlab in the namespace with the ruleset for
 // cfg, atomically (one netlink batch). Dynamic set contents are lost.
@@ -124,6 +132,13 @@ type ruleConfig struct {
 // (if permitted) back to its LAN socket. The resulting flow's reply is
 // source-NATed to the same public port, so the mapping stays endpoint
 // independent.
+//
+// Every router also has a black hole (Router.Block): a set of blocked
+// addresses, filled from cfg.blocked and changed in place by
+// updateBlocked, and chains in the input, forward and output hooks that
+// drop packets from (input, forward) or to (forward, output) an address in
+// it, with a counter. They run at filter priority -10, before the
+// firewall, so their counters see every blocked packet.
 func applyRules(ns *Namespace, cfg ruleConfig) error {
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns.h)))
 	if err != nil {
@@ -233,6 +248,10 @@ func applyRules(ns *Namespace, cfg ruleConfig) error {
 		c.AddRule(&nftables.Rule{Table: tbl, Chain: pre, Exprs: exprs})
 	}
 
+	if err := addBlackHole(c, tbl, cfg.blocked); err != nil {
+		return err
+	}
+
 	if !cfg.naive {
 		accept := nftables.ChainPolicyAccept
 		in := c.AddChain(&nftables.Chain{Name: "in", Table: tbl, Type: nftables.ChainTypeFilter,
@@ -263,6 +282,80 @@ func applyRules(ns *Namespace, cfg ruleConfig) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("apply %v rules in %s: %w", cfg.nat, ns.Name, err)
+	}
+	return nil
+}
+
+// blockSet is the blocked set of tbl, as set element calls name it.
+func blockSet(tbl *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: tbl, ID: 3, Name: nftBlockSet, KeyType: nftables.TypeIPAddr}
+}
+
+func blockElements(addrs []netip.Addr) []nftables.SetElement {
+	var els []nftables.SetElement
+	for _, a := range addrs {
+		b := a.As4()
+		els = append(els, nftables.SetElement{Key: b[:]})
+	}
+	return els
+}
+
+// addBlackHole adds the blocked set holding blocked and the chains that
+// drop traffic to and from its addresses:
+//
+//	chain block-in  { type filter hook input priority -10; ip saddr @blocked counter drop }
+//	chain block-fwd { type filter hook forward priority -10;
+//	                  ip saddr @blocked counter drop; ip daddr @blocked counter drop }
+//	chain block-out { type filter hook output priority -10; ip daddr @blocked counter drop }
+func addBlackHole(c *nftables.Conn, tbl *nftables.Table, blocked []netip.Addr) error {
+	set := blockSet(tbl)
+	if err := c.AddSet(set, blockElements(blocked)); err != nil {
+		return fmt.Errorf("add set %s: %w", nftBlockSet, err)
+	}
+	const saddr, daddr = 12, 16 // offsets in the IPv4 header
+	accept := nftables.ChainPolicyAccept
+	for _, b := range []struct {
+		name    string
+		hook    *nftables.ChainHook
+		offsets []uint32
+	}{
+		{blockChains[0], nftables.ChainHookInput, []uint32{saddr}},
+		{blockChains[1], nftables.ChainHookForward, []uint32{saddr, daddr}},
+		{blockChains[2], nftables.ChainHookOutput, []uint32{daddr}},
+	} {
+		ch := c.AddChain(&nftables.Chain{Name: b.name, Table: tbl, Type: nftables.ChainTypeFilter,
+			Hooknum: b.hook, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 10), Policy: &accept})
+		for _, off := range b.offsets {
+			c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+				&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: 1,
+					Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4},
+				&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+				&expr.Counter{},
+				&expr.Verdict{Kind: expr.VerdictDrop},
+			}})
+		}
+	}
+	return nil
+}
+
+// updateBlocked adds addr to the namespace's blocked set, or removes it,
+// in one batch, leaving the rest of the table (and its dynamic sets)
+// alone.
+func updateBlocked(ns *Namespace, addr netip.Addr, add bool) error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.h)))
+	if err != nil {
+		return fmt.Errorf("nftables in %s: %w", ns.Name, err)
+	}
+	set := blockSet(&nftables.Table{Name: nftTable, Family: nftables.TableFamilyIPv4})
+	op, what := c.SetAddElements, "add"
+	if !add {
+		op, what = c.SetDeleteElements, "delete"
+	}
+	if err := op(set, blockElements([]netip.Addr{addr})); err != nil {
+		return fmt.Errorf("%s %v in set %s in %s: %w", what, addr, nftBlockSet, ns.Name, err)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("%s %v in set %s in %s: %w", what, addr, nftBlockSet, ns.Name, err)
 	}
 	return nil
 }

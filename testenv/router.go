@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -277,6 +278,76 @@ func (r *Router) InboundDropped() (uint64, error) {
 	}
 	var total uint64
 	for _, ch := range []string{"in", "fwd"} {
+		n, err := ruleCounters(r.NS, ch, true)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// Block black-holes the router's traffic with ip: from now on the router
+// drops every IPv4 packet it would forward to or from ip, and those it
+// would send to or receive from ip itself, without an ICMP error, as when
+// the path dies somewhere on the internet. Traffic with other addresses is
+// untouched, and so are conntrack entries and NAT mappings (packets
+// dropped on the way still refresh them), so Unblock brings the path back
+// as it was. Blocking an address twice does nothing; the block survives
+// the rule rebuilds of SetUDPTimeouts and FlushConntrack. BlockDropped
+// counts what it dropped. ip must be IPv4.
+func (r *Router) Block(ip netip.Addr) error {
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return fmt.Errorf("router %s: block %v: not an IPv4 address", r.Name, ip)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, found := slices.BinarySearchFunc(r.rules.blocked, ip, netip.Addr.Compare)
+	if found {
+		return nil
+	}
+	if err := updateBlocked(r.NS, ip, true); err != nil {
+		return fmt.Errorf("router %s: %w", r.Name, err)
+	}
+	// A new slice: applyRules callers may hold a copy of the old config.
+	r.rules.blocked = slices.Insert(slices.Clone(r.rules.blocked), i, ip)
+	r.lab.log.Debug().Str("router", r.Name).Stringer("addr", ip).Msg("blocked")
+	return nil
+}
+
+// Unblock lifts Block for ip. Unblocking an address that is not blocked
+// does nothing.
+func (r *Router) Unblock(ip netip.Addr) error {
+	ip = ip.Unmap()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, found := slices.BinarySearchFunc(r.rules.blocked, ip, netip.Addr.Compare)
+	if !found {
+		return nil
+	}
+	if err := updateBlocked(r.NS, ip, false); err != nil {
+		return fmt.Errorf("router %s: %w", r.Name, err)
+	}
+	r.rules.blocked = slices.Delete(slices.Clone(r.rules.blocked), i, i+1)
+	r.lab.log.Debug().Str("router", r.Name).Stringer("addr", ip).Msg("unblocked")
+	return nil
+}
+
+// Blocked returns the addresses Block has black-holed, in order.
+func (r *Router) Blocked() []netip.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.rules.blocked)
+}
+
+// BlockDropped returns how many packets Block has dropped on the router,
+// all addresses and directions together. The count restarts from zero
+// when SetUDPTimeouts or FlushConntrack rebuild the rules of a full-cone
+// or address-restricted router.
+func (r *Router) BlockDropped() (uint64, error) {
+	var total uint64
+	for _, ch := range blockChains {
 		n, err := ruleCounters(r.NS, ch, true)
 		if err != nil {
 			return 0, err

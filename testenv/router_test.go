@@ -206,3 +206,97 @@ func TestPublicHostLinks(t *testing.T) {
 		t.Error("AddHost accepted an invalid name")
 	}
 }
+
+// TestBlock checks the black hole: with p1 blocked, a packet from the LAN
+// host to p1 and one from p1 to the host's mapping (an established flow)
+// are dropped by the block, shown by its counter, while p2 still gets
+// through both ways; a packet from p1 to the router itself is dropped
+// too. After Unblock the flow to p1 works again through the same mapping.
+// On the full-cone router the rules are rebuilt while blocked
+// (SetUDPTimeouts), which must keep the block; it is also naive, so no
+// firewall stands in for the block.
+func TestBlock(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		nat     NATType
+		naive   bool
+		rebuild bool
+		name    string
+	}{
+		{nat: PortRestricted, name: "port-restricted"},
+		{nat: FullCone, naive: true, rebuild: true, name: "full-cone naive, rules rebuilt"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			l := newLab(t)
+			h, r, p1, p2 := natSite(t, l, c.nat, c.naive)
+			src := newProbe(t, h, 40000)
+			a := newProbe(t, p1, 3000)
+			b := newProbe(t, p2, 3000)
+			// Open flows to both public hosts.
+			var mapped netip.AddrPort
+			for _, dst := range []*probe{a, b} {
+				src.send(ap(l.Host(dst.name), 3000), "open")
+				mapped = dst.expect("open", 3*time.Second).from
+				dst.send(mapped, "open-reply")
+				src.expect("open-reply", 3*time.Second)
+			}
+
+			noErr(t, r.Block(p1.Addr))
+			noErr(t, r.Block(p1.Addr)) // twice is once
+			if got := r.Blocked(); len(got) != 1 || got[0] != p1.Addr {
+				t.Fatalf("Blocked() = %v, want [%v]", got, p1.Addr)
+			}
+			if c.rebuild {
+				noErr(t, r.SetUDPTimeouts(30*time.Second, 120*time.Second))
+			}
+			// blocked sends one packet and waits for the block's counter
+			// to count exactly it.
+			blocked := func(from *probe, to netip.AddrPort, data string) {
+				t.Helper()
+				before := must(r.BlockDropped())(t)
+				from.send(to, data)
+				eventually(t, 3*time.Second, data+" dropped by the block", func() bool {
+					return must(r.BlockDropped())(t) > before
+				})
+				if n := must(r.BlockDropped())(t); n != before+1 {
+					t.Errorf("%s: block counter rose by %d, want 1", data, n-before)
+				}
+			}
+			blocked(src, ap(p1, 3000), "out-blocked")
+			blocked(a, mapped, "in-blocked")
+			blocked(a, netip.AddrPortFrom(r.PublicAddr(), 5555), "to-router-blocked")
+			// Other addresses pass both ways, and afterwards nothing from
+			// p1 has turned up at the host or the other way round.
+			dropped := must(r.BlockDropped())(t)
+			src.send(ap(p2, 3000), "other-out")
+			b.expect("other-out", 3*time.Second)
+			b.send(mapped, "other-in")
+			src.expect("other-in", 3*time.Second)
+			if src.got("in-blocked") || a.got("out-blocked") {
+				t.Error("a blocked packet was delivered")
+			}
+			if n := must(r.BlockDropped())(t); n != dropped {
+				t.Errorf("block counter rose by %d for traffic with %v, which is not blocked", n-dropped, p2.Addr)
+			}
+
+			noErr(t, r.Unblock(p1.Addr))
+			noErr(t, r.Unblock(p1.Addr)) // not blocked: nothing to do
+			if got := r.Blocked(); len(got) != 0 {
+				t.Fatalf("Blocked() = %v after Unblock", got)
+			}
+			src.send(ap(p1, 3000), "out-unblocked")
+			if got := a.expect("out-unblocked", 3*time.Second).from; got != mapped {
+				t.Errorf("after Unblock the host appears as %v, want the old mapping %v", got, mapped)
+			}
+			a.send(mapped, "in-unblocked")
+			src.expect("in-unblocked", 3*time.Second)
+			if n := must(r.BlockDropped())(t); n != dropped {
+				t.Errorf("block counter rose by %d after Unblock", n-dropped)
+			}
+			if err := r.Block(netip.MustParseAddr("2001:db8::1")); err == nil {
+				t.Error("Block accepted an IPv6 address")
+			}
+		})
+	}
+}

@@ -113,52 +113,140 @@ type talk struct {
 // acknowledged by a delivered event. tag makes the texts unique.
 func converse(t *testing.T, a, b *testenv.Node, n int, tag string, within time.Duration) talk {
 	t.Helper()
-	marks := map[*testenv.Node]int{a: a.Mark(), b: b.Mark()}
-	res := talk{paths: map[string]int{}}
-	var ids = map[*testenv.Node][]string{}
+	c := newChat(a, b, tag)
 	for i := 0; i < n; i++ {
-		for _, p := range [][2]*testenv.Node{{a, b}, {b, a}} {
-			from, to := p[0], p[1]
-			ev, err := from.Send(to.Name, text(tag, from, to, i))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids[from] = append(ids[from], ev.ID)
-			res.sent++
+		c.round(t)
+	}
+	return c.check(t, within)
+}
+
+// chat is a conversation between a and b in rounds: each round sends the
+// next numbered message each way. check verifies everything sent so far.
+type chat struct {
+	a, b  *testenv.Node
+	tag   string
+	marks map[*testenv.Node]int
+	sent  map[*testenv.Node][]testenv.Event // sent events by sender, in order
+}
+
+// newChat starts a conversation; tag makes its texts unique.
+func newChat(a, b *testenv.Node, tag string) *chat {
+	return &chat{a: a, b: b, tag: tag, marks: map[*testenv.Node]int{a: a.Mark(), b: b.Mark()},
+		sent: map[*testenv.Node][]testenv.Event{}}
+}
+
+// directions are the chat's two directions, a to b first.
+func (c *chat) directions() [][2]*testenv.Node { return [][2]*testenv.Node{{c.a, c.b}, {c.b, c.a}} }
+
+// rounds is how many rounds have been sent.
+func (c *chat) rounds() int { return len(c.sent[c.a]) }
+
+// round sends the next message each way.
+func (c *chat) round(t *testing.T) {
+	t.Helper()
+	i := c.rounds()
+	for _, p := range c.directions() {
+		from, to := p[0], p[1]
+		ev, err := from.Send(to.Name, text(c.tag, from, to, i))
+		if err != nil {
+			t.Fatal(err)
 		}
+		c.sent[from] = append(c.sent[from], ev)
+	}
+}
+
+// pump sends a round every pace until done holds (checked after each
+// round) or within has passed, and reports whether done held.
+func (c *chat) pump(t *testing.T, pace, within time.Duration, done func() bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(pace)
+	defer tick.Stop()
+	for {
+		c.round(t)
+		if done() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+}
+
+// check waits up to within for every message sent so far to arrive and
+// be acknowledged, and checks that each arrived exactly once, in order.
+func (c *chat) check(t *testing.T, within time.Duration) talk {
+	t.Helper()
+	res := talk{paths: map[string]int{}}
+	n := c.rounds()
+	if n == 0 {
+		return res
 	}
 	deadline := time.Now().Add(within)
-	for _, p := range [][2]*testenv.Node{{a, b}, {b, a}} {
+	for _, p := range c.directions() {
 		from, to := p[0], p[1]
+		res.sent += n
 		// The last message arriving means all should have, since
 		// delivery is in order.
-		last := text(tag, from, to, n-1)
-		if _, err := to.WaitFrom(marks[to], time.Until(deadline), testenv.MessageFrom(from.Name, last)); err != nil {
+		last := text(c.tag, from, to, n-1)
+		if _, err := to.WaitFrom(c.marks[to], time.Until(deadline), testenv.MessageFrom(from.Name, last)); err != nil {
 			t.Fatal(err)
 		}
 		var got []string
-		for _, ev := range to.Events()[marks[to]:] {
-			if ev.Type == "message" && ev.From == from.Name && strings.HasPrefix(ev.Text, tag+" ") {
-				got = append(got, ev.Text)
-				res.paths[ev.Path]++
-			}
+		for _, ev := range c.received(from, to) {
+			got = append(got, ev.Text)
+			res.paths[ev.Path]++
 		}
 		var want []string
 		for i := 0; i < n; i++ {
-			want = append(want, text(tag, from, to, i))
+			want = append(want, text(c.tag, from, to, i))
 		}
 		if strings.Join(got, "|") != strings.Join(want, "|") {
 			t.Errorf("%s received from %s:\n  %s\nwant exactly once, in order:\n  %s",
 				to.Name, from.Name, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 		}
-		for _, id := range ids[from] {
-			if _, err := from.WaitFrom(marks[from], time.Until(deadline), testenv.Delivered(id)); err != nil {
+		for _, ev := range c.sent[from] {
+			if _, err := from.WaitFrom(c.marks[from], time.Until(deadline), testenv.Delivered(ev.ID)); err != nil {
 				t.Fatal(err)
 			}
 			res.delivered++
 		}
 	}
 	return res
+}
+
+// received returns the chat's message events from -> to has seen so far.
+func (c *chat) received(from, to *testenv.Node) []testenv.Event {
+	var out []testenv.Event
+	for _, ev := range to.Events()[c.marks[to]:] {
+		if ev.Type == "message" && ev.From == from.Name && strings.HasPrefix(ev.Text, c.tag+" ") {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// latencies returns, for every message of rounds [lo, hi) in both
+// directions that has arrived, the time from the sender's sent event to
+// the receiver's message event (both as the harness read them).
+func (c *chat) latencies(lo, hi int) []time.Duration {
+	var out []time.Duration
+	for _, p := range c.directions() {
+		from, to := p[0], p[1]
+		at := map[string]time.Time{}
+		for _, ev := range c.received(from, to) {
+			if _, dup := at[ev.Text]; !dup {
+				at[ev.Text] = ev.Recv
+			}
+		}
+		for i := lo; i < hi && i < len(c.sent[from]); i++ {
+			if r, ok := at[text(c.tag, from, to, i)]; ok {
+				out = append(out, r.Sub(c.sent[from][i].Recv))
+			}
+		}
+	}
+	return out
 }
 
 func text(tag string, from, to *testenv.Node, i int) string {

@@ -3,6 +3,7 @@ package scenario
 import (
 	"net"
 	"slices"
+	"sort"
 	"syscall"
 	"testing"
 	"time"
@@ -142,6 +143,105 @@ func TestNATRebinding(t *testing.T) {
 		}
 		converse(t, a, b, 3, "healed", sendWait)
 	})
+}
+
+// TestDirectPathBlackholed cuts a working direct path without touching
+// the relay: port-restricted to port-restricted, and once both sides are
+// direct, alice's router black-holes bob's router's public address (the
+// rendezvous stays reachable) while a message goes each way every 200ms.
+// Both sides must report the relay within 5s of the cut (ICE notices
+// after 3-4s), and every message sent before, during and after the cut
+// must arrive exactly once, in order. When the black hole is lifted both
+// sides must go direct again (ICE restarts back off from 1s to 60s) and
+// the chat go on.
+func TestDirectPathBlackholed(t *testing.T) {
+	t.Parallel()
+	const (
+		pace        = 200 * time.Millisecond
+		relayWithin = 5 * time.Second
+		onRelay     = 2 * time.Second // chat on the relay before healing
+		healWithin  = 75 * time.Second
+	)
+	w := newWorld(t, 0, 0)
+	ha, hb, ra, rb := portPair(t, w.lab, false)
+	a, b := w.meet(t, ha, hb, 0)
+	c := newChat(a, b, "stream")
+	both := func(path string, from map[*testenv.Node]int) func() bool {
+		return func() bool {
+			for _, p := range c.directions() {
+				if _, ok := seen(p[0], from[p[0]], testenv.PathIs(p[1].Name, path)); !ok || lastPath(p[0], p[1].Name) != path {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	if !c.pump(t, pace, waitDirect, both("direct", nil)) {
+		t.Fatalf("no direct path both ways before the cut: paths %s/%s", lastPath(a, b.Name), lastPath(b, a.Name))
+	}
+	c.round(t) // one more on the direct path
+
+	cutMarks := map[*testenv.Node]int{a: a.Mark(), b: b.Mark()}
+	cutRound := c.rounds()
+	cut := time.Now()
+	if err := ra.Block(rb.PublicAddr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cut: %s blocks %v", ra.Name, rb.PublicAddr())
+	if !c.pump(t, pace, waitShort, both("relay", cutMarks)) {
+		t.Fatalf("not on the relay both ways %v after the cut: paths %s/%s", waitShort, lastPath(a, b.Name), lastPath(b, a.Name))
+	}
+	for _, p := range c.directions() {
+		ev, _ := seen(p[0], cutMarks[p[0]], testenv.PathIs(p[1].Name, "relay"))
+		took := ev.Recv.Sub(cut)
+		t.Logf("%s: relay %v after the cut", p[0].Name, took.Round(time.Millisecond))
+		if took > relayWithin {
+			t.Errorf("%s went to the relay %v after the cut, want within %v", p[0].Name, took.Round(time.Millisecond), relayWithin)
+		}
+	}
+	relayed := time.Now()
+	c.pump(t, pace, onRelay, func() bool { return time.Since(relayed) >= onRelay })
+
+	healMarks := map[*testenv.Node]int{a: a.Mark(), b: b.Mark()}
+	healRound := c.rounds()
+	healed := time.Now()
+	if err := ra.Unblock(rb.PublicAddr()); err != nil {
+		t.Fatal(err)
+	}
+	dropped, err := ra.BlockDropped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("heal after %v of black hole, %d packets dropped", healed.Sub(cut).Round(time.Millisecond), dropped)
+	if !c.pump(t, pace, healWithin, both("direct", healMarks)) {
+		t.Fatalf("not direct both ways %v after the heal: paths %s/%s", healWithin, lastPath(a, b.Name), lastPath(b, a.Name))
+	}
+	for _, p := range c.directions() {
+		ev, _ := seen(p[0], healMarks[p[0]], testenv.PathIs(p[1].Name, "direct"))
+		t.Logf("%s: direct again %v after the heal (%s)", p[0].Name, ev.Recv.Sub(healed).Round(time.Millisecond), ev.Remote)
+	}
+	for range 5 { // and the chat goes on over the direct path
+		c.round(t)
+	}
+	res := c.check(t, sendWait)
+
+	lat := c.latencies(cutRound, healRound)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		t.Logf("delivery latency of the %d messages sent during the cut: median %v, max %v", len(lat),
+			lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	}
+	t.Logf("%d sent, %d delivered exactly once and in order, message paths %v", res.sent, res.delivered, res.paths)
+}
+
+// seen returns the first event of n since from that matches m.
+func seen(n *testenv.Node, from int, m testenv.Match) (testenv.Event, bool) {
+	for _, ev := range n.Events()[from:] {
+		if m.F(ev) {
+			return ev, true
+		}
+	}
+	return testenv.Event{}, false
 }
 
 // TestKilledNode SIGKILLs bob: alice must see peer_left with reason
