@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -482,6 +483,7 @@ type nodeOptions struct {
 	identity string        // "": a new key file in a temporary directory
 	delivery time.Duration // -delivery-timeout; 0: the default
 	noDirect bool          // -no-direct
+	listen   string        // -listen; "": 127.0.0.1:0
 }
 
 // startNode starts a headless node called name using the rendezvous at rv.
@@ -491,7 +493,7 @@ func startNode(t *testing.T, name, rv string, o nodeOptions) *node {
 		o.identity = filepath.Join(t.TempDir(), "node.key")
 	}
 	args := []string{"-name", name, "-rv", rv, "-identity", o.identity, "-headless",
-		"-heartbeat", heartbeat.String(), "-log-level", "debug", "-listen", "127.0.0.1:0"}
+		"-heartbeat", heartbeat.String(), "-log-level", "debug", "-listen", cmp.Or(o.listen, "127.0.0.1:0")}
 	if o.delivery > 0 {
 		args = append(args, "-delivery-timeout", o.delivery.String())
 	}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,4 +70,52 @@ func TestEndOfInput(t *testing.T) {
 	if code := bob.exitCode(t, waitLong); code != 0 {
 		t.Errorf("bob: exit %d at end of input, want 0", code)
 	}
+}
+
+// TestUnknownAndOfflinePeer: a message to a name no one registered, or to
+// a registered name that is offline, gets exactly one outcome: an error
+// with the message's id and a clear code, never a receipt.
+func TestUnknownAndOfflinePeer(t *testing.T) {
+	t.Parallel()
+	rv := startRendezvous(t, rvOptions{})
+	alice, bob := startPair(t, rv.addr, nodeOptions{})
+
+	outcome := func(to, text, code string) {
+		t.Helper()
+		mark := alice.mark()
+		alice.command(t, "/msg "+to+" "+text)
+		sent, _ := alice.waitEventFrom(t, mark, waitLong, "sent to "+to, isType("sent"))
+		e, _ := alice.waitEventFrom(t, mark, waitLong, "outcome of "+sent.ID, func(e *event) bool {
+			return (e.Type == "error" || e.Type == "delivered") && e.ID == sent.ID
+		})
+		if e.Type != "error" || e.Code != code || e.To != to || e.Message == "" {
+			t.Fatalf("message to %s: outcome %v, want error %s with to and message", to, e, code)
+		}
+	}
+	outcome("nobody", "anyone there?", "unknown_peer")
+
+	bob.command(t, "/quit")
+	alice.waitEvent(t, waitLong, "bob's leave", func(e *event) bool { return e.Type == "peer_left" && e.Name == "bob" })
+	outcome("bob", "are you still there?", "peer_offline")
+	outcome("BOB", "case does not matter", "peer_offline")
+}
+
+// TestIPv6: the rendezvous serves IPv6 too; nodes register over it, see
+// each other and chat both ways.
+func TestIPv6(t *testing.T) {
+	t.Parallel()
+	probe, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatalf("no IPv6 loopback on this machine: %v", err)
+	}
+	addr := probe.LocalAddr().String()
+	probe.Close()
+	rv := startRendezvous(t, rvOptions{addr: addr})
+	alice, bob := startPair(t, rv.addr, nodeOptions{listen: "[::1]:0"})
+	for _, n := range []*node{alice, bob} {
+		if r := n.waitRegistered(t); !strings.HasPrefix(r.Public, "[::1]:") {
+			t.Errorf("%s registered as %q, want an IPv6 address", n.label, r.Public)
+		}
+	}
+	chat(t, alice, bob, "v6", 5)
 }

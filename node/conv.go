@@ -34,6 +34,7 @@ type conv struct {
 
 type outMsg struct {
 	id       wire.MsgID
+	to       string // as typed for this message: its Delivered or Error says the same
 	text     string
 	deadline time.Time
 	sentGen  uint64
@@ -80,7 +81,7 @@ func (n *Node) Send(to, text string) string {
 	// never precedes its Sent.
 	n.emit(&Sent{Header: hdr("sent"), ID: id.String(), To: to, Text: text})
 	c.mu.Lock()
-	c.queue = append(c.queue, &outMsg{id: id, text: text, deadline: time.Now().Add(n.opts.DeliveryTimeout)})
+	c.queue = append(c.queue, &outMsg{id: id, to: to, text: text, deadline: time.Now().Add(n.opts.DeliveryTimeout)})
 	c.mu.Unlock()
 	c.poke()
 	return id.String()
@@ -93,7 +94,7 @@ func (c *conv) failAll(code, msg string) {
 	c.queue = nil
 	c.mu.Unlock()
 	for _, m := range q {
-		c.n.emit(&Error{Header: hdr("error"), Code: code, Message: msg, ID: m.id.String(), To: c.to})
+		c.n.emit(&Error{Header: hdr("error"), Code: code, Message: msg, ID: m.id.String(), To: m.to})
 	}
 }
 
@@ -117,7 +118,7 @@ func (c *conv) expire(now time.Time) time.Time {
 	c.queue = q
 	c.mu.Unlock()
 	for _, m := range dead {
-		c.n.emit(&Error{Header: hdr("error"), Code: CodeUndelivered, ID: m.id.String(), To: c.to,
+		c.n.emit(&Error{Header: hdr("error"), Code: CodeUndelivered, ID: m.id.String(), To: m.to,
 			Message: "no delivery receipt within " + c.n.opts.DeliveryTimeout.String()})
 	}
 	return next
@@ -126,17 +127,17 @@ func (c *conv) expire(now time.Time) time.Time {
 // ack removes id from the queue and reports it delivered.
 func (c *conv) ack(id wire.MsgID) {
 	c.mu.Lock()
-	found := false
+	var done *outMsg
 	for i, m := range c.queue {
 		if m.id == id {
 			c.queue = append(c.queue[:i], c.queue[i+1:]...)
-			found = true
+			done = m
 			break
 		}
 	}
 	c.mu.Unlock()
-	if found {
-		c.n.emit(&Delivered{Header: hdr("delivered"), ID: id.String(), To: c.to})
+	if done != nil {
+		c.n.emit(&Delivered{Header: hdr("delivered"), ID: id.String(), To: done.to})
 	}
 }
 
