@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -394,5 +393,3 @@ func (n *Node) Command(line string) {
 		n.emit(&Error{Header: hdr("error"), Code: CodeBadCommand, Message: "unknown command " + cmd + " (try /msg, /who, /quit)"})
 	}
 }
-
-var errFrameTooLong = errors.New("frame too long")

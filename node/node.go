@@ -118,7 +118,6 @@ type Node struct {
 	everReg    bool
 	unreachErr bool
 	stunTx     [stun.TransactionIDSize]byte
-	stunPublic netip.AddrPort
 
 	online   map[wire.Key]string // presence: who shares a room with us
 	names    map[wire.Key]string // every key→name we have learned
@@ -467,19 +466,9 @@ func (n *Node) handleSTUN(b []byte) bool {
 		return true
 	}
 	if ip, ok := netip.AddrFromSlice(xa.IP); ok {
-		n.mu.Lock()
-		n.stunPublic = netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))
-		n.mu.Unlock()
-		n.log.Debug().Stringer("public", netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))).Msg("STUN mapped address")
+		n.log.Info().Stringer("public", netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))).Msg("STUN mapped address")
 	}
 	return true
-}
-
-// STUNPublic returns the public endpoint learned by STUN, if any.
-func (n *Node) STUNPublic() netip.AddrPort {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.stunPublic
 }
 
 func (n *Node) onRegistered(m *wire.Registered) {

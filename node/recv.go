@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -13,6 +14,9 @@ import (
 	"natchat/node/link"
 	"natchat/wire"
 )
+
+// errFrameTooLong: a peer sent a frame longer than wire.MaxFrameLen.
+var errFrameTooLong = errors.New("frame too long")
 
 // readFrames reads frames from r until it fails, calling f for each.
 func readFrames(r io.Reader, f func(wire.FrameKind, []byte) error) error {

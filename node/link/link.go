@@ -287,15 +287,6 @@ func (c *Conn) Forget(k wire.Key) {
 	}
 }
 
-// SetRTT records a new RTT estimate for peer k's current path.
-func (c *Conn) SetRTT(k wire.Key, rtt time.Duration) {
-	c.mu.Lock()
-	if p := c.peers[k]; p != nil {
-		p.path.RTT = rtt
-	}
-	c.mu.Unlock()
-}
-
 // PathOf returns peer k's current path.
 func (c *Conn) PathOf(k wire.Key) Path {
 	c.mu.Lock()
