@@ -1,0 +1,240 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"natchat/wire"
+)
+
+// OutMsg is a message in the sender's outbox.
+type OutMsg struct {
+	ID wire.MsgID
+	// To is the recipient's name as the user typed it. The conversation,
+	// which numbers its messages, is wire.NameKey(To).
+	To string
+	// Seq numbers the message in its conversation: 1, 2, 3, ... Enqueue
+	// assigns it and ignores the value passed in.
+	Seq      uint64
+	Kind     uint8 // 0: text
+	Text     string
+	Created  time.Time // stored to the millisecond
+	Deadline time.Time // stored to the millisecond
+}
+
+// maxToLen bounds OutMsg.To in bytes; the longest valid name is 128.
+const maxToLen = 1024
+
+// outHeaderLen is the fixed part of an outbox record, before len(to).
+const outHeaderLen = 1 + 8 + 8 + 1 + 8 + 8
+
+// enqueueReq is one Enqueue call waiting for the flusher's commit.
+type enqueueReq struct {
+	msgs []OutMsg
+	out  []OutMsg      // set by the flusher before done is closed
+	err  error         // set by the flusher before done is closed
+	done chan struct{} // closed by the flusher
+}
+
+// Enqueue durably appends msgs to the outbox, in one fsync'd commit shared
+// with concurrent callers, and returns them with Seq assigned: per
+// conversation (wire.NameKey(To)), strictly increasing from 1 and never
+// reused, even after Done or a restart. Either all msgs are added or none.
+// It fails with ErrDuplicateID if an ID is already in the outbox.
+func (s *Store) Enqueue(msgs ...OutMsg) ([]OutMsg, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	for _, m := range msgs {
+		if m.To == "" || len(m.To) > maxToLen {
+			return nil, fmt.Errorf("enqueue %s: recipient must be 1 to %d bytes", m.ID, maxToLen)
+		}
+	}
+	req := &enqueueReq{msgs: msgs, done: make(chan struct{})}
+	select {
+	case s.enqueue <- req:
+	case <-s.done:
+		return nil, ErrClosed
+	}
+	<-req.done
+	return req.out, req.err
+}
+
+// checkEnqueue refuses IDs already in the outbox or repeated in msgs.
+func checkEnqueue(tx *bolt.Tx, msgs []OutMsg) error {
+	ids := tx.Bucket(bucketOutIDs)
+	seen := make(map[wire.MsgID]bool, len(msgs))
+	for _, m := range msgs {
+		if seen[m.ID] || ids.Get(m.ID[:]) != nil {
+			return fmt.Errorf("enqueue %s: %w", m.ID, ErrDuplicateID)
+		}
+		seen[m.ID] = true
+	}
+	return nil
+}
+
+// enqueueTx appends msgs, which checkEnqueue has passed, and returns them
+// with Seq assigned. Its errors are bbolt's, fatal to the transaction.
+func enqueueTx(tx *bolt.Tx, msgs []OutMsg) ([]OutMsg, error) {
+	outbox, ids, seqs := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutIDs), tx.Bucket(bucketSeq)
+	out := make([]OutMsg, len(msgs))
+	for i, m := range msgs {
+		conv := []byte(wire.NameKey(m.To))
+		var last uint64
+		if v := seqs.Get(conv); v != nil {
+			if len(v) != 8 {
+				return nil, fmt.Errorf("sequence of %q: %w", conv, ErrCorrupt)
+			}
+			last = binary.BigEndian.Uint64(v)
+		}
+		m.Seq = last + 1
+		if err := seqs.Put(conv, putUint64(m.Seq)); err != nil {
+			return nil, err
+		}
+		order, err := outbox.NextSequence()
+		if err != nil {
+			return nil, err
+		}
+		key := putUint64(order)
+		if err := outbox.Put(key, appendOutMsg(nil, m)); err != nil {
+			return nil, err
+		}
+		if err := ids.Put(m.ID[:], key); err != nil {
+			return nil, err
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// Outbox returns every message not yet Done, in Enqueue order.
+func (s *Store) Outbox() ([]OutMsg, error) {
+	// Snapshot the Done IDs before the transaction: an ID leaves these sets
+	// only after its removal is committed, so it is either here or already
+	// gone from the transaction's view.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	done := maps.Clone(s.dones)
+	maps.Copy(done, s.flushingDones)
+	s.mu.Unlock()
+
+	var out []OutMsg
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+			m, err := parseOutMsg(v)
+			if err != nil || len(k) != 8 {
+				return fmt.Errorf("outbox entry %x: %w", k, ErrCorrupt)
+			}
+			if _, ok := done[m.ID]; !ok {
+				out = append(out, m)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", dbErr(err))
+	}
+	return out, nil
+}
+
+// Done removes ids (delivered or failed) from the outbox. It returns at
+// once; the flusher commits the removal within FlushInterval. Outbox no
+// longer returns them from now on. Unknown IDs are ignored, and so is Done
+// after Close.
+func (s *Store) Done(ids ...wire.MsgID) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	for _, id := range ids {
+		s.dones[id] = struct{}{}
+	}
+	n := len(s.dones)
+	s.mu.Unlock()
+	s.signal(n)
+}
+
+// signal tells the flusher that n things are queued.
+func (s *Store) signal(n int) {
+	c := s.kick
+	if n >= flushBatch {
+		c = s.full
+	}
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// doneTx removes dones from the outbox.
+func (s *Store) doneTx(tx *bolt.Tx, dones map[wire.MsgID]struct{}) error {
+	if len(dones) == 0 {
+		return nil
+	}
+	outbox, ids := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutIDs)
+	for id := range dones {
+		order := ids.Get(id[:])
+		if order == nil {
+			continue
+		}
+		if len(order) != 8 {
+			// The entry cannot be found; drop the broken index entry so
+			// that the commit, and the marks in it, go through.
+			s.log.Error().Stringer("id", id).Msg("store: corrupt outbox index entry dropped")
+		} else if err := outbox.Delete(order); err != nil {
+			return err
+		}
+		if err := ids.Delete(id[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendOutMsg appends the outbox record of m to b.
+func appendOutMsg(b []byte, m OutMsg) []byte {
+	b = append(b, 1)
+	b = append(b, m.ID[:]...)
+	b = binary.BigEndian.AppendUint64(b, m.Seq)
+	b = append(b, m.Kind)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Created.UnixMilli()))
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Deadline.UnixMilli()))
+	b = binary.AppendUvarint(b, uint64(len(m.To)))
+	b = append(b, m.To...)
+	return append(b, m.Text...)
+}
+
+// parseOutMsg parses an outbox record.
+func parseOutMsg(b []byte) (OutMsg, error) {
+	var m OutMsg
+	if len(b) < outHeaderLen+1 {
+		return m, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(b))
+	}
+	if b[0] != 1 {
+		return m, fmt.Errorf("%w: version %d", ErrCorrupt, b[0])
+	}
+	m.ID = wire.MsgID(b[1:9])
+	m.Seq = binary.BigEndian.Uint64(b[9:])
+	m.Kind = b[17]
+	m.Created = time.UnixMilli(int64(binary.BigEndian.Uint64(b[18:])))
+	m.Deadline = time.UnixMilli(int64(binary.BigEndian.Uint64(b[26:])))
+	b = b[outHeaderLen:]
+	n, l := binary.Uvarint(b)
+	if l <= 0 || n == 0 || n > maxToLen || n > uint64(len(b)-l) {
+		return m, fmt.Errorf("%w: recipient length", ErrCorrupt)
+	}
+	b = b[l:]
+	m.To, m.Text = string(b[:n]), string(b[n:])
+	return m, nil
+}

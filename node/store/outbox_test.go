@@ -1,0 +1,295 @@
+package store
+
+import (
+	"encoding/hex"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"natchat/wire"
+)
+
+func ids(msgs []OutMsg) []wire.MsgID {
+	out := make([]wire.MsgID, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.ID
+	}
+	return out
+}
+
+// wantOutbox checks the outbox's IDs, in order.
+func wantOutbox(t *testing.T, s *Store, want ...wire.MsgID) []OutMsg {
+	t.Helper()
+	got, err := s.Outbox()
+	if err != nil {
+		t.Fatalf("Outbox: %v", err)
+	}
+	if !slices.Equal(ids(got), want) {
+		t.Fatalf("Outbox IDs %v, want %v", ids(got), want)
+	}
+	return got
+}
+
+func sameMsg(a, b OutMsg) bool {
+	return a.ID == b.ID && a.To == b.To && a.Seq == b.Seq && a.Kind == b.Kind && a.Text == b.Text &&
+		a.Created.Equal(b.Created) && a.Deadline.Equal(b.Deadline)
+}
+
+func TestOutMsgRecord(t *testing.T) {
+	created := time.UnixMilli(1_700_000_000_123)
+	for _, tc := range []struct {
+		name string
+		m    OutMsg
+		hex  string
+	}{
+		{
+			name: "text",
+			m:    OutMsg{ID: msgID(0x0102), To: "Bob", Seq: 3, Text: "hi", Created: created, Deadline: created.Add(time.Second)},
+			hex: "01" + "0000000000000102" + "0000000000000003" + "00" +
+				"0000018bcfe5687b" + "0000018bcfe56c63" + "03" + "426f62" + "6869",
+		},
+		{
+			name: "emote, empty text, zero deadline",
+			m:    OutMsg{ID: msgID(9), To: "é", Seq: 1, Kind: 1, Created: created},
+			hex: "01" + "0000000000000009" + "0000000000000001" + "01" +
+				"0000018bcfe5687b" + "ffffc77cedd32800" + "02" + "c3a9",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := appendOutMsg(nil, tc.m)
+			if got := hex.EncodeToString(b); got != tc.hex {
+				t.Errorf("record\n got %s\nwant %s", got, tc.hex)
+			}
+			m, err := parseOutMsg(b)
+			if err != nil || !sameMsg(m, tc.m) {
+				t.Errorf("parse: %+v, %v; want %+v", m, err, tc.m)
+			}
+			if tc.m.Deadline.IsZero() && !m.Deadline.IsZero() {
+				t.Errorf("zero deadline came back as %v", m.Deadline)
+			}
+			// Every truncation is an error, not a panic.
+			for n := range len(b) - len(tc.m.Text) {
+				if _, err := parseOutMsg(b[:n]); !errors.Is(err, ErrCorrupt) {
+					t.Errorf("parse of %d bytes: %v", n, err)
+				}
+			}
+		})
+	}
+	bad := appendOutMsg(nil, OutMsg{To: "x"})
+	bad[0] = 2
+	if _, err := parseOutMsg(bad); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("version 2: %v", err)
+	}
+}
+
+func TestEnqueueOutbox(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	now := time.UnixMilli(1_700_000_000_000)
+	in := []OutMsg{
+		{ID: msgID(1), To: "Bob", Seq: 99, Text: "one", Created: now, Deadline: now.Add(time.Hour)},
+		{ID: msgID(2), To: "carol", Text: "two", Created: now},
+		{ID: msgID(3), To: "bob", Kind: 1, Text: "waves", Created: now},
+	}
+	out, err := s.Enqueue(in...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSeq := []uint64{1, 1, 2} // "Bob" and "bob" are one conversation
+	for i, m := range out {
+		want := in[i]
+		want.Seq = wantSeq[i]
+		if !sameMsg(m, want) {
+			t.Errorf("Enqueue returned %+v, want %+v", m, want)
+		}
+	}
+	if in[0].Seq != 99 {
+		t.Error("Enqueue modified its argument")
+	}
+	got := wantOutbox(t, s, msgID(1), msgID(2), msgID(3))
+	for i := range got {
+		if !sameMsg(got[i], out[i]) {
+			t.Errorf("Outbox[%d] = %+v, want %+v", i, got[i], out[i])
+		}
+	}
+
+	// Interleaved conversations keep global insertion order and per
+	// conversation numbering, across a reopen.
+	mustClose(t, s)
+	s = open(t, dir, Options{})
+	wantOutbox(t, s, msgID(1), msgID(2), msgID(3))
+	out, err = s.Enqueue(OutMsg{ID: msgID(4), To: "CAROL"})
+	if err != nil || out[0].Seq != 2 {
+		t.Fatalf("Enqueue after reopen: %+v, %v; want Seq 2", out, err)
+	}
+	out, err = s.Enqueue(OutMsg{ID: msgID(5), To: "bob"})
+	if err != nil || out[0].Seq != 3 {
+		t.Fatalf("Enqueue after reopen: %+v, %v; want Seq 3", out, err)
+	}
+	wantOutbox(t, s, msgID(1), msgID(2), msgID(3), msgID(4), msgID(5))
+}
+
+func TestEnqueueRefuses(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	if _, err := s.Enqueue(OutMsg{ID: msgID(1), To: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		msgs []OutMsg
+		dup  bool
+	}{
+		{"ID in outbox", []OutMsg{{ID: msgID(2), To: "bob"}, {ID: msgID(1), To: "bob"}}, true},
+		{"ID twice in one call", []OutMsg{{ID: msgID(3), To: "bob"}, {ID: msgID(3), To: "bob"}}, true},
+		{"no recipient", []OutMsg{{ID: msgID(4)}}, false},
+		{"long recipient", []OutMsg{{ID: msgID(5), To: string(make([]byte, maxToLen+1))}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Enqueue(tc.msgs...)
+			if err == nil || errors.Is(err, ErrDuplicateID) != tc.dup {
+				t.Fatalf("Enqueue: %v", err)
+			}
+		})
+	}
+	// Nothing of the refused calls was added, and no Seq was used up.
+	wantOutbox(t, s, msgID(1))
+	out, err := s.Enqueue(OutMsg{ID: msgID(2), To: "bob"})
+	if err != nil || out[0].Seq != 2 {
+		t.Fatalf("Enqueue: %+v, %v; want Seq 2", out, err)
+	}
+	if out, err := s.Enqueue(); out != nil || err != nil {
+		t.Fatalf("empty Enqueue: %v, %v", out, err)
+	}
+}
+
+func TestDone(t *testing.T) {
+	dir := t.TempDir()
+	// A long interval: only Flush and Close commit.
+	s := open(t, dir, Options{FlushInterval: time.Hour})
+	var in []OutMsg
+	for i := range uint64(6) {
+		in = append(in, OutMsg{ID: msgID(i), To: "bob"})
+	}
+	if _, err := s.Enqueue(in...); err != nil {
+		t.Fatal(err)
+	}
+
+	s.Done(msgID(1), msgID(42)) // 42 is unknown: ignored
+	wantOutbox(t, s, msgID(0), msgID(2), msgID(3), msgID(4), msgID(5))
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	wantOutbox(t, s, msgID(0), msgID(2), msgID(3), msgID(4), msgID(5))
+
+	s.Done(msgID(3))
+	wantOutbox(t, s, msgID(0), msgID(2), msgID(4), msgID(5))
+	mustClose(t, s) // commits the pending Done
+
+	s = open(t, dir, Options{})
+	wantOutbox(t, s, msgID(0), msgID(2), msgID(4), msgID(5))
+	// Seq is never reused, even after Done of the last message.
+	s.Done(msgID(5))
+	out, err := s.Enqueue(OutMsg{ID: msgID(6), To: "bob"})
+	if err != nil || out[0].Seq != 7 {
+		t.Fatalf("Enqueue: %+v, %v; want Seq 7", out, err)
+	}
+	// Done then Enqueue of the same ID keeps the new message.
+	s.Done(msgID(0))
+	if _, err := s.Enqueue(OutMsg{ID: msgID(0), To: "bob", Text: "again"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	wantOutbox(t, s, msgID(2), msgID(4), msgID(6), msgID(0))
+}
+
+// TestDoneCommittedByFlusher waits for the flusher's own commit, not Flush.
+func TestDoneCommittedByFlusher(t *testing.T) {
+	commits := make(chan struct{}, 1)
+	s := open(t, t.TempDir(), Options{FlushInterval: time.Millisecond, afterCommit: func() {
+		select {
+		case commits <- struct{}{}:
+		default:
+		}
+	}})
+	if _, err := s.Enqueue(OutMsg{ID: msgID(1), To: "bob"}, OutMsg{ID: msgID(2), To: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Done(msgID(1))
+	deadline := time.After(5 * time.Second)
+	for {
+		var left bool
+		id := msgID(1)
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			left = tx.Bucket(bucketOutIDs).Get(id[:]) != nil
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !left {
+			break
+		}
+		select {
+		case <-commits:
+		case <-deadline:
+			t.Fatal("Done not committed within 5 s")
+		}
+	}
+	wantOutbox(t, s, msgID(2))
+}
+
+// TestEnqueueConcurrent: concurrent callers are group-committed, and every
+// conversation is numbered 1..n without gaps or repeats.
+func TestEnqueueConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	const workers, each = 8, 25
+	convs := []string{"bob", "Carol"}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				_, err := s.Enqueue(OutMsg{ID: msgID(uint64(w*each + i)), To: convs[(w+i)%2]})
+				if err != nil {
+					t.Errorf("Enqueue: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mustClose(t, s)
+	s = open(t, dir, Options{})
+	got, err := s.Outbox()
+	if err != nil || len(got) != workers*each {
+		t.Fatalf("Outbox: %d messages, %v", len(got), err)
+	}
+	next := map[string]uint64{}
+	for _, m := range got {
+		// Outbox order is commit order, so each conversation counts up.
+		c := wire.NameKey(m.To)
+		next[c]++
+		if m.Seq != next[c] {
+			t.Fatalf("message %s to %s has Seq %d, want %d", m.ID, m.To, m.Seq, next[c])
+		}
+	}
+}
+
+func TestOutboxCorrupt(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	if _, err := s.Enqueue(OutMsg{ID: msgID(1), To: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).Put(putUint64(1), []byte{1, 2, 3})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Outbox(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Outbox: %v, want ErrCorrupt", err)
+	}
+}
