@@ -1,0 +1,34 @@
+package api
+
+// Command is something a front end asks the node to do. Node.Do queues it;
+// its outcome comes back as events.
+type Command interface{ command() }
+
+// Send sends Text to the peer called To: Sent, then exactly one Delivered
+// or Error with the same ID, follow (or one Error without an ID when it is
+// refused at once).
+type Send struct {
+	To   string
+	Text string
+}
+
+// Who asks for a Peers event.
+type Who struct{}
+
+// ShowFingerprint asks for a Fingerprint event: this node's own when Name
+// is empty, else Name's.
+type ShowFingerprint struct{ Name string }
+
+// Trust pins Name to the key the rendezvous gives for it now, after a
+// key_changed error, and answers with Trusted.
+type Trust struct{ Name string }
+
+// Quit leaves: a notified leave, then Run returns. With Drain, it first
+// waits until every message sent so far is delivered or has failed.
+type Quit struct{ Drain bool }
+
+func (Send) command()            {}
+func (Who) command()             {}
+func (ShowFingerprint) command() {}
+func (Trust) command()           {}
+func (Quit) command()            {}

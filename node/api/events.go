@@ -1,0 +1,256 @@
+// Package api is the one interface between a natchat node and its front
+// ends (the headless JSON-lines interface, the line UI, the full-screen UI)
+// and tests: the events a node reports, the commands it takes, and the bus
+// that carries events to subscribers.
+//
+// Events are defined here once. The headless interface writes each as one
+// JSON object per line (docs/HEADLESS.md is the contract); package headless
+// decodes them; the line UI renders them for people.
+//
+// A node publishes events on a Bus; each front end Subscribes and reads
+// them with Sub.Next. Publishing never blocks the network: events that only
+// describe state (presence, paths) are dropped for a subscriber that has
+// fallen far behind, and an EventsDropped event takes their place. Messages
+// are never dropped: a message is shown by a front end before its sender is
+// told it was delivered (see Bus.PublishMessage), so a stalled front end
+// delays receipts, never heartbeats or the relay.
+package api
+
+import "time"
+
+// Event is something the node tells its user. Every event has a Header;
+// the concrete types below are the only events.
+type Event interface {
+	// EventType is the event's "type" in the headless interface.
+	EventType() string
+	header() *Header
+}
+
+// Header is the part every event has.
+type Header struct {
+	Type string    `json:"type"`
+	TS   time.Time `json:"ts"`
+}
+
+func (h *Header) header() *Header { return h }
+
+// Stamp sets e's Type from its EventType and, when TS is zero, its time to
+// now (in UTC). It returns e.
+func Stamp(e Event, now time.Time) Event {
+	h := e.header()
+	h.Type = e.EventType()
+	if h.TS.IsZero() {
+		h.TS = now.UTC()
+	}
+	return e
+}
+
+// HeaderOf returns e's header.
+func HeaderOf(e Event) Header { return *e.header() }
+
+// Event types, the "type" field of each event.
+const (
+	TypeRegistered    = "registered"
+	TypePeerJoined    = "peer_joined"
+	TypePeerLeft      = "peer_left"
+	TypePeers         = "peers"
+	TypeSent          = "sent"
+	TypeDelivered     = "delivered"
+	TypeMessage       = "message"
+	TypePath          = "path"
+	TypeError         = "error"
+	TypeFingerprint   = "fingerprint"
+	TypeTrusted       = "trusted"
+	TypeEventsDropped = "events_dropped"
+	TypeHelp          = "help"
+)
+
+// Paths, in the path field of path, message and peers events.
+const (
+	PathDirect = "direct" // hole punched, peer to peer
+	PathRelay  = "relay"  // through the rendezvous
+	PathNone   = "none"   // no path: no traffic yet, or the peer left
+)
+
+// Reasons, in the reason field of peer_left.
+const (
+	ReasonQuit    = "quit"    // the peer said goodbye
+	ReasonTimeout = "timeout" // the peer went silent past the rendezvous's expiry
+)
+
+// Error codes, in the code field of error events. The fatal ones are
+// followed by the node exiting with status 1.
+const (
+	CodeBadCommand            = "bad_command"            // unknown command or wrong arguments
+	CodeBadName               = "bad_name"               // a name breaks the naming rules (fatal at registration)
+	CodeBadText               = "bad_text"               // message text empty, blank, not UTF-8 or too long
+	CodeNoTarget              = "no_target"              // plain text but no one to send it to
+	CodeUnknownPeer           = "unknown_peer"           // no one has registered that name
+	CodePeerOffline           = "peer_offline"           // the name is registered but not online
+	CodeUndelivered           = "undelivered"            // no receipt within the delivery timeout
+	CodeRendezvousUnreachable = "rendezvous_unreachable" // no answer from the rendezvous; it keeps trying
+	CodeKeyChanged            = "key_changed"            // a peer's key differs from the one pinned for its name
+	CodeNameTaken             = "name_taken"             // the name is bound to another key (fatal)
+	CodeKeyInUse              = "key_in_use"             // the key is bound to another name (fatal)
+	CodeBadSignature          = "bad_signature"          // the rendezvous rejected our signature (fatal)
+	CodeVersionMismatch       = "version_mismatch"       // the rendezvous speaks another version (fatal)
+	CodeState                 = "state"                  // the node's state store failed
+)
+
+// Registered: the rendezvous accepted us. Public is our address as it saw
+// it ("ip:port").
+type Registered struct {
+	Header
+	Name   string `json:"name"`
+	Public string `json:"public"`
+}
+
+// PeerJoined: a peer shares a room with us now (or is online again).
+type PeerJoined struct {
+	Header
+	Name string `json:"name"`
+}
+
+// PeerLeft: a peer left; Reason is ReasonQuit or ReasonTimeout.
+type PeerLeft struct {
+	Header
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// PeerInfo is one row of Peers.
+type PeerInfo struct {
+	Name   string  `json:"name"`
+	Path   string  `json:"path"`   // PathDirect, PathRelay or PathNone
+	RTTMS  float64 `json:"rtt_ms"` // smoothed round trip; 0 when unknown
+	Online bool    `json:"online"` // false for peers outside our rooms
+}
+
+// Peers answers /who: everyone online who shares a room with us, and
+// everyone we have a session with.
+type Peers struct {
+	Header
+	Peers []PeerInfo `json:"peers"`
+}
+
+// Sent: a message was accepted for sending and is stored in the outbox.
+// Exactly one Delivered or Error with the same ID and To follows in the same
+// run of the node. Resumed marks a message accepted by an earlier run that
+// had not been delivered when that run ended: it is being sent again.
+type Sent struct {
+	Header
+	ID      string `json:"id"`
+	To      string `json:"to"`
+	Text    string `json:"text"`
+	Resumed bool   `json:"resumed,omitempty"`
+}
+
+// Delivered: the peer has shown the message (end-to-end receipt).
+type Delivered struct {
+	Header
+	ID string `json:"id"`
+	To string `json:"to"`
+}
+
+// Message: a message arrived. SentTS is the sender's clock when it was
+// sent. Path is how it came: PathDirect or PathRelay.
+type Message struct {
+	Header
+	ID     string    `json:"id"`
+	From   string    `json:"from"`
+	Text   string    `json:"text"`
+	Path   string    `json:"path"`
+	SentTS time.Time `json:"sent_ts"`
+}
+
+// PathChanged: a peer's path changed.
+type PathChanged struct {
+	Header
+	Peer   string  `json:"peer"`
+	Path   string  `json:"path"`
+	Remote string  `json:"remote"`
+	RTTMS  float64 `json:"rtt_ms"`
+}
+
+// Error: something was refused or failed. ID and To are set when it is
+// about a message; Peer, Fingerprint and NewFingerprint for key_changed (the
+// pinned key's fingerprint and the one now offered for that name).
+type Error struct {
+	Header
+	Code           string `json:"code"`
+	Message        string `json:"message"`
+	ID             string `json:"id,omitempty"`
+	To             string `json:"to,omitempty"`
+	Peer           string `json:"peer,omitempty"`
+	Fingerprint    string `json:"fingerprint,omitempty"`
+	NewFingerprint string `json:"new_fingerprint,omitempty"`
+}
+
+// Fingerprint answers /fingerprint: a key's human-comparable fingerprint.
+// Self marks this node's own key; Pinned is whether Key is the key pinned
+// for Name (false: the rendezvous offers it, but we have not met Name yet).
+type Fingerprint struct {
+	Header
+	Name        string `json:"name"`
+	Key         string `json:"key"`
+	Fingerprint string `json:"fingerprint"`
+	Self        bool   `json:"self,omitempty"`
+	Pinned      bool   `json:"pinned,omitempty"`
+}
+
+// Trusted answers /trust: Name is now pinned to the key with this
+// fingerprint.
+type Trusted struct {
+	Header
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// EventsDropped: the front end fell behind and Count state events
+// (peer_joined, peer_left, path) were dropped in its place; /who tells the
+// current state. Messages and outcomes are never dropped.
+type EventsDropped struct {
+	Header
+	Count int `json:"count"`
+}
+
+// CommandHelp is one row of Help.
+type CommandHelp struct {
+	Usage   string `json:"usage"`
+	Summary string `json:"summary"`
+}
+
+// Help answers /help: the commands, from the one command grammar.
+type Help struct {
+	Header
+	Commands []CommandHelp `json:"commands"`
+}
+
+// EventType implementations.
+
+func (*Registered) EventType() string    { return TypeRegistered }
+func (*PeerJoined) EventType() string    { return TypePeerJoined }
+func (*PeerLeft) EventType() string      { return TypePeerLeft }
+func (*Peers) EventType() string         { return TypePeers }
+func (*Sent) EventType() string          { return TypeSent }
+func (*Delivered) EventType() string     { return TypeDelivered }
+func (*Message) EventType() string       { return TypeMessage }
+func (*PathChanged) EventType() string   { return TypePath }
+func (*Error) EventType() string         { return TypeError }
+func (*Fingerprint) EventType() string   { return TypeFingerprint }
+func (*Trusted) EventType() string       { return TypeTrusted }
+func (*EventsDropped) EventType() string { return TypeEventsDropped }
+func (*Help) EventType() string          { return TypeHelp }
+
+// droppable reports whether e only describes state that /who can tell
+// again, so that a subscriber far behind may lose it.
+func droppable(e Event) bool {
+	switch e.(type) {
+	case *PeerJoined, *PeerLeft, *PathChanged:
+		return true
+	}
+	return false
+}
+
+// RTTMS rounds d to tenths of a millisecond, as events carry round trips.
+func RTTMS(d time.Duration) float64 { return float64(d.Microseconds()/100) / 10 }

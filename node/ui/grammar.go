@@ -1,0 +1,156 @@
+// Package ui holds what every natchat front end shares: the one command
+// grammar (Parse, with /help generated from the same table), the current
+// conversation that plain text goes to (Dispatcher), and Safe, which makes
+// a peer's text inert on a terminal. Front ends live in its subpackages:
+// headless (JSON lines) and line (a prompt with line editing).
+package ui
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"natchat/node/api"
+	"natchat/wire"
+)
+
+// Line is one parsed line of input: a command for the node, plain text for
+// the current conversation, or a request for help. At most one is set; all
+// are zero for an empty line.
+type Line struct {
+	Cmd  api.Command
+	Say  string
+	Help bool
+}
+
+// spec is one command of the grammar.
+type spec struct {
+	name    string
+	aliases []string
+	usage   string
+	summary string
+	parse   func(args string) (Line, *api.Error)
+}
+
+// commands is the grammar, in the order /help lists it.
+var commands = []spec{
+	{name: "/msg", usage: "/msg NAME TEXT", summary: "send TEXT to NAME; plain lines then go to NAME too", parse: parseMsg},
+	{name: "/who", usage: "/who", summary: "who is online, and the path to each", parse: noArgs(api.Who{})},
+	{name: "/fingerprint", usage: "/fingerprint [NAME]", summary: "your key's fingerprint, or NAME's, to compare out of band", parse: parseFingerprint},
+	{name: "/trust", usage: "/trust NAME", summary: "accept NAME's new key after a key_changed warning", parse: parseTrust},
+	{name: "/help", usage: "/help", summary: "this list", parse: func(string) (Line, *api.Error) { return Line{Help: true}, nil }},
+	{name: "/quit", aliases: []string{"/q"}, usage: "/quit", summary: "leave", parse: noArgs(api.Quit{})},
+}
+
+func noArgs(c api.Command) func(string) (Line, *api.Error) {
+	return func(args string) (Line, *api.Error) {
+		if strings.TrimSpace(args) != "" {
+			return Line{}, badCommand("takes no arguments")
+		}
+		return Line{Cmd: c}, nil
+	}
+}
+
+func badCommand(msg string) *api.Error { return &api.Error{Code: api.CodeBadCommand, Message: msg} }
+
+func parseMsg(args string) (Line, *api.Error) {
+	to, text, _ := strings.Cut(strings.TrimLeft(args, " "), " ")
+	if to == "" || text == "" {
+		return Line{}, badCommand("usage: /msg NAME TEXT")
+	}
+	if err := CheckText(text); err != nil {
+		err.To = to
+		return Line{}, err
+	}
+	return Line{Cmd: api.Send{To: to, Text: text}}, nil
+}
+
+func parseFingerprint(args string) (Line, *api.Error) {
+	f := strings.Fields(args)
+	if len(f) > 1 {
+		return Line{}, badCommand("usage: /fingerprint [NAME]")
+	}
+	var name string
+	if len(f) == 1 {
+		name = f[0]
+	}
+	return Line{Cmd: api.ShowFingerprint{Name: name}}, nil
+}
+
+func parseTrust(args string) (Line, *api.Error) {
+	f := strings.Fields(args)
+	if len(f) != 1 {
+		return Line{}, badCommand("usage: /trust NAME")
+	}
+	return Line{Cmd: api.Trust{Name: f[0]}}, nil
+}
+
+// CheckText returns a bad_text error unless text can be sent: 1 to
+// wire.MaxTextLen bytes of UTF-8 with something other than white space.
+// Every way of sending text checks it the same way.
+func CheckText(text string) *api.Error {
+	switch {
+	case !utf8.ValidString(text) || len(text) > wire.MaxTextLen:
+		return &api.Error{Code: api.CodeBadText, Message: fmt.Sprintf("message text must be 1 to %d bytes of UTF-8", wire.MaxTextLen)}
+	case strings.TrimFunc(text, unicode.IsSpace) == "":
+		return &api.Error{Code: api.CodeBadText, Message: "message text is empty or only white space"}
+	}
+	return nil
+}
+
+// Parse parses one line of input (without or with its line end). An empty
+// line is zero Line and no error; a line with only white space is a
+// bad_text error, as blank text is wherever it is sent.
+func Parse(line string) (Line, *api.Error) {
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return Line{}, nil
+	}
+	if !strings.HasPrefix(line, "/") {
+		if err := CheckText(line); err != nil {
+			return Line{}, err
+		}
+		return Line{Say: line}, nil
+	}
+	name, args, _ := strings.Cut(line, " ")
+	for _, c := range commands {
+		if name == c.name || containsStr(c.aliases, name) {
+			return c.parse(args)
+		}
+	}
+	return Line{}, badCommand(fmt.Sprintf("unknown command %s (try /help)", Safe(name)))
+}
+
+func containsStr(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Help returns the grammar's commands for /help.
+func Help() []api.CommandHelp {
+	out := make([]api.CommandHelp, 0, len(commands))
+	for _, c := range commands {
+		usage := c.usage
+		for _, a := range c.aliases {
+			usage += " (or " + a + ")"
+		}
+		out = append(out, api.CommandHelp{Usage: usage, Summary: c.summary})
+	}
+	return out
+}
+
+// HelpText renders Help for people, one command per line.
+func HelpText() string {
+	var b strings.Builder
+	b.WriteString("commands:\n")
+	for _, h := range Help() {
+		fmt.Fprintf(&b, "  %-24s %s\n", h.Usage, h.Summary)
+	}
+	b.WriteString("  TEXT                     a line without / goes to the current conversation\n")
+	return b.String()
+}

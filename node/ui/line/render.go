@@ -1,0 +1,164 @@
+package line
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"natchat/node/api"
+	"natchat/node/ui"
+)
+
+// timeFormat is the time at the start of every line.
+const timeFormat = "15:04"
+
+// indent lines up the continuation lines of an event under its text.
+var indent = strings.Repeat(" ", len(timeFormat)+1)
+
+// Render returns the text of one event for people: now as 15:04, then one
+// line, or several for /who and /help (the later ones indented under the
+// first's text), with no line end. "" hides the event. Every string taken
+// from the event goes through ui.Safe, so nothing in it can control a
+// terminal.
+//
+//	15:04 *** mallory is online
+//	15:04 <mallory> hello
+//	15:04 ✓ delivered to mallory
+//	15:04 ! to zed: no one is registered as zed
+func Render(e api.Event, now time.Time) string {
+	body := render(e)
+	if body == "" {
+		return ""
+	}
+	return now.Format(timeFormat) + " " + strings.ReplaceAll(body, "\n", "\n"+indent)
+}
+
+// s is ui.Safe, short: every string from an event goes through it.
+func s(str string) string { return ui.Safe(str) }
+
+func render(e api.Event) string {
+	switch e := e.(type) {
+	case *api.Registered:
+		if e.Public == "" {
+			return fmt.Sprintf("*** online as %s", s(e.Name))
+		}
+		return fmt.Sprintf("*** online as %s; the rendezvous sees you at %s", s(e.Name), s(e.Public))
+	case *api.PeerJoined:
+		return fmt.Sprintf("*** %s is online", s(e.Name))
+	case *api.PeerLeft:
+		switch e.Reason {
+		case api.ReasonQuit:
+			return fmt.Sprintf("*** %s left", s(e.Name))
+		case api.ReasonTimeout:
+			return fmt.Sprintf("*** %s went silent and is offline", s(e.Name))
+		}
+		return fmt.Sprintf("*** %s left (%s)", s(e.Name), s(e.Reason))
+	case *api.Peers:
+		return renderPeers(e.Peers)
+	case *api.Sent:
+		if e.Resumed {
+			return fmt.Sprintf("→ %s: %s  (sending again: not delivered last time)", s(e.To), s(e.Text))
+		}
+		return fmt.Sprintf("→ %s: %s", s(e.To), s(e.Text))
+	case *api.Delivered:
+		return fmt.Sprintf("✓ delivered to %s", s(e.To))
+	case *api.Message:
+		return fmt.Sprintf("<%s> %s", s(e.From), s(e.Text))
+	case *api.PathChanged:
+		return renderPath(e)
+	case *api.Error:
+		return renderError(e)
+	case *api.Fingerprint:
+		switch {
+		case e.Self:
+			return fmt.Sprintf("*** your fingerprint: %s", s(e.Fingerprint))
+		case e.Pinned:
+			return fmt.Sprintf("*** %s's fingerprint: %s (pinned)", s(e.Name), s(e.Fingerprint))
+		}
+		return fmt.Sprintf("*** %s's fingerprint: %s (offered by the rendezvous; not pinned yet)", s(e.Name), s(e.Fingerprint))
+	case *api.Trusted:
+		return fmt.Sprintf("*** %s is trusted with the key of fingerprint %s", s(e.Name), s(e.Fingerprint))
+	case *api.EventsDropped:
+		what := "updates"
+		if e.Count == 1 {
+			what = "update"
+		}
+		return fmt.Sprintf("! %d presence and path %s skipped while the screen was behind; /who shows who is online", e.Count, what)
+	case *api.Help:
+		return renderHelp(e.Commands)
+	}
+	return ""
+}
+
+func renderPeers(peers []api.PeerInfo) string {
+	if len(peers) == 0 {
+		return "*** nobody else is here"
+	}
+	width := 0
+	for _, p := range peers {
+		width = max(width, utf8.RuneCountInString(s(p.Name)))
+	}
+	var b strings.Builder
+	if len(peers) == 1 {
+		b.WriteString("*** 1 peer:")
+	} else {
+		fmt.Fprintf(&b, "*** %d peers:", len(peers))
+	}
+	for _, p := range peers {
+		name := s(p.Name)
+		rtt := ""
+		if p.Path != api.PathNone && p.RTTMS > 0 {
+			rtt = fmt.Sprintf("%.1f ms", p.RTTMS)
+		}
+		row := fmt.Sprintf("  %s%s  %-6s %10s", name, strings.Repeat(" ", width-utf8.RuneCountInString(name)), s(p.Path), rtt)
+		if !p.Online {
+			row += "  (not in your rooms)"
+		}
+		b.WriteString("\n" + strings.TrimRight(row, " "))
+	}
+	return b.String()
+}
+
+func renderPath(e *api.PathChanged) string {
+	if e.Path == api.PathNone {
+		return fmt.Sprintf("*** path to %s: none", s(e.Peer))
+	}
+	str := fmt.Sprintf("*** path to %s: %s", s(e.Peer), s(e.Path))
+	if e.Remote != "" {
+		str += " via " + s(e.Remote)
+	}
+	if e.RTTMS > 0 {
+		str += fmt.Sprintf(" (%.1f ms)", e.RTTMS)
+	}
+	return str
+}
+
+func renderError(e *api.Error) string {
+	msg := s(e.Message)
+	if msg == "" {
+		msg = s(e.Code)
+	}
+	str := "! " + msg
+	if e.To != "" {
+		str = fmt.Sprintf("! to %s: %s", s(e.To), msg)
+	}
+	if e.Code == api.CodeKeyChanged && (e.Fingerprint != "" || e.NewFingerprint != "") {
+		str += fmt.Sprintf("\n  pinned key:  %s\n  offered now: %s", s(e.Fingerprint), s(e.NewFingerprint))
+		if e.Peer != "" {
+			str += fmt.Sprintf("\n  compare with %s out of band, then /trust %s", s(e.Peer), s(e.Peer))
+		}
+	}
+	return str
+}
+
+// renderHelp renders the grammar's commands as ui.HelpText does.
+func renderHelp(cmds []api.CommandHelp) string {
+	var b strings.Builder
+	b.WriteString("commands:")
+	for _, h := range cmds {
+		fmt.Fprintf(&b, "\n  %-24s %s", s(h.Usage), s(h.Summary))
+	}
+	b.WriteString("\n  TEXT                     a line without / goes to the current conversation")
+	return b.String()
+}

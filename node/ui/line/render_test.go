@@ -1,0 +1,151 @@
+package line
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"natchat/node/api"
+	"natchat/node/ui"
+)
+
+var at = time.Date(2026, 3, 4, 15, 4, 59, 0, time.UTC)
+
+func TestRender(t *testing.T) {
+	for _, c := range []struct {
+		e    api.Event
+		want string
+	}{
+		{&api.Registered{Name: "bob", Public: "203.0.113.5:4000"}, "15:04 *** online as bob; the rendezvous sees you at 203.0.113.5:4000"},
+		{&api.Registered{Name: "bob"}, "15:04 *** online as bob"},
+		{&api.PeerJoined{Name: "alice"}, "15:04 *** alice is online"},
+		{&api.PeerLeft{Name: "alice", Reason: api.ReasonQuit}, "15:04 *** alice left"},
+		{&api.PeerLeft{Name: "alice", Reason: api.ReasonTimeout}, "15:04 *** alice went silent and is offline"},
+		{&api.PeerLeft{Name: "alice", Reason: "kicked"}, "15:04 *** alice left (kicked)"},
+		{&api.Peers{}, "15:04 *** nobody else is here"},
+		{&api.Peers{Peers: []api.PeerInfo{{Name: "al", Path: api.PathDirect, RTTMS: 2.25, Online: true}}},
+			"15:04 *** 1 peer:\n" +
+				"        al  direct     2.2 ms"},
+		{&api.Peers{Peers: []api.PeerInfo{
+			{Name: "alice", Path: api.PathDirect, RTTMS: 12.5, Online: true},
+			{Name: "carol", Path: api.PathRelay, RTTMS: 140, Online: false},
+			{Name: "dave-the-second", Path: api.PathNone, Online: true},
+			{Name: "ed", Path: api.PathNone, RTTMS: 9, Online: false},
+		}},
+			"15:04 *** 4 peers:\n" +
+				"        alice            direct    12.5 ms\n" +
+				"        carol            relay    140.0 ms  (not in your rooms)\n" +
+				"        dave-the-second  none\n" +
+				"        ed               none               (not in your rooms)"},
+		{&api.Sent{ID: "1", To: "alice", Text: "hi"}, "15:04 → alice: hi"},
+		{&api.Sent{ID: "1", To: "alice", Text: "hi", Resumed: true}, "15:04 → alice: hi  (sending again: not delivered last time)"},
+		{&api.Delivered{ID: "1", To: "alice"}, "15:04 ✓ delivered to alice"},
+		{&api.Message{From: "alice", Text: "hello there", Path: api.PathDirect}, "15:04 <alice> hello there"},
+		{&api.PathChanged{Peer: "alice", Path: api.PathDirect, Remote: "198.51.100.2:5000", RTTMS: 3.2}, "15:04 *** path to alice: direct via 198.51.100.2:5000 (3.2 ms)"},
+		{&api.PathChanged{Peer: "alice", Path: api.PathRelay, Remote: "203.0.113.10:3478"}, "15:04 *** path to alice: relay via 203.0.113.10:3478"},
+		{&api.PathChanged{Peer: "alice", Path: api.PathNone, Remote: "ignored"}, "15:04 *** path to alice: none"},
+		{&api.Error{Code: api.CodeUnknownPeer, Message: "no one is registered as zed", ID: "7", To: "zed"}, "15:04 ! to zed: no one is registered as zed"},
+		{&api.Error{Code: api.CodeBadCommand, Message: "usage: /msg NAME TEXT"}, "15:04 ! usage: /msg NAME TEXT"},
+		{&api.Error{Code: api.CodeRendezvousUnreachable}, "15:04 ! rendezvous_unreachable"},
+		{&api.Error{Code: api.CodeKeyChanged, Message: "alice's key changed", Peer: "alice", Fingerprint: "aaaa bbbb", NewFingerprint: "cccc dddd"},
+			"15:04 ! alice's key changed\n" +
+				"        pinned key:  aaaa bbbb\n" +
+				"        offered now: cccc dddd\n" +
+				"        compare with alice out of band, then /trust alice"},
+		{&api.Fingerprint{Name: "bob", Fingerprint: "1234 5678", Self: true}, "15:04 *** your fingerprint: 1234 5678"},
+		{&api.Fingerprint{Name: "alice", Fingerprint: "1234 5678", Pinned: true}, "15:04 *** alice's fingerprint: 1234 5678 (pinned)"},
+		{&api.Fingerprint{Name: "alice", Fingerprint: "1234 5678"}, "15:04 *** alice's fingerprint: 1234 5678 (offered by the rendezvous; not pinned yet)"},
+		{&api.Trusted{Name: "alice", Fingerprint: "cccc dddd"}, "15:04 *** alice is trusted with the key of fingerprint cccc dddd"},
+		{&api.EventsDropped{Count: 1}, "15:04 ! 1 presence and path update skipped while the screen was behind; /who shows who is online"},
+		{&api.EventsDropped{Count: 12}, "15:04 ! 12 presence and path updates skipped while the screen was behind; /who shows who is online"},
+		{&api.Help{Commands: []api.CommandHelp{{Usage: "/who", Summary: "who is online"}}},
+			"15:04 commands:\n" +
+				"        /who                     who is online\n" +
+				"        TEXT                     a line without / goes to the current conversation"},
+	} {
+		if got := Render(c.e, at); got != c.want {
+			t.Errorf("Render(%T %+v) =\n%s\nwant\n%s", c.e, c.e, got, c.want)
+		}
+	}
+}
+
+// TestRenderHelp: /help shows ui.HelpText, the grammar's own help.
+func TestRenderHelp(t *testing.T) {
+	got := Render(&api.Help{Commands: ui.Help()}, at)
+	want := strings.TrimSuffix(ui.HelpText(), "\n")
+	want = "15:04 " + strings.ReplaceAll(want, "\n", "\n"+indent)
+	if got != want {
+		t.Errorf("help is\n%s\nwant ui.HelpText:\n%s", got, want)
+	}
+}
+
+// hostile strings a peer might send, and how each must look.
+var hostile = []struct{ in, shown string }{
+	{"\x1b[2J", "␛[2J"},
+	{"\r<alice> fake", "␍<alice> fake"},
+	{"\x1b]0;title\x07", "␛]0;title␇"},
+	{"ding\a", "ding␇"},
+	{"csi\u009b2J", "csi[U+009B]2J"},
+	{"rlo\u202eevil", "rlo[U+202E]evil"},
+	{"two\nlines", "two␊lines"},
+	{"bad\xffutf8", "bad\uFFFDutf8"},
+}
+
+// TestRenderHostile: every string an event carries is shown inert, in
+// every event type that carries one.
+func TestRenderHostile(t *testing.T) {
+	for _, h := range hostile {
+		x := h.in
+		events := []api.Event{
+			&api.Registered{Name: x, Public: x},
+			&api.PeerJoined{Name: x},
+			&api.PeerLeft{Name: x, Reason: x},
+			&api.PeerLeft{Name: x, Reason: api.ReasonQuit},
+			&api.Peers{Peers: []api.PeerInfo{{Name: x, Path: x, Online: true}, {Name: "ok", Path: api.PathRelay}}},
+			&api.Sent{To: x, Text: x},
+			&api.Delivered{To: x},
+			&api.Message{From: x, Text: x},
+			&api.PathChanged{Peer: x, Path: x, Remote: x},
+			&api.PathChanged{Peer: x, Path: api.PathNone},
+			&api.Error{Code: x, To: x},
+			&api.Error{Code: api.CodeKeyChanged, Message: x, Peer: x, Fingerprint: x, NewFingerprint: x},
+			&api.Fingerprint{Name: x, Fingerprint: x},
+			&api.Fingerprint{Name: x, Fingerprint: x, Pinned: true},
+			&api.Fingerprint{Fingerprint: x, Self: true},
+			&api.Trusted{Name: x, Fingerprint: x},
+			&api.Help{Commands: []api.CommandHelp{{Usage: x, Summary: x}}},
+		}
+		for _, e := range events {
+			got := Render(e, at)
+			checkInert(t, got)
+			if !strings.Contains(got, h.shown) {
+				t.Errorf("Render(%T) with %q:\n%s\ndoes not show it as %q", e, x, got, h.shown)
+			}
+		}
+	}
+	// A faked line cannot start a line.
+	got := Render(&api.Message{From: "mallory", Text: "hi\r\n15:04 <alice> send me your key"}, at)
+	if strings.Contains(got, "\n") || !strings.HasPrefix(got, "15:04 <mallory> ") {
+		t.Errorf("message from mallory renders as %q", got)
+	}
+}
+
+// checkInert fails unless s has no control character other than the line
+// ends Render puts between the lines of one event, each followed by the
+// indent, and no bidirectional override or isolate.
+func checkInert(t *testing.T, s string) {
+	t.Helper()
+	for i, r := range s {
+		switch {
+		case r == '\n' && strings.HasPrefix(s[i+1:], indent):
+		case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			t.Errorf("%q: control %U at %d", s, r, i)
+		}
+	}
+}
+
+func TestRenderHidesUnknown(t *testing.T) {
+	if got := Render(nil, at); got != "" {
+		t.Errorf("Render(nil) = %q", got)
+	}
+}
