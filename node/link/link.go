@@ -10,9 +10,11 @@ package link
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"natchat/wire"
@@ -34,7 +36,7 @@ type Kind int
 
 // Path kinds, as the headless interface names them.
 const (
-	None   Kind = iota // no traffic yet
+	None   Kind = iota // not tracked: never opened, or forgotten
 	Relay              // through the rendezvous
 	Direct             // a direct UDP path (ICE)
 )
@@ -67,12 +69,19 @@ type Options struct {
 	// Local is this node's key, the Conn's LocalAddr.
 	Local wire.Key
 	// SendRelay sends a datagram to dst through the rendezvous. Required.
-	// It must not block for long and must not keep b.
+	// It is called on every relayed packet, from any goroutine: it must not
+	// block for long and must not keep b.
 	SendRelay func(dst wire.Key, b []byte) error
 	// RelayRemote names the relay in Path.Remote (e.g. "198.51.100.1:3478").
 	RelayRemote string
-	// OnPath is called, outside the Conn's lock, whenever a peer's path
-	// kind changes. May be nil.
+	// OnPath, when set, is told each change of a tracked peer's path: Relay
+	// when Open starts tracking it, Direct or Relay as SetDirect moves it,
+	// None when Forget drops it. Calls are serialised (never two at once,
+	// for any peers) and come in the order of the changes; each is made
+	// with none of the Conn's locks held, from the goroutine of the call
+	// that made the change or of another call that changed a path
+	// meanwhile. OnPath must not block; it may call the Conn's methods
+	// (changes made from it are reported after it returns). May be nil.
 	OnPath func(peer wire.Key, p Path)
 	// SetReadBuffer, when set, receives quic-go's request for a larger
 	// socket receive buffer (the node passes it to its UDP socket).
@@ -82,42 +91,186 @@ type Options struct {
 	// QueueLen bounds received packets not yet read. 0: 1024. When full,
 	// new packets are dropped (QUIC retransmits) and counted.
 	QueueLen int
+	// Now is the clock of the trust window. nil: time.Now. (Read deadlines
+	// always follow the real clock, as quic-go sets them from it.)
+	Now func() time.Time
 }
 
-type packet struct {
-	from wire.Key
-	b    []byte
+// BufSize is the capacity of a Buf: 2 KiB. The link carries QUIC packets,
+// at most 1452 bytes (quic-go's MaxPacketBufferSize, also the most its
+// reader takes; the node sends 1200), so a Buf holds any of them, and even
+// one read whole with its 35-byte Relayed header or a full 1500-byte-MTU
+// datagram, with room left to tell a datagram that filled it. 64 KiB
+// buffers would hold 32 times the memory per queued packet (64 MiB for a
+// full 1024-packet queue instead of 2 MiB) for packets no peer sends.
+//
+// So read into a Buf only a source whose datagrams must fit: the direct
+// path (QUIC only; a read that fills the whole Buf, n == BufSize, may have
+// been truncated and is to be dropped). The node's own socket also carries
+// rendezvous messages up to about 9 KB (a Signaled offer of 32 candidates
+// of up to 256 bytes): its read loop keeps one large buffer and hands
+// Relayed payloads to Deliver, whose copy into a pooled Buf costs no
+// allocation.
+const BufSize = 2048
+
+// Buf is a pooled datagram buffer, which a reader fills and hands to the
+// link with DeliverBuf, without a copy (see BufSize for which readers).
+type Buf struct {
+	// B is the datagram. GetBuf returns it as the whole of the Buf's own
+	// storage (len BufSize), to read into; the caller then reslices it to
+	// the bytes to hand up (b.B = b.B[:n], or the payload after a header),
+	// which must lie in that storage.
+	B []byte
+
+	from wire.Key // the sending peer, set by DeliverBuf
+	addr net.Addr // Addr{from}, converted once per peer (nil: untracked)
+	data [BufSize]byte
 }
 
-type peer struct {
-	path   Path
-	direct DirectPath
-	// trusted is until when the direct path counts as proven: set when it
-	// comes up and renewed by every packet received on it. Past it, each
-	// packet also goes through the relay, so a direct path that died
-	// silently costs no more than the trust window while ICE (3-4 s)
-	// notices, the way Tailscale's magicsock trusts a direct address.
-	trusted time.Time
+var bufs = sync.Pool{New: func() any { return new(Buf) }}
+
+// GetBuf returns a Buf from the link's pool, with B of len BufSize. Give it
+// back by DeliverBuf (which takes it over) or PutBuf.
+func GetBuf() *Buf {
+	b := bufs.Get().(*Buf)
+	b.B = b.data[:]
+	return b
+}
+
+// PutBuf returns a Buf that was not delivered to the pool. The caller must
+// not use b after.
+func PutBuf(b *Buf) {
+	b.B, b.addr = nil, nil
+	bufs.Put(b)
+}
+
+// owns reports whether B lies in the Buf's own storage.
+func (b *Buf) owns() bool {
+	if len(b.B) == 0 {
+		return true
+	}
+	off := BufSize - cap(b.B)
+	return off >= 0 && &b.B[0] == &b.data[off]
 }
 
 // TrustWindow is how long a direct path stays trusted without a packet
 // received on it.
 const TrustWindow = 1500 * time.Millisecond
 
-// Conn is the link. Safe for concurrent use. After Close, ReadFrom and
-// WriteTo return net.ErrClosed.
-type Conn struct {
-	opts   Options
-	in     chan packet
-	closed chan struct{}
-	once   sync.Once
+// peer is a tracked peer's state. The packet path reads it without locks;
+// its changes, rare, are serialised by mu.
+type peer struct {
+	key  wire.Key
+	addr net.Addr // Addr{key}: handed to ReadFrom's callers without allocating
+
+	// direct is the direct path, nil on the relay.
+	direct atomic.Pointer[directPath]
+	// trusted is until when (Conn.mono nanoseconds) the direct path counts
+	// as proven: set when it comes up and renewed by every packet received
+	// on it. Past it, each packet also goes through the relay, so a direct
+	// path that died silently costs no more than the trust window while ICE
+	// (3-4 s) notices, the way Tailscale's magicsock trusts a direct
+	// address.
+	trusted atomic.Int64
+	// path is the current path, never nil (PathOf reads it).
+	path atomic.Pointer[Path]
 
 	mu sync.Mutex
 	// Guarded by mu:
-	peers    map[wire.Key]*peer
-	deadline time.Time
-	dlChange chan struct{} // closed and replaced when the read deadline changes
-	dropped  uint64
+	gone bool // Forget dropped this peer: later changes are ignored
+}
+
+// directPath boxes a DirectPath for an atomic.Pointer.
+type directPath struct{ DirectPath }
+
+type pathEvent struct {
+	peer wire.Key
+	path Path
+}
+
+// reporter calls OnPath with the queued path changes, in order, one call
+// at a time and with no other lock held: whichever goroutine finds the
+// queue idle drains it, so a change made from OnPath itself is queued
+// rather than deadlocking (Tailscale's controlclient reports to its
+// observer through such a queue, never a callback under its lock).
+type reporter struct {
+	fn func(wire.Key, Path)
+
+	mu sync.Mutex
+	// Guarded by mu:
+	q        []pathEvent
+	draining bool
+}
+
+// add queues a change. Callers hold the lock that orders the peer's
+// changes, so the queue keeps each peer's changes in order.
+func (r *reporter) add(k wire.Key, p Path) {
+	if r.fn == nil {
+		return
+	}
+	r.mu.Lock()
+	r.q = append(r.q, pathEvent{k, p})
+	r.mu.Unlock()
+}
+
+// flush reports the queued changes unless another goroutine does already.
+// Callers hold no lock.
+func (r *reporter) flush() {
+	if r.fn == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.draining {
+		r.mu.Unlock()
+		return
+	}
+	r.draining = true
+	for i := 0; i < len(r.q); i++ {
+		ev := r.q[i]
+		r.mu.Unlock()
+		r.fn(ev.peer, ev.path)
+		r.mu.Lock()
+	}
+	clear(r.q)
+	r.q = r.q[:0]
+	r.draining = false
+	r.mu.Unlock()
+}
+
+// readDeadline is one setting of the read deadline; SetReadDeadline
+// replaces it and closes changed to wake blocked readers.
+type readDeadline struct {
+	at      time.Time // zero: none
+	changed chan struct{}
+}
+
+// Conn is the link. Safe for concurrent use. After Close, ReadFrom and
+// WriteTo return net.ErrClosed.
+//
+// A peer is tracked from Open to Forget. Packets flow to and from any key,
+// tracked or not (QUIC must be able to send its close to a peer that
+// left), but only a tracked peer has a path: a direct path (SetDirect), a
+// path reported through OnPath and by PathOf.
+//
+// The packet path (Deliver*, ReadFrom, WriteTo) allocates nothing and
+// takes no lock shared by the peers: peers are looked up in a
+// copy-on-write map behind an atomic pointer, and a peer's direct path
+// and trust deadline are atomics. The one shared point is the receive
+// queue, a channel, where every received packet meets quic-go's reader.
+type Conn struct {
+	opts    Options
+	epoch   time.Time // origin of mono
+	in      chan *Buf
+	closed  chan struct{}
+	closing atomic.Bool // set before closed is closed
+	once    sync.Once
+
+	dropped  atomic.Uint64
+	oversize atomic.Uint64
+	dl       atomic.Pointer[readDeadline]
+	peers    atomic.Pointer[map[wire.Key]*peer] // replaced, never changed, under peersMu
+	peersMu  sync.Mutex                         // serialises Open and Forget
+	events   reporter
 }
 
 // New returns a Conn.
@@ -125,121 +278,284 @@ func New(o Options) *Conn {
 	if o.QueueLen <= 0 {
 		o.QueueLen = 1024
 	}
-	return &Conn{
-		opts:     o,
-		in:       make(chan packet, o.QueueLen),
-		closed:   make(chan struct{}),
-		peers:    make(map[wire.Key]*peer),
-		dlChange: make(chan struct{}),
+	c := &Conn{
+		opts:   o,
+		in:     make(chan *Buf, o.QueueLen),
+		closed: make(chan struct{}),
+		events: reporter{fn: o.OnPath},
 	}
+	if o.Now != nil {
+		c.epoch = o.Now()
+	} else {
+		c.epoch = time.Now()
+	}
+	c.dl.Store(&readDeadline{changed: make(chan struct{})})
+	c.peers.Store(&map[wire.Key]*peer{})
+	return c
 }
 
 var _ net.PacketConn = (*Conn)(nil)
 
-// DeliverDirect is Deliver for a datagram that arrived on the direct path:
-// it also renews the path's trust.
-func (c *Conn) DeliverDirect(src wire.Key, b []byte) {
-	c.mu.Lock()
-	if p := c.peers[src]; p != nil && p.direct != nil {
-		p.trusted = time.Now().Add(TrustWindow)
+// mono is the trust window's clock: nanoseconds since New, monotonic
+// unless Options.Now says otherwise.
+func (c *Conn) mono() int64 {
+	if c.opts.Now != nil {
+		return int64(c.opts.Now().Sub(c.epoch))
 	}
-	c.mu.Unlock()
-	c.Deliver(src, b)
+	return int64(time.Since(c.epoch))
 }
 
-// Deliver hands up a datagram that arrived from peer src (through the
-// relay; see DeliverDirect). It copies b. It never blocks: when the queue
-// is full the packet is dropped and counted.
-func (c *Conn) Deliver(src wire.Key, b []byte) {
-	p := packet{from: src, b: append([]byte(nil), b...)}
-	select {
-	case c.in <- p:
-	case <-c.closed:
-	default:
-		c.mu.Lock()
-		c.dropped++
-		c.mu.Unlock()
+func (c *Conn) lookup(k wire.Key) *peer { return (*c.peers.Load())[k] }
+
+// Open starts tracking peer k: its path is the relay, reported through
+// OnPath. It does nothing when k is tracked already. Call it when the node
+// starts talking to k, whichever side began.
+func (c *Conn) Open(k wire.Key) {
+	c.peersMu.Lock()
+	old := *c.peers.Load()
+	if old[k] != nil {
+		c.peersMu.Unlock()
+		return
 	}
+	p := &peer{key: k, addr: Addr{Key: k}}
+	path := Path{Kind: Relay, Remote: c.opts.RelayRemote}
+	p.path.Store(&path)
+	m := make(map[wire.Key]*peer, len(old)+1)
+	maps.Copy(m, old)
+	m[k] = p
+	c.peers.Store(&m)
+	c.events.add(k, path)
+	c.peersMu.Unlock()
+	c.events.flush()
+}
+
+// Forget stops tracking peer k (it left) and drops its direct path; OnPath
+// reports the path as None. It does nothing when k is not tracked. Packets
+// to k still go through the relay, reporting nothing, until Open tracks it
+// again.
+func (c *Conn) Forget(k wire.Key) {
+	c.peersMu.Lock()
+	old := *c.peers.Load()
+	p := old[k]
+	if p == nil {
+		c.peersMu.Unlock()
+		return
+	}
+	// A fresh map, not maps.Clone: a clone keeps the old one's buckets,
+	// and a map never gives them back.
+	m := make(map[wire.Key]*peer, len(old)-1)
+	for pk, pp := range old {
+		if pk != k {
+			m[pk] = pp
+		}
+	}
+	c.peers.Store(&m)
+	p.mu.Lock()
+	p.gone = true
+	p.direct.Store(nil)
+	c.setPathLocked(p, Path{})
+	p.mu.Unlock()
+	c.peersMu.Unlock()
+	c.events.flush()
+}
+
+// SetDirect makes d the path to tracked peer k (nil: back to the relay),
+// trusted for TrustWindow, and reports the change through OnPath when the
+// Path differs. It returns false, and does nothing, when k is not tracked
+// (never opened, or forgotten: a direct path that comes up after the peer
+// left must not bring it back).
+func (c *Conn) SetDirect(k wire.Key, d DirectPath, remote string, rtt time.Duration) bool {
+	for {
+		p := c.lookup(k)
+		if p == nil {
+			return false
+		}
+		p.mu.Lock()
+		if p.gone {
+			// Forgotten since the lookup; it may have been opened again.
+			p.mu.Unlock()
+			continue
+		}
+		var np Path
+		if d != nil {
+			// Trust first: a writer that sees the new path sees it trusted.
+			p.trusted.Store(c.mono() + int64(TrustWindow))
+			p.direct.Store(&directPath{d})
+			np = Path{Kind: Direct, Remote: remote, RTT: rtt}
+		} else {
+			p.direct.Store(nil)
+			np = Path{Kind: Relay, Remote: c.opts.RelayRemote}
+		}
+		c.setPathLocked(p, np)
+		p.mu.Unlock()
+		c.events.flush()
+		return true
+	}
+}
+
+// setPathLocked records p's new path and queues its report if it changed.
+// p.mu is held.
+func (c *Conn) setPathLocked(p *peer, np Path) {
+	if *p.path.Load() == np {
+		return
+	}
+	p.path.Store(&np)
+	c.events.add(p.key, np)
+}
+
+// PathOf returns peer k's current path: None when k is not tracked. It
+// takes no lock (OnPath may call it).
+func (c *Conn) PathOf(k wire.Key) Path {
+	if p := c.lookup(k); p != nil {
+		return *p.path.Load()
+	}
+	return Path{}
+}
+
+// Peers returns how many peers are tracked.
+func (c *Conn) Peers() int { return len(*c.peers.Load()) }
+
+// DeliverBuf hands up the datagram b.B that arrived from peer src, through
+// the relay or, when direct is set, on the direct path (which renews the
+// path's trust). It takes b over: the caller must not touch b after, and
+// the link returns it to the pool once read or dropped. b.B should lie in
+// b's own storage; if not, it is copied there, and when longer than BufSize
+// it is dropped and counted (Oversize). DeliverBuf never blocks: when the
+// queue is full the packet is dropped and counted (Dropped).
+func (c *Conn) DeliverBuf(src wire.Key, b *Buf, direct bool) {
+	if !b.owns() {
+		if len(b.B) > BufSize {
+			c.oversize.Add(1)
+			PutBuf(b)
+			return
+		}
+		b.B = b.data[:copy(b.data[:], b.B)]
+	}
+	b.from, b.addr = src, nil
+	if p := c.lookup(src); p != nil {
+		if direct && p.direct.Load() != nil {
+			p.trusted.Store(c.mono() + int64(TrustWindow))
+		}
+		b.addr = p.addr
+	}
+	if c.closing.Load() {
+		PutBuf(b)
+		return
+	}
+	select {
+	case c.in <- b:
+	default:
+		c.dropped.Add(1)
+		PutBuf(b)
+	}
+}
+
+// Deliver hands up a datagram that arrived from peer src through the relay
+// (see DeliverDirect). It copies b into a pooled Buf, so the caller keeps
+// b; see DeliverBuf for the rest.
+func (c *Conn) Deliver(src wire.Key, b []byte) { c.deliverCopy(src, b, false) }
+
+// DeliverDirect is Deliver for a datagram that arrived on the direct path:
+// it also renews the path's trust.
+func (c *Conn) DeliverDirect(src wire.Key, b []byte) { c.deliverCopy(src, b, true) }
+
+func (c *Conn) deliverCopy(src wire.Key, b []byte, direct bool) {
+	if len(b) > BufSize {
+		c.oversize.Add(1)
+		return
+	}
+	buf := GetBuf()
+	buf.B = buf.B[:copy(buf.B, b)]
+	c.DeliverBuf(src, buf, direct)
 }
 
 // Dropped returns how many received packets were dropped on a full queue.
-func (c *Conn) Dropped() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.dropped
-}
+func (c *Conn) Dropped() uint64 { return c.dropped.Load() }
 
-// ReadFrom implements net.PacketConn; the address is an Addr.
+// Oversize returns how many received datagrams were dropped for being
+// longer than BufSize.
+func (c *Conn) Oversize() uint64 { return c.oversize.Load() }
+
+// ReadFrom implements net.PacketConn: it copies the next received packet
+// into b (truncating it to len(b)) and names its sender with an Addr.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		c.mu.Lock()
-		dl, change := c.deadline, c.dlChange
-		c.mu.Unlock()
-		var timer *time.Timer
+		if c.closing.Load() {
+			return 0, nil, net.ErrClosed
+		}
+		dl := c.dl.Load()
 		var timeout <-chan time.Time
-		if !dl.IsZero() {
-			d := time.Until(dl)
+		var timer *time.Timer
+		if !dl.at.IsZero() {
+			d := time.Until(dl.at)
 			if d <= 0 {
 				return 0, nil, os.ErrDeadlineExceeded
 			}
 			timer = time.NewTimer(d)
 			timeout = timer.C
+		} else {
+			// A packet waiting: take it without the blocking select,
+			// which would lock every channel it waits on.
+			select {
+			case p := <-c.in:
+				return c.consume(b, p)
+			default:
+			}
 		}
-		n, from, err, again := c.wait(b, timeout, change)
-		if timer != nil {
-			timer.Stop()
-		}
-		if !again {
-			return n, from, err
+		select {
+		case p := <-c.in:
+			stop(timer)
+			return c.consume(b, p)
+		case <-c.closed:
+			stop(timer)
+			return 0, nil, net.ErrClosed
+		case <-timeout:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-dl.changed:
+			stop(timer)
 		}
 	}
 }
 
-func (c *Conn) wait(b []byte, timeout <-chan time.Time, change chan struct{}) (int, net.Addr, error, bool) {
-	select {
-	case p := <-c.in:
-		return copy(b, p.b), Addr{Key: p.from}, nil, false
-	case <-c.closed:
-		return 0, nil, net.ErrClosed, false
-	case <-timeout:
-		return 0, nil, os.ErrDeadlineExceeded, false
-	case <-change:
-		return 0, nil, nil, true
+func stop(t *time.Timer) {
+	if t != nil {
+		t.Stop()
 	}
 }
+
+func (c *Conn) consume(b []byte, p *Buf) (int, net.Addr, error) {
+	n := copy(b, p.B)
+	from := p.addr
+	if from == nil {
+		from = Addr{Key: p.from} // an untracked peer: rare, one allocation
+	}
+	PutBuf(p)
+	return n, from, nil
+}
+
+var errNotAddr = errors.New("link: not a link address")
 
 // WriteTo implements net.PacketConn: it sends b to the peer named by addr
-// (an Addr) on that peer's current path.
+// (an Addr) on that peer's current path. A trusted direct path carries it
+// alone; past the trust window, or when the direct write fails, the relay
+// carries it (too). An untracked peer's packets go through the relay.
 func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	select {
-	case <-c.closed:
+	if c.closing.Load() {
 		return 0, net.ErrClosed
-	default:
 	}
 	a, ok := addr.(Addr)
 	if !ok {
-		return 0, errors.New("link: not a link address")
+		return 0, errNotAddr
 	}
-	c.mu.Lock()
-	p := c.peerLocked(a.Key)
-	d := p.direct
-	trusted := d != nil && time.Now().Before(p.trusted)
-	var changed *Path
-	if d == nil && p.path.Kind == None {
-		p.path = Path{Kind: Relay, Remote: c.opts.RelayRemote}
-		cp := p.path
-		changed = &cp
-	}
-	c.mu.Unlock()
-	if changed != nil && c.opts.OnPath != nil {
-		c.opts.OnPath(a.Key, *changed)
-	}
-	if d != nil {
-		if err := d.Write(b); err == nil && trusted {
-			return len(b), nil
+	if p := c.lookup(a.Key); p != nil {
+		if d := p.direct.Load(); d != nil {
+			trusted := c.mono() < p.trusted.Load()
+			if err := d.Write(b); err == nil && trusted {
+				return len(b), nil
+			}
+			// The direct path failed this packet, or has been silent past
+			// the trust window: the relay carries it (too).
 		}
-		// The direct path failed this packet, or has been silent past the
-		// trust window: the relay carries it (too).
 	}
 	if err := c.opts.SendRelay(a.Key, b); err != nil {
 		return 0, err
@@ -247,59 +563,21 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return len(b), nil
 }
 
-func (c *Conn) peerLocked(k wire.Key) *peer {
-	p := c.peers[k]
-	if p == nil {
-		p = &peer{}
-		c.peers[k] = p
-	}
-	return p
-}
-
-// SetDirect makes d the path to peer k (nil: back to the relay) and
-// reports the change through OnPath.
-func (c *Conn) SetDirect(k wire.Key, d DirectPath, remote string, rtt time.Duration) {
-	c.mu.Lock()
-	p := c.peerLocked(k)
-	p.direct = d
-	if d != nil {
-		p.path = Path{Kind: Direct, Remote: remote, RTT: rtt}
-		p.trusted = time.Now().Add(TrustWindow)
-	} else {
-		p.path = Path{Kind: Relay, Remote: c.opts.RelayRemote}
-	}
-	np := p.path
-	c.mu.Unlock()
-	if c.opts.OnPath != nil {
-		c.opts.OnPath(k, np)
-	}
-}
-
-// Forget drops peer k's path state (it left); the next packet to it
-// starts on the relay again. OnPath reports the path as None.
-func (c *Conn) Forget(k wire.Key) {
-	c.mu.Lock()
-	_, ok := c.peers[k]
-	delete(c.peers, k)
-	c.mu.Unlock()
-	if ok && c.opts.OnPath != nil {
-		c.opts.OnPath(k, Path{})
-	}
-}
-
-// PathOf returns peer k's current path.
-func (c *Conn) PathOf(k wire.Key) Path {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p := c.peers[k]; p != nil {
-		return p.path
-	}
-	return Path{}
-}
-
-// Close implements net.PacketConn.
+// Close implements net.PacketConn: it wakes blocked readers and frees the
+// queued packets.
 func (c *Conn) Close() error {
-	c.once.Do(func() { close(c.closed) })
+	c.once.Do(func() {
+		c.closing.Store(true)
+		close(c.closed)
+		for {
+			select {
+			case p := <-c.in:
+				PutBuf(p)
+			default:
+				return
+			}
+		}
+	})
 	return nil
 }
 
@@ -309,13 +587,11 @@ func (c *Conn) LocalAddr() net.Addr { return Addr{Key: c.opts.Local} }
 // SetDeadline sets the read deadline; writes never block.
 func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
-// SetReadDeadline implements net.PacketConn.
+// SetReadDeadline implements net.PacketConn; a change wakes blocked
+// readers to apply it.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.deadline = t
-	close(c.dlChange)
-	c.dlChange = make(chan struct{})
-	c.mu.Unlock()
+	old := c.dl.Swap(&readDeadline{at: t, changed: make(chan struct{})})
+	close(old.changed)
 	return nil
 }
 

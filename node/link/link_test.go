@@ -45,6 +45,7 @@ func TestRelayFirstThenDirect(t *testing.T) {
 	})
 	defer c.Close()
 	peer := Addr{Key: key(2)}
+	c.Open(key(2))
 	for i := 0; i < 3; i++ {
 		if n, err := c.WriteTo([]byte{byte(i)}, peer); err != nil || n != 1 {
 			t.Fatalf("WriteTo = %d, %v", n, err)
@@ -57,7 +58,9 @@ func TestRelayFirstThenDirect(t *testing.T) {
 		t.Fatalf("paths after first writes = %+v, want one relay event", paths)
 	}
 	d := &fakeDirect{}
-	c.SetDirect(key(2), d, "203.0.113.7:4000", 12*time.Millisecond)
+	if !c.SetDirect(key(2), d, "203.0.113.7:4000", 12*time.Millisecond) {
+		t.Fatal("SetDirect on an open peer = false")
+	}
 	if p := c.PathOf(key(2)); p.Kind != Direct || p.Remote != "203.0.113.7:4000" || p.RTT != 12*time.Millisecond {
 		t.Fatalf("PathOf = %+v", p)
 	}
@@ -174,6 +177,8 @@ func newPair() *pair {
 		}
 		return nil
 	}})
+	p.a.Open(key(2))
+	p.b.Open(key(1))
 	return p
 }
 
@@ -294,7 +299,8 @@ func TestQUICAcrossPathSwitch(t *testing.T) {
 func TestTrustWindow(t *testing.T) {
 	var mu sync.Mutex
 	relayed := 0
-	c := New(Options{Local: key(1), SendRelay: func(wire.Key, []byte) error {
+	clock := newFakeClock()
+	c := New(Options{Local: key(1), Now: clock.Now, SendRelay: func(wire.Key, []byte) error {
 		mu.Lock()
 		relayed++
 		mu.Unlock()
@@ -303,15 +309,14 @@ func TestTrustWindow(t *testing.T) {
 	defer c.Close()
 	d := &fakeDirect{}
 	peer := Addr{Key: key(2)}
+	c.Open(key(2))
 	c.SetDirect(key(2), d, "203.0.113.7:4000", time.Millisecond)
 	c.WriteTo([]byte("a"), peer)
 	if relayed != 0 || len(d.got) != 1 {
 		t.Fatalf("fresh direct path: relayed %d, direct %d; want 0, 1", relayed, len(d.got))
 	}
-	// Age the trust as if TrustWindow passed with nothing received.
-	c.mu.Lock()
-	c.peers[key(2)].trusted = time.Now().Add(-time.Millisecond)
-	c.mu.Unlock()
+	// TrustWindow passes with nothing received.
+	clock.Advance(TrustWindow)
 	c.WriteTo([]byte("b"), peer)
 	if relayed != 1 || len(d.got) != 2 {
 		t.Fatalf("silent direct path: relayed %d, direct %d; want 1, 2 (both paths)", relayed, len(d.got))
