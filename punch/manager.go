@@ -57,6 +57,27 @@ type Manager struct {
 	closed bool
 }
 
+// releaseSrflx closes the mux's server-reflexive connections for ufrags,
+// after their agent closed. pion/ice v2.3.38 leaks one when an agent is
+// closed (or restarted) while gathering: its srflx gatherer takes a muxed
+// connection (GetConnForURL) and, when adding the candidate fails because
+// the agent is gone, closes the candidate but not the connection, so the
+// connection, its buffer and the mux goroutine waiting for its close stay
+// for good (the host gatherer closes it; RemoveConnByUfrag only drops the
+// plain ufrag's key). GetConnForURL returns the connection still there (or
+// makes one), and closing it ends both.
+func (m *Manager) releaseSrflx(ufrags []string) {
+	for _, u := range ufrags {
+		for _, url := range m.urls {
+			for _, a := range m.mux.GetListenAddresses() {
+				if c, err := m.mux.GetConnForURL(u, url.String(), a); err == nil {
+					c.Close()
+				}
+			}
+		}
+	}
+}
+
 // udpMux is pion's universal mux with the listen addresses pruned: on an
 // unspecified-address socket pion lists every interface address, loopback
 // included, and each becomes a host candidate sharing one muxed conn.

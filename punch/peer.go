@@ -41,6 +41,9 @@ const receiveMTU = 8192
 // "failed" state is acted on (see the package documentation).
 const settleDelay = 100 * time.Millisecond
 
+// maxUfrags bounds the local ufrags a Peer remembers for releaseSrflx.
+const maxUfrags = 64
+
 // maxPending bounds the remote signals queued for the loop.
 const maxPending = 64
 
@@ -100,6 +103,7 @@ type loopState struct {
 
 	gen          uint32   // controlling: current; controlled: answered (0 none)
 	ufrag, pwd   string   // local credentials of this generation
+	ufrags       []string // local ufrags of every generation (the last maxUfrags), for releaseSrflx
 	remoteUfrag  string   // remote credentials set for gen ("" none)
 	everRemote   bool     // remote credentials were ever set
 	seenUfrags   []string // recent remote ufrags, to tell a new remote incarnation from a stale signal
@@ -269,6 +273,7 @@ func (p *Peer) loop() {
 		if err := p.agent.GracefulClose(); err != nil {
 			p.log.Debug().Err(err).Msg("agent close")
 		}
+		p.m.releaseSrflx(p.s.ufrags)
 		p.setUp(false, nil, 0)
 	}()
 	timer := time.NewTimer(time.Hour)
@@ -386,6 +391,12 @@ func (p *Peer) gather(now time.Time) {
 		return
 	}
 	s.ufrag, s.pwd = ufrag, pwd
+	if !slices.Contains(s.ufrags, ufrag) {
+		if len(s.ufrags) == maxUfrags {
+			s.ufrags = s.ufrags[1:]
+		}
+		s.ufrags = append(s.ufrags, ufrag)
+	}
 	s.gatherDone = false
 	s.gatherWaitAt = now.Add(p.m.opts.GatherWait)
 	s.dirty = true
