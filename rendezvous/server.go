@@ -40,8 +40,9 @@ type Options struct {
 	// Conn is the server's one UDP socket. The Server owns it from Run on
 	// and closes it when Run returns.
 	Conn net.PacketConn
-	// Store holds name bindings. The caller closes it after Run returns.
-	Store *Store
+	// Store holds name bindings: the bbolt Store (OpenStore), or another
+	// implementation of Names. The caller closes it after Run returns.
+	Store Names
 	// Logger receives structured logs. Zero value: zerolog's disabled logger.
 	Logger zerolog.Logger
 	// Now is the clock. nil: time.Now.
@@ -255,21 +256,42 @@ func (s *Server) Sweep(now time.Time) {
 			s.removeLocked(c, wire.ReasonTimeout, now)
 		}
 	}
+	gone := 0
 	for k, rs := range s.spent {
 		// A cookie's issue time is kept in whole seconds, so it stays
 		// valid for up to CookieLifetime+1s after it was issued (≤ r.at).
 		rs = slices.DeleteFunc(rs, func(r spentCookie) bool { return now.Sub(r.at) > CookieLifetime+time.Second })
 		if len(rs) == 0 {
 			delete(s.spent, k)
+			gone++
 		} else {
 			s.spent[k] = rs
 		}
 	}
+	s.spent = compact(s.spent, gone)
+	gone = 0
 	for ip, l := range s.sources {
 		if now.Sub(l.last) > 10*time.Second {
 			delete(s.sources, ip)
+			gone++
 		}
 	}
+	s.sources = compact(s.sources, gone)
+}
+
+// compact returns m, or a new map with its entries when most of it was
+// just deleted: a Go map never gives back its buckets (maps.Clone keeps
+// them too), so a burst of departed nodes or sources would otherwise stay
+// allocated for good.
+func compact[K comparable, V any](m map[K]V, deleted int) map[K]V {
+	if deleted <= 64 || deleted <= 2*len(m) {
+		return m
+	}
+	n := make(map[K]V, len(m))
+	for k, v := range m {
+		n[k] = v
+	}
+	return n
 }
 
 // allowSourceLocked meters unauthenticated replies per source IP.

@@ -12,8 +12,26 @@ import (
 	"natchat/wire"
 )
 
-// Store keeps name↔key bindings on disk. A name is bound to the first key
-// that registers it, for good; a key has one name.
+// Names keeps name↔key bindings: a name is bound to the first key that
+// registers it, for good; a key has one name. The server calls it on its
+// packet path, so reads must be fast; Bind is called once per new name.
+// The bbolt Store implements it; a distributed store (several rendezvous
+// servers as one service) will implement it too.
+type Names interface {
+	// Bind binds name to key and returns the name's canonical spelling
+	// (as first registered). It fails with ErrNameTaken or ErrKeyInUse.
+	// A binding is durable when Bind returns.
+	Bind(name string, key wire.Key) (canonical string, err error)
+	// ByName returns the key bound to name (compared by wire.NameKey).
+	ByName(name string) (key wire.Key, canonical string, ok bool)
+	// ByKey returns the name bound to key.
+	ByKey(key wire.Key) (canonical string, ok bool)
+}
+
+var _ Names = (*Store)(nil)
+
+// Store keeps name↔key bindings on disk in bbolt. A name is bound to the
+// first key that registers it, for good; a key has one name.
 type Store struct {
 	db *bolt.DB
 }
