@@ -1,8 +1,11 @@
 // Package headless decodes the events of natchat's headless interface
 // (`node -headless`): one JSON object per line on stdout. It is the client
 // side of the contract in docs/HEADLESS.md, which is authoritative; the
-// node encodes the events in package node (events.go). The package does no
-// I/O: a caller reads lines and hands each to Parse.
+// events are defined once, in package natchat/node/api, and the node's
+// headless front end encodes them. The type names and codes below are
+// api's; a test checks that Event has exactly the fields the api events
+// write. The package does no I/O: a caller reads lines and hands each to
+// Parse.
 //
 // Every event has "type" and "ts" (RFC 3339 with nanoseconds, UTC). The
 // other fields by type:
@@ -11,11 +14,16 @@
 //	peer_joined name
 //	peer_left   name, reason ("quit" or "timeout")
 //	peers       peers: [{name, path, rtt_ms, online}] (the answer to /who)
-//	sent        id, to, text
+//	sent        id, to, text, resumed (true when resent after a restart)
 //	delivered   id, to
-//	message     id, from, text, path ("direct" or "relay")
+//	message     id, from, text, path ("direct" or "relay"), sent_ts
 //	path        peer, path ("direct", "relay" or "none"), remote, rtt_ms
-//	error       code, message, and id, to when about a message
+//	error       code, message; id, to when about a message; peer,
+//	            fingerprint, new_fingerprint for key_changed
+//	fingerprint name, key, fingerprint, self, pinned (the answer to /fingerprint)
+//	trusted     name, fingerprint (the answer to /trust)
+//	events_dropped count (state events lost while the reader was behind)
+//	help        commands: [{usage, summary}] (the answer to /help)
 //
 // The contract is only ever extended, so Parse ignores fields it does not
 // know and accepts event types it does not know.
@@ -27,79 +35,91 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"natchat/node/api"
 )
 
 // Event is one headless event: the union of every event type's fields,
 // named as in docs/HEADLESS.md. Fields the type does not use are zero.
 // Marshalling an Event leaves out zero fields other than type and ts.
 type Event struct {
-	Type    string     `json:"type"`
-	TS      time.Time  `json:"ts"`
-	Name    string     `json:"name,omitempty"`
-	Public  string     `json:"public,omitempty"`
-	Reason  string     `json:"reason,omitempty"`
-	Peers   []PeerInfo `json:"peers,omitempty"`
-	ID      string     `json:"id,omitempty"`
-	To      string     `json:"to,omitempty"`
-	From    string     `json:"from,omitempty"`
-	Text    string     `json:"text,omitempty"`
-	Path    string     `json:"path,omitempty"`
-	Peer    string     `json:"peer,omitempty"`
-	Remote  string     `json:"remote,omitempty"`
-	RTTMS   float64    `json:"rtt_ms,omitempty"`
-	Code    string     `json:"code,omitempty"`
-	Message string     `json:"message,omitempty"`
+	Type           string            `json:"type"`
+	TS             time.Time         `json:"ts"`
+	Name           string            `json:"name,omitempty"`
+	Public         string            `json:"public,omitempty"`
+	Reason         string            `json:"reason,omitempty"`
+	Peers          []PeerInfo        `json:"peers,omitempty"`
+	ID             string            `json:"id,omitempty"`
+	To             string            `json:"to,omitempty"`
+	From           string            `json:"from,omitempty"`
+	Text           string            `json:"text,omitempty"`
+	Resumed        bool              `json:"resumed,omitempty"`
+	SentTS         time.Time         `json:"sent_ts,omitzero"`
+	Path           string            `json:"path,omitempty"`
+	Peer           string            `json:"peer,omitempty"`
+	Remote         string            `json:"remote,omitempty"`
+	RTTMS          float64           `json:"rtt_ms,omitempty"`
+	Code           string            `json:"code,omitempty"`
+	Message        string            `json:"message,omitempty"`
+	Key            string            `json:"key,omitempty"`
+	Fingerprint    string            `json:"fingerprint,omitempty"`
+	NewFingerprint string            `json:"new_fingerprint,omitempty"`
+	Self           bool              `json:"self,omitempty"`
+	Pinned         bool              `json:"pinned,omitempty"`
+	Count          int               `json:"count,omitempty"`
+	Commands       []api.CommandHelp `json:"commands,omitempty"`
 }
 
 // PeerInfo is one row of a peers event.
-type PeerInfo struct {
-	Name   string  `json:"name"`
-	Path   string  `json:"path"`   // PathDirect, PathRelay or PathNone
-	RTTMS  float64 `json:"rtt_ms"` // smoothed round trip; 0 when unknown
-	Online bool    `json:"online"` // false for peers outside our rooms
-}
+type PeerInfo = api.PeerInfo
 
 // Event types.
 const (
-	TypeRegistered = "registered"
-	TypePeerJoined = "peer_joined"
-	TypePeerLeft   = "peer_left"
-	TypePeers      = "peers"
-	TypeSent       = "sent"
-	TypeDelivered  = "delivered"
-	TypeMessage    = "message"
-	TypePath       = "path"
-	TypeError      = "error"
+	TypeRegistered    = api.TypeRegistered
+	TypePeerJoined    = api.TypePeerJoined
+	TypePeerLeft      = api.TypePeerLeft
+	TypePeers         = api.TypePeers
+	TypeSent          = api.TypeSent
+	TypeDelivered     = api.TypeDelivered
+	TypeMessage       = api.TypeMessage
+	TypePath          = api.TypePath
+	TypeError         = api.TypeError
+	TypeFingerprint   = api.TypeFingerprint
+	TypeTrusted       = api.TypeTrusted
+	TypeEventsDropped = api.TypeEventsDropped
+	TypeHelp          = api.TypeHelp
 )
 
 // Paths, in the path field of path, message and peers events.
 const (
-	PathDirect = "direct" // hole punched, peer to peer
-	PathRelay  = "relay"  // through the rendezvous
-	PathNone   = "none"   // no path: the peer left
+	PathDirect = api.PathDirect // hole punched, peer to peer
+	PathRelay  = api.PathRelay  // through the rendezvous
+	PathNone   = api.PathNone   // no path: the peer left
 )
 
 // Reasons, in the reason field of peer_left.
 const (
-	ReasonQuit    = "quit"    // the peer said goodbye
-	ReasonTimeout = "timeout" // the peer went silent past the rendezvous's expiry
+	ReasonQuit    = api.ReasonQuit    // the peer said goodbye
+	ReasonTimeout = api.ReasonTimeout // the peer went silent past the rendezvous's expiry
 )
 
 // Error codes, in the code field of error events. The fatal ones are
 // followed by the node exiting with status 1.
 const (
-	CodeBadCommand            = "bad_command"            // unknown command or wrong arguments
-	CodeBadName               = "bad_name"               // a name breaks the naming rules (fatal at registration)
-	CodeBadText               = "bad_text"               // message text empty, not UTF-8 or too long
-	CodeNoTarget              = "no_target"              // plain text but no one to send it to
-	CodeUnknownPeer           = "unknown_peer"           // no one has registered that name
-	CodePeerOffline           = "peer_offline"           // the name is registered but not online
-	CodeUndelivered           = "undelivered"            // no receipt within the delivery timeout
-	CodeRendezvousUnreachable = "rendezvous_unreachable" // no answer from the rendezvous; it keeps trying
-	CodeNameTaken             = "name_taken"             // the name is bound to another key (fatal)
-	CodeKeyInUse              = "key_in_use"             // the key is bound to another name (fatal)
-	CodeBadSignature          = "bad_signature"          // the rendezvous rejected our signature (fatal)
-	CodeVersionMismatch       = "version_mismatch"       // the rendezvous speaks another version (fatal)
+	CodeBadCommand            = api.CodeBadCommand
+	CodeBadName               = api.CodeBadName
+	CodeBadText               = api.CodeBadText
+	CodeNoTarget              = api.CodeNoTarget
+	CodeUnknownPeer           = api.CodeUnknownPeer
+	CodePeerOffline           = api.CodePeerOffline
+	CodeUndelivered           = api.CodeUndelivered
+	CodeRendezvousUnreachable = api.CodeRendezvousUnreachable
+	CodeKeyChanged            = api.CodeKeyChanged
+	CodeNameTaken             = api.CodeNameTaken
+	CodeKeyInUse              = api.CodeKeyInUse
+	CodeBadSignature          = api.CodeBadSignature
+	CodeVersionMismatch       = api.CodeVersionMismatch
+	CodeState                 = api.CodeState
 )
 
 var (

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"natchat/headless"
-	"natchat/node"
+	"natchat/node/api"
 )
 
 func mustTime(s string) time.Time {
@@ -98,23 +98,27 @@ func TestParse(t *testing.T) {
 
 // nodeEvents holds one of every event type the node writes, each field
 // set, so that TestParseNodeEvents covers every field.
-func nodeEvents() []node.Event {
-	h := func(typ string) node.Header {
-		return node.Header{Type: typ, TS: time.Date(2026, 11, 22, 4, 55, 6, 949123456, time.UTC)}
-	}
-	return []node.Event{
-		&node.Registered{Header: h(headless.TypeRegistered), Name: "alice", Public: "198.51.100.2:40000"},
-		&node.PeerJoined{Header: h(headless.TypePeerJoined), Name: "bob"},
-		&node.PeerLeft{Header: h(headless.TypePeerLeft), Name: "bob", Reason: headless.ReasonQuit},
-		&node.Peers{Header: h(headless.TypePeers), Peers: []node.PeerInfo{
+func nodeEvents() []api.Event {
+	ts := time.Date(2026, 11, 22, 4, 55, 6, 949123456, time.UTC)
+	h := func(e api.Event) api.Event { return api.Stamp(e, ts) }
+	return []api.Event{
+		h(&api.Registered{Name: "alice", Public: "198.51.100.2:40000"}),
+		h(&api.PeerJoined{Name: "bob"}),
+		h(&api.PeerLeft{Name: "bob", Reason: headless.ReasonQuit}),
+		h(&api.Peers{Peers: []api.PeerInfo{
 			{Name: "bob", Path: headless.PathDirect, RTTMS: 1.6, Online: true},
 			{Name: "carol", Path: headless.PathNone},
-		}},
-		&node.Sent{Header: h(headless.TypeSent), ID: "3ec5795e3c1baa7b", To: "bob", Text: "héllo <bob> & \"co\"\n"},
-		&node.Delivered{Header: h(headless.TypeDelivered), ID: "3ec5795e3c1baa7b", To: "bob"},
-		&node.Message{Header: h(headless.TypeMessage), ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi", Path: headless.PathRelay},
-		&node.PathChanged{Header: h(headless.TypePath), Peer: "bob", Path: headless.PathDirect, Remote: "198.51.100.3:5000", RTTMS: 12.5},
-		&node.Error{Header: h(headless.TypeError), Code: node.CodeUndelivered, Message: "no receipt", ID: "3ec5795e3c1baa7b", To: "bob"},
+		}}),
+		h(&api.Sent{ID: "3ec5795e3c1baa7b", To: "bob", Text: "héllo <bob> & \"co\"\n", Resumed: true}),
+		h(&api.Delivered{ID: "3ec5795e3c1baa7b", To: "bob"}),
+		h(&api.Message{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi", Path: headless.PathRelay, SentTS: ts.Add(-time.Second)}),
+		h(&api.PathChanged{Peer: "bob", Path: headless.PathDirect, Remote: "198.51.100.3:5000", RTTMS: 12.5}),
+		h(&api.Error{Code: api.CodeKeyChanged, Message: "key changed", ID: "3ec5795e3c1baa7b", To: "bob",
+			Peer: "bob", Fingerprint: "11111 22222 33333 44444 55555 66666", NewFingerprint: "12345 12345 12345 12345 12345 12345"}),
+		h(&api.Fingerprint{Name: "bob", Key: "aa", Fingerprint: "11111 22222 33333 44444 55555 66666", Self: true, Pinned: true}),
+		h(&api.Trusted{Name: "bob", Fingerprint: "12345 12345 12345 12345 12345 12345"}),
+		h(&api.EventsDropped{Count: 3}),
+		h(&api.Help{Commands: []api.CommandHelp{{Usage: "/who", Summary: "who is online"}}}),
 	}
 }
 
@@ -182,9 +186,17 @@ func TestParseNodeEvents(t *testing.T) {
 	if written := slices.Sorted(maps.Keys(seen)); !slices.Equal(all, written) {
 		t.Errorf("headless.Event has fields %v, the node writes %v", all, written)
 	}
-	peerFields := slices.Sorted(maps.Keys(jsonFields(reflect.ValueOf(headless.PeerInfo{}))))
-	if nodeFields := slices.Sorted(maps.Keys(jsonFields(reflect.ValueOf(node.PeerInfo{})))); !slices.Equal(peerFields, nodeFields) {
-		t.Errorf("headless.PeerInfo has fields %v, node.PeerInfo %v", peerFields, nodeFields)
+	// Every event type the api defines is covered above.
+	types := map[string]bool{}
+	for _, ne := range nodeEvents() {
+		types[ne.EventType()] = true
+	}
+	for _, typ := range []string{headless.TypeRegistered, headless.TypePeerJoined, headless.TypePeerLeft, headless.TypePeers,
+		headless.TypeSent, headless.TypeDelivered, headless.TypeMessage, headless.TypePath, headless.TypeError,
+		headless.TypeFingerprint, headless.TypeTrusted, headless.TypeEventsDropped, headless.TypeHelp} {
+		if !types[typ] {
+			t.Errorf("no test event of type %s", typ)
+		}
 	}
 }
 

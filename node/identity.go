@@ -12,7 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
+
+	"natchat/wire"
 )
 
 // LoadOrCreateIdentity reads the Ed25519 private key at path (PKCS#8 PEM),
@@ -85,4 +88,37 @@ func DefaultIdentityPath(name string) (string, error) {
 		file = "x-" + hex.EncodeToString([]byte(file))
 	}
 	return filepath.Join(dir, "natchat", file+".key"), nil
+}
+
+// DefaultStateDir returns where the state of the node with identity key k
+// lives by default: natchat/<the key's first 16 hex digits> under the
+// user's state directory ($XDG_STATE_HOME, else ~/.local/state; on macOS
+// ~/Library/Application Support; on Windows %LocalAppData%), so each
+// identity has its own and nothing else lives there.
+func DefaultStateDir(k wire.Key) (string, error) {
+	base, err := userStateDir()
+	if err != nil {
+		return "", fmt.Errorf("state: no state dir (use -state): %w", err)
+	}
+	return filepath.Join(base, "natchat", k.String()[:16]), nil
+}
+
+func userStateDir() (string, error) {
+	switch runtime.GOOS {
+	case "windows":
+		if d := os.Getenv("LocalAppData"); d != "" {
+			return d, nil
+		}
+		return "", errors.New("%LocalAppData% is not set")
+	case "darwin", "ios":
+		return os.UserConfigDir() // ~/Library/Application Support
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return d, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, ".local", "state"), nil
 }

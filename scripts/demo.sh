@@ -23,7 +23,7 @@ pids+=($!)
 
 for who in alice bob; do
   mkfifo "$tmp/$who.in"
-  "$BIN/node" -name "$who" -rv "127.0.0.1:$PORT" -identity "$tmp/$who.key" -headless -log-level warn \
+  "$BIN/node" -name "$who" -rv "127.0.0.1:$PORT" -identity "$tmp/$who.key" -state "$tmp/$who.state" -headless -log-level warn \
     <"$tmp/$who.in" >"$tmp/$who.out" &
   pids+=($!)
 done
@@ -47,4 +47,7 @@ for who in alice bob; do
   echo "== $who's events (headless JSON)"
   cat "$tmp/$who.out"
 done
-echo "== demo ok: messages went both ways through the relay, end-to-end encrypted, with receipts"
+# How each message came, from the receiver's own message event.
+path_of() { grep '"type":"message"' "$1" | head -1 | sed -E 's/.*"path":"([a-z]+)".*/\1/'; }
+echo "== demo ok: messages went both ways, end-to-end encrypted, with receipts:" \
+  "alice→bob over the $(path_of "$tmp/bob.out") path, bob→alice over the $(path_of "$tmp/alice.out") path"

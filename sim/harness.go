@@ -14,8 +14,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"natchat/node"
+	"natchat/node/api"
+	"natchat/node/store"
 	"natchat/punch"
 	"natchat/rendezvous"
+	"natchat/wire"
 )
 
 // Rendezvous is a rendezvous server running in the test.
@@ -56,14 +59,16 @@ func StartRendezvous(tb testing.TB, conn net.PacketConn, edit func(*rendezvous.O
 // Node is a node running in the test, with its events recorded.
 type Node struct {
 	*node.Node
-	Name string
-	tb   testing.TB
+	Name  string
+	Store *store.Store
+	tb    testing.TB
 
 	mu     sync.Mutex
-	events []node.Event
+	events []api.Event
 	change chan struct{} // closed and replaced on every event
 	done   chan error
 	cancel context.CancelFunc
+	front  chan struct{} // closed when the recording front end ends
 }
 
 // NodeConfig configures StartNode.
@@ -75,25 +80,59 @@ type NodeConfig struct {
 	Heartbeat time.Duration
 	NoDirect  bool
 	Punch     punch.Options
+	// Identity and StateDir: zero values make new ones.
+	Identity ed25519.PrivateKey
+	StateDir string
+	// IdleTimeout: 0 is the node's default.
+	IdleTimeout time.Duration
+	// Discard: the front end reads events and keeps none (for memory
+	// measurements); Wait and Events see nothing.
+	Discard bool
 }
 
-// StartNode runs a node until the test ends (or Stop).
+// StartNode runs a node until the test ends (or Stop). A front end
+// records every event (and so shows every message at once).
 func StartNode(tb testing.TB, c NodeConfig) *Node {
 	tb.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	priv := c.Identity
+	if priv == nil {
+		var err error
+		if _, priv, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	dir := c.StateDir
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	st, err := store.Open(dir, wire.Key(priv.Public().(ed25519.PublicKey)), store.Options{Logger: Logger(tb, c.Name+"/store")})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	n := &Node{Name: c.Name, tb: tb, change: make(chan struct{}), done: make(chan error, 1)}
+	n := &Node{Name: c.Name, Store: st, tb: tb, change: make(chan struct{}), done: make(chan error, 1), front: make(chan struct{})}
 	nn, err := node.New(node.Options{
-		Name: c.Name, Rendezvous: c.RV, Conn: c.Conn, Identity: priv, Heartbeat: c.Heartbeat,
-		Net: c.Net, NoDirect: c.NoDirect, Punch: c.Punch,
-		Logger: Logger(tb, c.Name), OnEvent: n.record, DeliveryTimeout: 2 * time.Minute,
+		Name: c.Name, Rendezvous: c.RV, Conn: c.Conn, Identity: priv, Store: st, Heartbeat: c.Heartbeat,
+		Net: c.Net, NoDirect: c.NoDirect, Punch: c.Punch, IdleTimeout: c.IdleTimeout,
+		Logger: Logger(tb, c.Name), DeliveryTimeout: 2 * time.Minute,
 	})
 	if err != nil {
+		st.Close()
 		tb.Fatal(err)
 	}
 	n.Node = nn
+	sub := nn.Subscribe()
+	go func() {
+		defer close(n.front)
+		for {
+			e, err := sub.Next(context.Background())
+			if err != nil {
+				return
+			}
+			if !c.Discard {
+				n.record(e)
+			}
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() { n.done <- nn.Run(ctx) }()
@@ -107,10 +146,12 @@ func (n *Node) Stop() {
 	if err := <-n.done; err != nil {
 		n.tb.Errorf("%s: Run: %v", n.Name, err)
 	}
+	<-n.front
+	n.Store.Close()
 	n.done <- nil // later Stops return at once
 }
 
-func (n *Node) record(e node.Event) {
+func (n *Node) record(e api.Event) {
 	n.mu.Lock()
 	n.events = append(n.events, e)
 	close(n.change)
@@ -119,15 +160,48 @@ func (n *Node) record(e node.Event) {
 }
 
 // Events returns a copy of the events so far.
-func (n *Node) Events() []node.Event {
+func (n *Node) Events() []api.Event {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return append([]node.Event(nil), n.events...)
+	return append([]api.Event(nil), n.events...)
+}
+
+// Do queues a command, failing the test if the node has stopped.
+func (n *Node) Do(c api.Command) {
+	n.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Node.Do(ctx, c); err != nil {
+		n.tb.Fatalf("%s: Do(%T): %v", n.Name, c, err)
+	}
+}
+
+// Send sends text to peer and returns the message's ID from its Sent
+// event, or "" when it was refused at once (an Error).
+func (n *Node) Send(to, text string) string {
+	n.tb.Helper()
+	n.mu.Lock()
+	mark := len(n.events)
+	n.mu.Unlock()
+	n.Do(api.Send{To: to, Text: text})
+	e, _ := n.Wait(mark, 30*time.Second, "sent "+text, func(e api.Event) bool {
+		switch e := e.(type) {
+		case *api.Sent:
+			return e.To == to && e.Text == text && !e.Resumed
+		case *api.Error:
+			return e.To == to && e.ID == ""
+		}
+		return false
+	})
+	if s, ok := e.(*api.Sent); ok {
+		return s.ID
+	}
+	return ""
 }
 
 // Wait waits until an event at index ≥ from satisfies pred and returns it
 // and its index. It fails the test after timeout.
-func (n *Node) Wait(from int, timeout time.Duration, what string, pred func(node.Event) bool) (node.Event, int) {
+func (n *Node) Wait(from int, timeout time.Duration, what string, pred func(api.Event) bool) (api.Event, int) {
 	n.tb.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -153,19 +227,19 @@ func (n *Node) Wait(from int, timeout time.Duration, what string, pred func(node
 }
 
 // WaitPath waits for a path event to peer with the given path kind.
-func (n *Node) WaitPath(from int, peer, path string, timeout time.Duration) (*node.PathChanged, int) {
+func (n *Node) WaitPath(from int, peer, path string, timeout time.Duration) (*api.PathChanged, int) {
 	n.tb.Helper()
-	e, i := n.Wait(from, timeout, fmt.Sprintf("path %s to %s", path, peer), func(e node.Event) bool {
-		p, ok := e.(*node.PathChanged)
+	e, i := n.Wait(from, timeout, fmt.Sprintf("path %s to %s", path, peer), func(e api.Event) bool {
+		p, ok := e.(*api.PathChanged)
 		return ok && p.Peer == peer && p.Path == path
 	})
-	return e.(*node.PathChanged), i
+	return e.(*api.PathChanged), i
 }
 
 // WaitRegistered waits for the first registered event.
 func (n *Node) WaitRegistered(timeout time.Duration) {
 	n.tb.Helper()
-	n.Wait(0, timeout, "registration", func(e node.Event) bool { _, ok := e.(*node.Registered); return ok })
+	n.Wait(0, timeout, "registration", func(e api.Event) bool { _, ok := e.(*api.Registered); return ok })
 }
 
 // Logger returns a logger for component name: silent unless the test runs

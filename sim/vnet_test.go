@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"natchat/internal/vnetlab"
-	"natchat/node"
+	"natchat/node/api"
 	"natchat/rendezvous"
 	"natchat/wire"
 )
@@ -109,7 +109,7 @@ func chatCell(t *testing.T, np vnetlab.Pair, imp vnetlab.Impairment, seed uint64
 		for _, n := range []*Node{a, b} {
 			peer := p.peerOf(n)
 			for _, e := range n.Events() {
-				if pc, ok := e.(*node.PathChanged); ok && names(pc, peer) && pc.Path == "direct" {
+				if pc, ok := e.(*api.PathChanged); ok && names(pc, peer) && pc.Path == "direct" {
 					t.Errorf("%s: direct path to %s (%s) where only the relay can work: %s", n.Name, peer.Name, pc.Remote, np.Why)
 				}
 			}
@@ -243,7 +243,7 @@ func TestPathEventNamesPeer(t *testing.T) {
 		checkChat(t, b, a, msgs)
 		var peers []string
 		for _, e := range a.Events() {
-			if pc, ok := e.(*node.PathChanged); ok {
+			if pc, ok := e.(*api.PathChanged); ok {
 				peers = append(peers, pc.Peer+":"+pc.Path)
 			}
 		}
@@ -286,8 +286,8 @@ func TestPeerLeavesWhileGathering(t *testing.T) {
 		waitDelivered(t, b, sendN(b, "alice", 0, 1), 10*time.Second)
 		mark := len(a.Events())
 		b.Stop()
-		a.Wait(mark, 5*time.Second, "bob's leave", func(e node.Event) bool {
-			l, ok := e.(*node.PeerLeft)
+		a.Wait(mark, 5*time.Second, "bob's leave", func(e api.Event) bool {
+			l, ok := e.(*api.PeerLeft)
 			return ok && l.Name == "bob"
 		})
 		// STUN answers again: the next query's response can end the
@@ -351,8 +351,8 @@ func waitDelivered(t *testing.T, n *Node, msgs []sentMsg, within time.Duration) 
 	deadline := time.Now().Add(within)
 	for i, m := range msgs {
 		n.Wait(0, time.Until(deadline), fmt.Sprintf("receipt of message %d of %d (%s)", i+1, len(msgs), m.id),
-			func(e node.Event) bool {
-				d, ok := e.(*node.Delivered)
+			func(e api.Event) bool {
+				d, ok := e.(*api.Delivered)
 				return ok && d.ID == m.id
 			})
 	}
@@ -363,9 +363,9 @@ func waitDelivered(t *testing.T, n *Node, msgs []sentMsg, within time.Duration) 
 // Error, for each.
 func checkChat(t *testing.T, from, to *Node, msgs []sentMsg) {
 	t.Helper()
-	var got []*node.Message
+	var got []*api.Message
 	for _, e := range to.Events() {
-		if m, ok := e.(*node.Message); ok && m.From == from.Name {
+		if m, ok := e.(*api.Message); ok && m.From == from.Name {
 			got = append(got, m)
 		}
 	}
@@ -381,11 +381,11 @@ func checkChat(t *testing.T, from, to *Node, msgs []sentMsg) {
 	sent, delivered := map[string]int{}, map[string]int{}
 	for _, e := range from.Events() {
 		switch e := e.(type) {
-		case *node.Sent:
+		case *api.Sent:
 			sent[e.ID]++
-		case *node.Delivered:
+		case *api.Delivered:
 			delivered[e.ID]++
-		case *node.Error:
+		case *api.Error:
 			t.Errorf("%s: error %s: %s (id %q)", from.Name, e.Code, e.Message, e.ID)
 		}
 	}
@@ -397,15 +397,15 @@ func checkChat(t *testing.T, from, to *Node, msgs []sentMsg) {
 }
 
 // names reports whether pc is about peer.
-func names(pc *node.PathChanged, peer *Node) bool {
+func names(pc *api.PathChanged, peer *Node) bool {
 	return pc.Peer == peer.Name
 }
 
 // lastPath returns n's latest path event for peer, or nil.
-func lastPath(n, peer *Node) *node.PathChanged {
-	var last *node.PathChanged
+func lastPath(n, peer *Node) *api.PathChanged {
+	var last *api.PathChanged
 	for _, e := range n.Events() {
-		if pc, ok := e.(*node.PathChanged); ok && names(pc, peer) {
+		if pc, ok := e.(*api.PathChanged); ok && names(pc, peer) {
 			last = pc
 		}
 	}
@@ -414,17 +414,17 @@ func lastPath(n, peer *Node) *node.PathChanged {
 
 // waitPath waits for a path event of n for peer, at index from or later,
 // with the given path.
-func waitPath(n, peer *Node, from int, path string, within time.Duration) *node.PathChanged {
+func waitPath(n, peer *Node, from int, path string, within time.Duration) *api.PathChanged {
 	n.tb.Helper()
-	e, _ := n.Wait(from, within, fmt.Sprintf("path %s to %s", path, peer.Name), func(e node.Event) bool {
-		pc, ok := e.(*node.PathChanged)
+	e, _ := n.Wait(from, within, fmt.Sprintf("path %s to %s", path, peer.Name), func(e api.Event) bool {
+		pc, ok := e.(*api.PathChanged)
 		return ok && names(pc, peer) && pc.Path == path
 	})
-	return e.(*node.PathChanged)
+	return e.(*api.PathChanged)
 }
 
 // waitLastPath waits until n's latest path event for peer is path.
-func waitLastPath(t *testing.T, n, peer *Node, path string, within time.Duration) *node.PathChanged {
+func waitLastPath(t *testing.T, n, peer *Node, path string, within time.Duration) *api.PathChanged {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -442,7 +442,7 @@ func receiptPaths(nodes ...*Node) string {
 	count := map[string]int{}
 	for _, n := range nodes {
 		for _, e := range n.Events() {
-			if m, ok := e.(*node.Message); ok {
+			if m, ok := e.(*api.Message); ok {
 				count[m.Path]++
 			}
 		}
@@ -463,7 +463,7 @@ func (p *pair) stats() string {
 	for _, n := range []*Node{p.a, p.b} {
 		prev := ""
 		for _, e := range n.Events() {
-			if pc, ok := e.(*node.PathChanged); ok {
+			if pc, ok := e.(*api.PathChanged); ok {
 				if prev == "direct" && pc.Path != "direct" {
 					flaps++
 				}
@@ -517,8 +517,8 @@ func TestLostPresenceSnapshot(t *testing.T) {
 			Heartbeat: 25 * time.Second})
 		b.WaitRegistered(10 * time.Second)
 		t0 := time.Now()
-		b.Wait(0, 5*time.Second, "alice's join from a re-asked snapshot", func(e node.Event) bool {
-			j, ok := e.(*node.PeerJoined)
+		b.Wait(0, 5*time.Second, "alice's join from a re-asked snapshot", func(e api.Event) bool {
+			j, ok := e.(*api.PeerJoined)
 			return ok && j.Name == "alice"
 		})
 		if dropped.Load() < 2 {

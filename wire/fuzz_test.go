@@ -209,8 +209,8 @@ func FuzzParseMsg(f *testing.F) {
 	})
 }
 
-// checkMsgRoundtrip checks that m, parsed from body, encodes back to body
-// exactly (the Msg body has no slack) and parses back to m.
+// checkMsgRoundtrip checks that m, parsed from body, encodes back to a
+// prefix of body (trailing bytes are ignored) and parses back to m.
 func checkMsgRoundtrip(t *testing.T, body []byte, m *Msg) {
 	t.Helper()
 	if len(m.Text) > MaxTextLen {
@@ -221,7 +221,7 @@ func checkMsgRoundtrip(t *testing.T, body []byte, m *Msg) {
 	if err != nil || k != FrameMsg || n != len(enc) {
 		t.Fatalf("AppendMsg(%#v) = %x: %d, %v", m, enc, k, err)
 	}
-	if !bytes.Equal(body, body2) {
+	if !bytes.HasPrefix(body, body2) {
 		t.Fatalf("Msg body roundtrip: %x -> %x", body, body2)
 	}
 	m2, err := ParseMsg(body2)

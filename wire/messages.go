@@ -1,9 +1,11 @@
 package wire
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // KeyLen is the length of an Ed25519 public key, a node's identity.
@@ -541,4 +543,24 @@ func ErrorFits(e *Error, limit int) []byte {
 		e = &c
 	}
 	return Marshal(e)
+}
+
+// Fingerprint returns the key's fingerprint for people to compare out of
+// band (read aloud, or side by side): six groups of five digits, each group
+// five bytes of the key's SHA-256 taken modulo 100000, as Signal's safety
+// numbers do. About 100 bits: a look-alike key cannot be made.
+func (k Key) Fingerprint() string {
+	h := sha256.Sum256(k[:])
+	var b strings.Builder
+	for i := range 6 {
+		var v uint64
+		for _, c := range h[i*5 : i*5+5] {
+			v = v<<8 | uint64(c)
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%05d", v%100000)
+	}
+	return b.String()
 }

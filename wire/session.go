@@ -75,11 +75,24 @@ func ParseMsgID(s string) (MsgID, error) {
 	return id, nil
 }
 
+// MsgKind says what a message is.
+type MsgKind uint8
+
+// Message kinds.
+const (
+	MsgText MsgKind = 0 // plain text
+)
+
 // Msg is a chat message.
-// Body: id(8) sent_unix_ms(8) room(str; empty for 1:1) text(rest).
+// Body: id(8) seq(8) sent_unix_ms(8) kind(1) room(str; empty for 1:1)
+// text(u16 length + bytes). Trailing bytes are ignored (newer senders).
 type Msg struct {
-	ID     MsgID
+	ID MsgID
+	// Seq numbers the sender's messages in this conversation, from 1, in
+	// the order sent; it survives the sender's restarts.
+	Seq    uint64
 	SentMS int64 // sender's clock, Unix milliseconds
+	Kind   MsgKind
 	Room   string
 	Text   string
 }
@@ -93,11 +106,13 @@ func AppendFrame(b []byte, k FrameKind, body []byte) []byte {
 
 // AppendMsg appends m as a FrameMsg frame.
 func AppendMsg(b []byte, m *Msg) []byte {
-	body := make([]byte, 0, 8+8+1+len(m.Room)+len(m.Text))
+	body := make([]byte, 0, 8+8+8+1+1+len(m.Room)+2+len(m.Text))
 	body = append(body, m.ID[:]...)
+	body = appendU64(body, m.Seq)
 	body = appendU64(body, uint64(m.SentMS))
+	body = append(body, byte(m.Kind))
 	body = appendStr(body, m.Room)
-	body = append(body, m.Text...)
+	body = appendStr16(body, m.Text)
 	return AppendFrame(b, FrameMsg, body)
 }
 
@@ -106,15 +121,17 @@ func ParseMsg(b []byte) (*Msg, error) {
 	r := reader{b: b}
 	m := &Msg{}
 	copy(m.ID[:], r.take(8))
+	m.Seq = r.u64()
 	m.SentMS = int64(r.u64())
+	m.Kind = MsgKind(r.u8())
 	m.Room = r.str()
+	m.Text = r.str16()
 	if r.err != nil {
 		return nil, fmt.Errorf("msg: %w", r.err)
 	}
-	if len(r.b) > MaxTextLen {
-		return nil, fmt.Errorf("msg: %w: text of %d bytes", ErrMalformed, len(r.b))
+	if len(m.Text) > MaxTextLen {
+		return nil, fmt.Errorf("msg: %w: text of %d bytes", ErrMalformed, len(m.Text))
 	}
-	m.Text = string(r.b)
 	return m, nil
 }
 

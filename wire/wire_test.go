@@ -769,20 +769,20 @@ func (c frameCase) append(b []byte) []byte {
 var frameCases = []frameCase{
 	{
 		name: "msg 1:1",
-		msg:  &Msg{ID: testMsgID, SentMS: 1700000000000, Text: "hi"},
-		// kind len(19) id sent room text
-		hex: "01" + "13" + msgIDHex + "0000018bcfe56800" + "00" + "6869",
+		msg:  &Msg{ID: testMsgID, Seq: 7, SentMS: 1700000000000, Text: "hi"},
+		// kind len(30) id seq sent msgkind room text
+		hex: "01" + "1e" + msgIDHex + "0000000000000007" + "0000018bcfe56800" + "00" + "00" + "0002 6869",
 	},
 	{
 		name: "msg room two-byte length",
-		msg:  &Msg{ID: testMsgID, SentMS: -1, Room: "#go", Text: strings.Repeat("a", 200)},
-		// body 8+8+4+200 = 220 = uvarint dc 01
-		hex: "01" + "dc01" + msgIDHex + "ffffffffffffffff" + "03 23676f" + strings.Repeat("61", 200),
+		msg:  &Msg{ID: testMsgID, Seq: 1 << 40, SentMS: -1, Room: "#go", Text: strings.Repeat("a", 200)},
+		// body 8+8+8+1+4+2+200 = 231 = uvarint e7 01
+		hex: "01" + "e701" + msgIDHex + "0000010000000000" + "ffffffffffffffff" + "00" + "03 23676f" + "00c8" + strings.Repeat("61", 200),
 	},
 	{
 		name: "msg empty",
 		msg:  &Msg{},
-		hex:  "01" + "11" + "0000000000000000" + "0000000000000000" + "00",
+		hex:  "01" + "1c" + "0000000000000000" + "0000000000000000" + "0000000000000000" + "00" + "00" + "0000",
 	},
 	{
 		name: "ack",
@@ -834,19 +834,27 @@ func TestFrames(t *testing.T) {
 }
 
 func TestParseMsgErrors(t *testing.T) {
-	// Truncated fixed fields and room.
-	body := unhex(t, msgIDHex+"0000018bcfe56800"+"03 23676f")
+	// Truncated fixed fields, room and text.
+	body := unhex(t, msgIDHex+"0000000000000001"+"0000018bcfe56800"+"00"+"03 23676f"+"0002 6869")
 	for n := range len(body) {
 		if m, err := ParseMsg(body[:n:n]); !errors.Is(err, ErrTooShort) || m != nil {
 			t.Errorf("ParseMsg(first %d bytes) = %v, %v; want ErrTooShort", n, m, err)
 		}
 	}
+	// Trailing bytes (a newer sender's fields) are ignored.
+	if m, err := ParseMsg(append(append([]byte{}, body...), 0xde, 0xad)); err != nil || m.Text != "hi" || m.Seq != 1 {
+		t.Errorf("with trailing bytes: %#v, %v", m, err)
+	}
 	// Text at and over the limit.
-	ok := append(append([]byte{}, body...), bytes.Repeat([]byte("a"), MaxTextLen)...)
-	if m, err := ParseMsg(ok); err != nil || len(m.Text) != MaxTextLen {
+	head := body[:len(body)-4]
+	text := func(n int) []byte {
+		b := append(append([]byte{}, head...), byte(n>>8), byte(n))
+		return append(b, bytes.Repeat([]byte("a"), n)...)
+	}
+	if m, err := ParseMsg(text(MaxTextLen)); err != nil || len(m.Text) != MaxTextLen {
 		t.Errorf("text of MaxTextLen: %v", err)
 	}
-	if m, err := ParseMsg(append(ok, 'a')); !errors.Is(err, ErrMalformed) || m != nil {
+	if m, err := ParseMsg(text(MaxTextLen + 1)); !errors.Is(err, ErrMalformed) || m != nil {
 		t.Errorf("text of MaxTextLen+1: %v, %v; want ErrMalformed", m, err)
 	}
 	// Ack bodies.
@@ -1097,5 +1105,22 @@ func TestWorkedExample(t *testing.T) {
 	}
 	if ctx := unhex(t, "6e617463686174207265676973746572207631 00"); RegisterContext != string(ctx) {
 		t.Errorf("RegisterContext = %x, want %x", RegisterContext, ctx)
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	var k Key
+	fp := k.Fingerprint()
+	if len(fp) != 6*5+5 || fp != k.Fingerprint() {
+		t.Fatalf("fingerprint %q", fp)
+	}
+	k2 := k
+	k2[31] = 1
+	if k2.Fingerprint() == fp {
+		t.Fatal("two keys, one fingerprint")
+	}
+	// Pinned value (checked with Python hashlib): the format must not change under users' feet.
+	if want := "34584 15407 68110 72389 41680 02623"; fp != want {
+		t.Errorf("zero key fingerprint %q, want %q", fp, want)
 	}
 }

@@ -5,90 +5,202 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/diode"
+
 	"natchat/internal/cmdutil"
 	"natchat/node"
-	"natchat/node/cli"
+	"natchat/node/api"
+	"natchat/node/store"
+	"natchat/node/ui/headless"
+	"natchat/node/ui/line"
 	"natchat/wire"
 )
 
 func main() { cmdutil.Exit("node", run(os.Args[1:])) }
 
-func run(args []string) error {
+// options are the command line's.
+type options struct {
+	name, rv, listen, identity, state, logLevel, logFile string
+	headless, noDirect, version                          bool
+	heartbeat, delivery                                  time.Duration
+}
+
+func parse(args []string) (*options, error) {
+	var o options
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	name := fs.String("name", "", "your name: 1-32 printable characters, no spaces (required)")
-	rv := fs.String("rv", "", "rendezvous host:port (required)")
-	listen := fs.String("listen", ":0", "local UDP address for the node's one socket")
-	identity := fs.String("identity", "", "identity key file (default: natchat/NAME.key in the user config dir)")
-	headless := fs.Bool("headless", false, "read commands on stdin, write JSON events on stdout")
-	heartbeat := fs.Duration("heartbeat", 25*time.Second, "heartbeat interval to the rendezvous")
-	delivery := fs.Duration("delivery-timeout", 2*time.Minute, "how long a message may wait for its receipt")
-	noDirect := fs.Bool("no-direct", false, "never punch a direct path: every peer stays on the relay")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
-	version := fs.Bool("version", false, "print the version and exit")
+	fs.StringVar(&o.name, "name", "", "your name: 1-32 printable characters, no spaces (required)")
+	fs.StringVar(&o.rv, "rv", "", "rendezvous host:port (required)")
+	fs.StringVar(&o.listen, "listen", ":0", "local UDP address for the node's one socket")
+	fs.StringVar(&o.identity, "identity", "", "identity key file (default: natchat/NAME.key in the user config dir)")
+	fs.StringVar(&o.state, "state", "", "state directory: outbox, messages shown, pinned keys (default: natchat/KEY under the user state dir)")
+	fs.BoolVar(&o.headless, "headless", false, "read commands on stdin, write JSON events on stdout")
+	fs.DurationVar(&o.heartbeat, "heartbeat", 25*time.Second, "heartbeat interval to the rendezvous")
+	fs.DurationVar(&o.delivery, "delivery-timeout", 2*time.Minute, "how long a message may wait for its receipt")
+	fs.BoolVar(&o.noDirect, "no-direct", false, "never punch a direct path: every peer stays on the relay")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error, disabled")
+	fs.StringVar(&o.logFile, "log-file", "", "write logs to this file (default: stderr with -headless; in the line UI, only warnings, on screen)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := cmdutil.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if o.version {
+		return &o, nil
+	}
+	switch {
+	case o.name == "":
+		return nil, cmdutil.Usagef("-name is required")
+	case o.rv == "":
+		return nil, cmdutil.Usagef("-rv host:port is required")
+	case o.heartbeat <= 0:
+		return nil, cmdutil.Usagef("-heartbeat must be positive")
+	case o.delivery <= 0:
+		return nil, cmdutil.Usagef("-delivery-timeout must be positive")
+	}
+	if err := wire.ValidateName(o.name); err != nil {
+		return nil, cmdutil.Usagef("-name %q: %v", o.name, err)
+	}
+	if err := cmdutil.CheckHostPort("rv", o.rv, false); err != nil {
+		return nil, err
+	}
+	if err := cmdutil.CheckHostPort("listen", o.listen, true); err != nil {
+		return nil, err
+	}
+	if _, err := zerolog.ParseLevel(o.logLevel); err != nil || o.logLevel == "" {
+		return nil, cmdutil.Usagef("-log-level %q: want trace, debug, info, warn, error or disabled", o.logLevel)
+	}
+	return &o, nil
+}
+
+func run(args []string) error {
+	o, err := parse(args)
+	if err != nil {
 		return err
 	}
-	if *version {
+	if o.version {
 		os.Stdout.WriteString(cmdutil.VersionString("node") + "\n")
 		return nil
 	}
-	switch {
-	case *name == "":
-		return cmdutil.Usagef("-name is required")
-	case *rv == "":
-		return cmdutil.Usagef("-rv host:port is required")
-	case *heartbeat <= 0:
-		return cmdutil.Usagef("-heartbeat must be positive")
-	case *delivery <= 0:
-		return cmdutil.Usagef("-delivery-timeout must be positive")
+	var ui *line.UI
+	if !o.headless {
+		ui = line.New(line.Options{Name: o.name, In: os.Stdin, Out: os.Stdout})
 	}
-	if err := wire.ValidateName(*name); err != nil {
-		return cmdutil.Usagef("-name %q: %v", *name, err)
-	}
-	if err := cmdutil.CheckHostPort("rv", *rv, false); err != nil {
-		return err
-	}
-	if err := cmdutil.CheckHostPort("listen", *listen, true); err != nil {
-		return err
-	}
-	log, err := cmdutil.Logger(os.Stderr, *logLevel)
+	log, closeLog, err := logger(o, ui)
 	if err != nil {
-		return cmdutil.Usagef("%v", err)
+		return err
 	}
-	if *identity == "" {
-		if *identity, err = node.DefaultIdentityPath(*name); err != nil {
+	defer closeLog()
+
+	if o.identity == "" {
+		if o.identity, err = node.DefaultIdentityPath(o.name); err != nil {
 			return err
 		}
 	}
-	key, created, err := node.LoadOrCreateIdentity(*identity)
+	key, created, err := node.LoadOrCreateIdentity(o.identity)
 	if err != nil {
 		return err
 	}
 	if created {
-		log.Info().Str("file", *identity).Msg("created a new identity key")
+		log.Info().Str("file", o.identity).Msg("created a new identity key")
 	}
-	conn, err := net.ListenPacket("udp", *listen)
+	self := wire.Key(key.Public().(ed25519.PublicKey))
+	if o.state == "" {
+		if o.state, err = node.DefaultStateDir(self); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(o.state, self, store.Options{Logger: log})
 	if err != nil {
 		return err
 	}
-	log = log.With().Str("node", *name).Logger()
-	log.Info().Stringer("local", conn.LocalAddr()).Str("rv", *rv).Msg("starting")
+	defer st.Close()
+	conn, err := net.ListenPacket("udp", o.listen)
+	if err != nil {
+		return err
+	}
+	log = log.With().Str("node", o.name).Logger()
+	log.Info().Stringer("local", conn.LocalAddr()).Str("rv", o.rv).Str("state", o.state).Msg("starting")
+	n, err := node.New(node.Options{
+		Name: o.name, Rendezvous: o.rv, Conn: conn, Identity: key, Store: st,
+		Heartbeat: o.heartbeat, DeliveryTimeout: o.delivery, Logger: log, NoDirect: o.noDirect,
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return cli.Run(ctx, cli.Options{
-		Node: node.Options{
-			Name: *name, Rendezvous: *rv, Conn: conn, Identity: key,
-			Heartbeat: *heartbeat, DeliveryTimeout: *delivery, Logger: log, NoDirect: *noDirect,
-		},
-		Headless: *headless,
-		In:       os.Stdin,
-		Out:      os.Stdout,
-	})
+	// The front end's subscription exists before Run starts, so it sees
+	// every event from the first.
+	fe := &subscribed{Node: n, sub: n.Subscribe()}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var feErr error
+	if o.headless {
+		feErr = headless.Run(ctx, fe, os.Stdin, os.Stdout)
+	} else {
+		feErr = ui.Run(ctx, fe)
+	}
+	if feErr != nil {
+		// The front end is gone (stdout closed, say): leave.
+		log.Warn().Err(feErr).Msg("front end failed; quitting")
+		qctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := n.Do(qctx, api.Quit{}); err != nil && !errors.Is(err, node.ErrStopped) {
+			stop()
+		}
+		cancel()
+	}
+	return <-done
+}
+
+// subscribed is the node for a front end, with its first subscription
+// made beforehand.
+type subscribed struct {
+	*node.Node
+	sub *api.Sub
+}
+
+func (s *subscribed) Subscribe() *api.Sub {
+	if sub := s.sub; sub != nil {
+		s.sub = nil
+		return sub
+	}
+	return s.Node.Subscribe()
+}
+
+// logger returns the logger for the chosen front end: -log-file when
+// given; otherwise stderr for -headless (through a non-blocking buffer, so
+// a stalled stderr never stalls the node), and only warnings, on screen,
+// for the line UI.
+func logger(o *options, ui *line.UI) (zerolog.Logger, func(), error) {
+	lvl, _ := zerolog.ParseLevel(o.logLevel)
+	if o.logFile != "" {
+		f, err := os.OpenFile(o.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return zerolog.Nop(), nil, fmt.Errorf("-log-file: %w", err)
+		}
+		return zerolog.New(f).Level(lvl).With().Timestamp().Logger(), func() { f.Close() }, nil
+	}
+	if ui != nil {
+		return zerolog.New(ui.LogWriter()).Level(max(lvl, zerolog.WarnLevel)).With().Timestamp().Logger(), func() {}, nil
+	}
+	var missed atomic.Int64
+	w := diode.NewWriter(cmdutil.LogWriter(os.Stderr), 4096, 10*time.Millisecond, func(n int) { missed.Add(int64(n)) })
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), func() {
+		w.Close()
+		if n := missed.Load(); n > 0 {
+			fmt.Fprintf(os.Stderr, "node: %d log lines dropped while stderr was not read\n", n)
+		}
+	}, nil
 }

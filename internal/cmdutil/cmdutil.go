@@ -42,11 +42,16 @@ func Logger(w *os.File, level string) (zerolog.Logger, error) {
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("-log-level %q: want trace, debug, info, warn, error or disabled", level)
 	}
-	var out io.Writer = w
+	return zerolog.New(LogWriter(w)).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// LogWriter returns where logs to w go: w itself (JSON lines), or a
+// human-readable console writer when w is a terminal.
+func LogWriter(w *os.File) io.Writer {
 	if isatty.IsTerminal(w.Fd()) {
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		return zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+	return w
 }
 
 // ErrUsage marks a command-line error; Exit turns it into exit code 2.

@@ -1,4 +1,4 @@
-package node
+package session
 
 import (
 	"crypto/ed25519"
@@ -16,8 +16,10 @@ import (
 	"natchat/wire"
 )
 
-// alpn names the session protocol in the TLS handshake.
-const alpn = "natchat/1"
+// alpn names the session protocol in the TLS handshake. natchat/2 changed
+// the chat frames (sequence numbers); a natchat/1 peer fails the handshake
+// with "no application protocol" instead of ignoring our messages.
+const alpn = "natchat/2"
 
 // selfCert makes a self-signed certificate for the identity key. Peers do
 // not check names or chains: they pin the key (as libp2p does), and TLS 1.3
@@ -101,14 +103,20 @@ func serverTLS(cert tls.Certificate) *tls.Config {
 // quicConfig is the session transport's configuration. Path MTU discovery
 // is off: a path change (direct ↔ relay) changes the MTU under QUIC, and
 // 1200-byte packets plus the relay header fit every path.
+//
+// A peer that died without our hearing (killed mid-handshake, say, so that
+// its next incarnation cannot reset the connection, or gone with its
+// network) is noticed by the idle timeout: with a keepalive every 3 s, 10 s
+// without a packet means three keepalives lost in a row. A connection
+// without streams closes after the Manager's IdleTimeout anyway.
 func quicConfig() *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout:    8 * time.Second,
-		MaxIdleTimeout:          30 * time.Second,
-		KeepAlivePeriod:         10 * time.Second,
+		MaxIdleTimeout:          10 * time.Second,
+		KeepAlivePeriod:         3 * time.Second,
 		DisablePathMTUDiscovery: true,
 		InitialPacketSize:       1200,
-		MaxIncomingStreams:      16,
+		MaxIncomingStreams:      64,
 		MaxIncomingUniStreams:   -1,
 	}
 }

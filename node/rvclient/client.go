@@ -1,0 +1,823 @@
+// Package rvclient is the node's client of the rendezvous: the
+// registration state machine (Hello, cookie, signed Register, heartbeats,
+// registering again when the rendezvous forgets us), presence (events and
+// snapshots, kept in sequence), name lookups, and the signalling channel to
+// peers.
+//
+// It does no socket I/O of its own: the node's peer network hands it every
+// rendezvous datagram (Handle) and sends what it writes (Options.Send). Its
+// timers run in Run; every decision takes the time as an argument, so tests
+// drive it with a fake clock (testing/synctest). It reports to an Observer
+// in the order it decided, never under its lock.
+package rvclient
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/rs/zerolog"
+
+	"natchat/wire"
+)
+
+// Observer receives what the client learns, in order. Its methods are
+// called one at a time, without the client's lock, from the goroutine that
+// fed the client (the socket's read loop, or Run). They must not block and
+// must not call back into the Client.
+type Observer interface {
+	// Registered: the rendezvous accepted us; public is our endpoint as it
+	// sees it. Again after every re-registration.
+	Registered(public netip.AddrPort)
+	// Joined: a peer shares a room with us now.
+	Joined(k wire.Key, name string)
+	// Left: a peer left (reason "quit" or "timeout").
+	Left(k wire.Key, name string, reason string)
+	// Refused: the rendezvous refused our registration for good (code is
+	// a wire.Code name such as "name_taken"). Called at most once; Run
+	// returns an error after it.
+	Refused(code, message string)
+	// Unreachable: no answer from the rendezvous yet; the client keeps
+	// trying.
+	Unreachable(message string)
+	// Signaled: signalling from peer k, which the rendezvous calls name;
+	// body aliases the datagram: copy it to keep it.
+	Signaled(k wire.Key, name string, body []byte)
+}
+
+// Options configure a Client. Name, Identity, Send and Observer are
+// required.
+type Options struct {
+	Name     string
+	Identity ed25519.PrivateKey
+	// Send writes one datagram to the rendezvous. It must not block for
+	// long; it is called with the client's lock held.
+	Send func(b []byte)
+	// Observer receives what the client learns.
+	Observer Observer
+	// Heartbeat is the interval of heartbeats (which also keep the NAT
+	// mapping open). 0: 25 s. It is shortened to 40% of the rendezvous's
+	// expiry when that is shorter.
+	Heartbeat time.Duration
+	// Rendezvous names the rendezvous in messages ("host:port").
+	Rendezvous string
+	// UnreachableAfter is how long without an answer before Unreachable.
+	// 0: 10 s.
+	UnreachableAfter time.Duration
+	// MaxNames bounds the key→name cache of peers outside our rooms.
+	// 0: 4096.
+	MaxNames int
+	// Now is the clock. nil: time.Now.
+	Now    func() time.Time
+	Logger zerolog.Logger
+}
+
+// Registration states.
+type regState int
+
+const (
+	stHello      regState = iota // asking for a cookie
+	stRegister                   // cookie in hand, registering
+	stRegistered                 // registered; heartbeating
+	stRefused                    // refused for good
+	stLeft                       // left; sends nothing more
+)
+
+// ErrLookupTimeout means the rendezvous did not answer a lookup in time.
+var ErrLookupTimeout = errors.New("rendezvous did not answer")
+
+// Client is the node's rendezvous client. Create with New, then Run.
+type Client struct {
+	opts Options
+	log  zerolog.Logger
+	key  wire.Key
+	now  func() time.Time
+	wake chan struct{} // cap 1: wakes Run
+	// session is the session while registered (nil otherwise), read
+	// without the lock on every relayed packet.
+	session atomic.Pointer[wire.SessionID]
+	emitMu  sync.Mutex // serialises observer calls, in decision order
+	fatal   chan error // cap 1
+
+	mu sync.Mutex
+	// Guarded by mu:
+	state      regState
+	sess       wire.SessionID
+	observed   netip.AddrPort
+	nonce      uint64
+	cookie     wire.Cookie
+	missed     int           // heartbeats without an ack
+	lastSend   time.Time     // of the last Hello/Register/Heartbeat
+	attempts   int           // Hello/Register attempts in this state
+	regWait    chan struct{} // closed when registered; replaced on loss
+	expiry     time.Duration // as told by the rendezvous
+	started    time.Time
+	everReg    bool
+	unreachErr bool
+	stunTx     [stun.TransactionIDSize]byte
+
+	online  map[wire.Key]string // who shares a room with us
+	names   map[wire.Key]string // names of others we looked up (bounded)
+	seq     uint32              // presence sequence applied
+	snap    *snapshot           // snapshot being assembled
+	synced  bool                // a complete snapshot since registering
+	snapAsk time.Time
+	snapTry int
+	stale   map[wire.Key]time.Time // online peers a snapshot lacked: when to drop them
+	lookups map[uint32]chan *wire.LookupReply
+	txid    uint32
+	pending []func(Observer) // observer calls decided, not yet made
+}
+
+type snapshot struct {
+	seq   uint32
+	parts map[uint16][]wire.Peer
+	total uint16
+}
+
+// New returns a Client; it sends nothing before Run.
+func New(o Options) (*Client, error) {
+	if err := wire.ValidateName(o.Name); err != nil {
+		return nil, fmt.Errorf("rvclient: name %q: %w", o.Name, err)
+	}
+	if len(o.Identity) != ed25519.PrivateKeySize || o.Send == nil || o.Observer == nil {
+		return nil, errors.New("rvclient: Identity, Send and Observer are required")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 25 * time.Second
+	}
+	if o.UnreachableAfter <= 0 {
+		o.UnreachableAfter = 10 * time.Second
+	}
+	if o.MaxNames <= 0 {
+		o.MaxNames = 4096
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Client{
+		opts:    o,
+		log:     o.Logger,
+		key:     wire.Key(o.Identity.Public().(ed25519.PublicKey)),
+		now:     o.Now,
+		wake:    make(chan struct{}, 1),
+		fatal:   make(chan error, 1),
+		regWait: make(chan struct{}),
+		online:  make(map[wire.Key]string),
+		names:   make(map[wire.Key]string),
+		stale:   make(map[wire.Key]time.Time),
+		lookups: make(map[uint32]chan *wire.LookupReply),
+	}, nil
+}
+
+// Key returns our identity key.
+func (c *Client) Key() wire.Key { return c.key }
+
+func (c *Client) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLocked queues an observer call; flush makes it.
+func (c *Client) notifyLocked(f func(Observer)) { c.pending = append(c.pending, f) }
+
+// flush makes the queued observer calls, in the order they were decided.
+func (c *Client) flush() {
+	c.emitMu.Lock()
+	defer c.emitMu.Unlock()
+	for {
+		c.mu.Lock()
+		p := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		if len(p) == 0 {
+			return
+		}
+		for _, f := range p {
+			f(c.opts.Observer)
+		}
+	}
+}
+
+// Run registers and keeps the registration alive until ctx is done or the
+// rendezvous refuses us for good (then it returns that error).
+func (c *Client) Run(ctx context.Context) error {
+	c.mu.Lock()
+	c.started = c.now()
+	c.sendHelloLocked(c.started)
+	c.mu.Unlock()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-c.fatal:
+			return err
+		case <-t.C:
+		case <-c.wake:
+		}
+		now := c.now()
+		c.mu.Lock()
+		next := c.tickLocked(now)
+		c.expireStaleLocked(now)
+		c.mu.Unlock()
+		c.flush()
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// Leave sends a notified leave (twice: a lost leave would read as a
+// timeout) when registered, and stops answering as registered.
+func (c *Client) Leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stRegistered {
+		return
+	}
+	leave := wire.Marshal(&wire.Leave{Session: c.sess})
+	c.opts.Send(leave)
+	c.opts.Send(leave)
+	c.session.Store(nil)
+	c.state = stLeft
+	c.regWait = make(chan struct{})
+}
+
+// RelaySession returns the session to put in relay headers, or nil when
+// not registered. Lock-free: it is on the hot path of every relayed packet.
+func (c *Client) RelaySession() *wire.SessionID { return c.session.Load() }
+
+// IsRegistered reports whether we are registered now.
+func (c *Client) IsRegistered() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stRegistered
+}
+
+// Observed returns our public endpoint as the rendezvous last saw it.
+func (c *Client) Observed() netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.observed
+}
+
+// Peer is one online peer.
+type Peer struct {
+	Key  wire.Key
+	Name string
+}
+
+// Online returns the peers online in our rooms, by name.
+func (c *Client) Online() []Peer {
+	c.mu.Lock()
+	out := make([]Peer, 0, len(c.online))
+	for k, n := range c.online {
+		out = append(out, Peer{Key: k, Name: n})
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// IsOnline reports whether k is online in our rooms.
+func (c *Client) IsOnline(k wire.Key) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.online[k]
+	return ok
+}
+
+// KnownName returns k's name if the client knows it without asking.
+func (c *Client) KnownName(k wire.Key) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.online[k]; ok {
+		return n, true
+	}
+	n, ok := c.names[k]
+	return n, ok
+}
+
+// Forget drops what the client caches about k (a peer we stopped talking
+// to). Presence is unaffected.
+func (c *Client) Forget(k wire.Key) {
+	c.mu.Lock()
+	delete(c.names, k)
+	c.mu.Unlock()
+}
+
+// learnLocked caches k's name, bounded by MaxNames.
+func (c *Client) learnLocked(k wire.Key, name string) {
+	if k.IsZero() || wire.ValidateName(name) != nil {
+		return
+	}
+	if _, ok := c.names[k]; !ok && len(c.names) >= c.opts.MaxNames {
+		for old := range c.names { // evict one at random
+			delete(c.names, old)
+			break
+		}
+	}
+	c.names[k] = name
+}
+
+// --- registration ---
+
+func (c *Client) sendHelloLocked(now time.Time) {
+	var b [8]byte
+	rand.Read(b[:])
+	c.nonce = binary.BigEndian.Uint64(b[:])
+	c.lastSend = now
+	c.attempts++
+	c.opts.Send(wire.Marshal(&wire.Hello{Nonce: c.nonce}))
+	// Learn our public endpoint with a standard STUN Binding request too.
+	if req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint); err == nil {
+		c.stunTx = req.TransactionID
+		c.opts.Send(req.Raw)
+	}
+}
+
+func (c *Client) sendRegisterLocked(now time.Time) {
+	r := &wire.Register{Cookie: c.cookie, Key: c.key, Name: c.opts.Name}
+	copy(r.Sig[:], ed25519.Sign(c.opts.Identity, wire.RegisterSigned(r.Cookie, r.Key, r.Name)))
+	c.lastSend = now
+	c.attempts++
+	c.opts.Send(wire.Marshal(r))
+}
+
+// lostLocked drops back to the Hello state.
+func (c *Client) lostLocked(now time.Time) {
+	if c.state == stRegistered {
+		c.regWait = make(chan struct{})
+	}
+	c.session.Store(nil)
+	c.state, c.attempts = stHello, 0
+	c.sendHelloLocked(now)
+}
+
+func (c *Client) retryLocked() time.Duration {
+	return max(min(500*time.Millisecond<<min(max(c.attempts-1, 0), 3), 3*time.Second, c.heartbeatLocked()/2), 100*time.Millisecond)
+}
+
+// heartbeatLocked is the interval in force: the option, kept under 40% of
+// the rendezvous's expiry so two may be lost without expiring.
+func (c *Client) heartbeatLocked() time.Duration {
+	h := c.opts.Heartbeat
+	if c.expiry > 0 && h > c.expiry*2/5 {
+		h = c.expiry * 2 / 5
+	}
+	return h
+}
+
+// tickLocked does what is due at now and returns how long to wait.
+func (c *Client) tickLocked(now time.Time) time.Duration {
+	switch c.state {
+	case stRefused, stLeft:
+		return time.Hour
+	case stHello, stRegister:
+		// Retransmit with backoff: 0.5 s, 1 s, 2 s, then every 3 s (or
+		// half a heartbeat, if shorter, so a rendezvous back from an
+		// outage sees us again within one heartbeat interval).
+		if due := c.lastSend.Add(c.retryLocked()); now.Before(due) {
+			return due.Sub(now)
+		}
+		if c.state == stRegister && c.attempts >= 4 {
+			c.state, c.attempts = stHello, 0 // the cookie may have aged
+		}
+		if !c.everReg && !c.unreachErr && now.Sub(c.started) > c.opts.UnreachableAfter {
+			c.unreachErr = true
+			msg := fmt.Sprintf("no answer from rendezvous %s yet; still trying", c.opts.Rendezvous)
+			c.notifyLocked(func(o Observer) { o.Unreachable(msg) })
+		}
+		if c.state == stHello {
+			c.sendHelloLocked(now)
+		} else {
+			c.sendRegisterLocked(now)
+		}
+		return c.retryLocked()
+	default:
+		if !c.synced {
+			// The snapshot (or an event) was lost: ask again.
+			if due := c.snapshotDueLocked(); !now.Before(due) {
+				c.askSnapshotLocked(now)
+			}
+		}
+		h := c.heartbeatLocked()
+		if due := c.lastSend.Add(h); now.Before(due) {
+			wait := due.Sub(now)
+			if !c.synced {
+				wait = min(wait, c.snapshotDueLocked().Sub(now))
+			}
+			if len(c.stale) > 0 {
+				wait = min(wait, time.Second)
+			}
+			return wait
+		}
+		if c.missed >= 3 {
+			c.log.Warn().Msg("rendezvous silent for three heartbeats; registering again")
+			c.lostLocked(now)
+			return 500 * time.Millisecond
+		}
+		c.missed++
+		c.lastSend = now
+		c.opts.Send(wire.Marshal(&wire.Heartbeat{Session: c.sess}))
+		return h
+	}
+}
+
+// WaitRegistered blocks until we are registered or ctx is done.
+func (c *Client) WaitRegistered(ctx context.Context) (wire.SessionID, error) {
+	for {
+		c.mu.Lock()
+		if c.state == stRegistered {
+			s := c.sess
+			c.mu.Unlock()
+			return s, nil
+		}
+		ch := c.regWait
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return wire.SessionID{}, ctx.Err()
+		}
+	}
+}
+
+// --- datagrams from the rendezvous ---
+
+// Handle takes one rendezvous-protocol datagram from the rendezvous's
+// address (the peer network has checked the source; Relayed datagrams go
+// to the link, not here). It never blocks.
+func (c *Client) Handle(b []byte) {
+	now := c.now()
+	msg, err := wire.Parse(b)
+	if err != nil {
+		c.onBadDatagram(msg, err)
+		c.flush()
+		return
+	}
+	c.mu.Lock()
+	switch m := msg.(type) {
+	case *wire.CookieReply:
+		c.onCookieLocked(m, now)
+	case *wire.Registered:
+		c.onRegisteredLocked(m, now)
+	case *wire.HeartbeatAck:
+		c.onHeartbeatAckLocked(m, now)
+	case *wire.Error:
+		c.onErrorLocked(m, now)
+	case *wire.Presence:
+		c.onPresenceLocked(m, now)
+	case *wire.Peers:
+		c.onPeersLocked(m, now)
+	case *wire.LookupReply:
+		if ch := c.lookups[m.TxID]; ch != nil {
+			delete(c.lookups, m.TxID)
+			ch <- m // cap 1, one reply per txid
+		}
+	case *wire.Signaled:
+		if c.state == stRegistered {
+			k, name, body := m.Src, m.Name, m.Body
+			if wire.ValidateName(name) == nil {
+				c.learnLocked(k, name)
+			}
+			c.notifyLocked(func(o Observer) { o.Signaled(k, name, body) })
+		}
+	}
+	c.mu.Unlock()
+	c.flush()
+}
+
+func (c *Client) onBadDatagram(msg wire.Message, err error) {
+	var verr *wire.VersionError
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !errors.As(err, &verr) || (c.state != stHello && c.state != stRegister) {
+		// Once registered, a datagram from the rendezvous's address with
+		// another version can only be spoofed: it must not stop the node.
+		c.log.Debug().Err(err).Msg("bad datagram from rendezvous")
+		return
+	}
+	text := fmt.Sprintf("rendezvous speaks protocol v%d, this node speaks v%d: upgrade the older side", verr.Got, wire.Version)
+	if e, ok := msg.(*wire.Error); ok && e.Message != "" {
+		text += " (" + e.Message + ")"
+	}
+	c.refuseLocked(wire.CodeVersion.String(), text)
+}
+
+// refuseLocked ends the registration for good, once.
+func (c *Client) refuseLocked(code, text string) {
+	if c.state == stRefused {
+		return
+	}
+	c.state = stRefused
+	c.session.Store(nil)
+	c.notifyLocked(func(o Observer) { o.Refused(code, text) })
+	select {
+	case c.fatal <- fmt.Errorf("rendezvous refused registration: %s", text):
+	default:
+	}
+}
+
+func (c *Client) onCookieLocked(m *wire.CookieReply, now time.Time) {
+	if c.state != stHello || m.Nonce != c.nonce {
+		return
+	}
+	c.cookie = m.Cookie
+	c.state, c.attempts = stRegister, 0
+	c.sendRegisterLocked(now)
+}
+
+// HandleSTUN takes a STUN message from the rendezvous's address and reports
+// whether it was the answer to the client's own query (others are ICE's).
+func (c *Client) HandleSTUN(b []byte) bool {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil || m.Type != stun.BindingSuccess {
+		return false
+	}
+	c.mu.Lock()
+	mine := m.TransactionID == c.stunTx
+	c.mu.Unlock()
+	if !mine {
+		return false
+	}
+	var xa stun.XORMappedAddress
+	if xa.GetFrom(m) == nil {
+		if ip, ok := netip.AddrFromSlice(xa.IP); ok {
+			c.log.Info().Stringer("public", netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))).Msg("STUN mapped address")
+		}
+	}
+	return true
+}
+
+func (c *Client) onRegisteredLocked(m *wire.Registered, now time.Time) {
+	if c.state == stRegistered && m.Session == c.sess {
+		return // a duplicate
+	}
+	if c.state != stRegister {
+		return
+	}
+	c.state, c.sess, c.observed, c.missed, c.attempts = stRegistered, m.Session, m.Observed, 0, 0
+	s := m.Session
+	c.session.Store(&s)
+	c.expiry = time.Duration(m.ExpiryMS) * time.Millisecond
+	c.seq, c.snap = 0, nil
+	// The rendezvous sends the snapshot right after Registered; if it is
+	// lost, Run asks again.
+	c.synced, c.snapAsk, c.snapTry = false, now, 0
+	c.everReg, c.unreachErr = true, false
+	c.lastSend = now
+	close(c.regWait)
+	c.log.Info().Stringer("public", m.Observed).Msg("registered")
+	public := m.Observed
+	c.notifyLocked(func(o Observer) { o.Registered(public) })
+	c.poke()
+}
+
+func (c *Client) onErrorLocked(m *wire.Error, now time.Time) {
+	c.log.Debug().Stringer("code", m.Code).Str("msg", m.Message).Stringer("request", m.Request).Msg("rendezvous refused")
+	switch m.Code {
+	case wire.CodeNotRegistered, wire.CodeBadCookie, wire.CodeReplay:
+		// The rendezvous restarted or forgot us, or the cookie aged: again.
+		if c.state == stRegistered || (c.state == stRegister && m.Code != wire.CodeNotRegistered) {
+			c.log.Info().Stringer("why", m.Code).Msg("registering again")
+			c.lostLocked(now)
+		}
+	case wire.CodeNameTaken, wire.CodeBadName, wire.CodeKeyInUse, wire.CodeBadSignature, wire.CodeVersion:
+		// Final refusals of our registration, believed only in answer to
+		// our outstanding Register (or Hello, for the version): anyone who
+		// can spoof the rendezvous's address could send these at any time.
+		if !(c.state == stRegister && m.Request == wire.TypeRegister) &&
+			!((c.state == stHello || c.state == stRegister) && m.Code == wire.CodeVersion) {
+			c.log.Debug().Stringer("code", m.Code).Msg("ignored a refusal we did not ask for")
+			return
+		}
+		text := m.Message
+		if text == "" {
+			text = m.Code.String()
+		}
+		c.refuseLocked(m.Code.String(), text)
+	case wire.CodeRateLimited:
+		c.log.Warn().Msg("rendezvous rate-limits us")
+	}
+}
+
+func (c *Client) onHeartbeatAckLocked(m *wire.HeartbeatAck, now time.Time) {
+	if c.state != stRegistered {
+		return
+	}
+	c.missed = 0
+	if m.Observed != c.observed {
+		c.log.Info().Stringer("from", c.observed).Stringer("to", m.Observed).Msg("public endpoint changed")
+		c.observed = m.Observed
+	}
+	if m.PresenceSeq > c.seq {
+		c.synced = false // an event was lost
+	}
+	if !c.synced {
+		c.askSnapshotLocked(now)
+	}
+}
+
+// askSnapshotLocked asks for the presence snapshot, assembling it afresh.
+func (c *Client) askSnapshotLocked(now time.Time) {
+	c.snap = nil
+	c.snapAsk = now
+	c.snapTry++
+	c.opts.Send(wire.Marshal(&wire.PeersRequest{Session: c.sess}))
+}
+
+// snapshotDueLocked is when to ask again while unsynced: 1 s after the
+// last ask, doubling to 8 s.
+func (c *Client) snapshotDueLocked() time.Time {
+	return c.snapAsk.Add(min(time.Second<<min(c.snapTry, 3), 8*time.Second))
+}
+
+// --- presence ---
+
+func (c *Client) onPresenceLocked(m *wire.Presence, now time.Time) {
+	if c.state != stRegistered || m.Seq <= c.seq || wire.ValidateName(m.Name) != nil {
+		return
+	}
+	if m.Seq != c.seq+1 && c.synced {
+		// We missed an event: resync from a snapshot, but apply this one.
+		c.synced = false
+		c.askSnapshotLocked(now)
+	}
+	c.seq = m.Seq
+	k, name := m.Key, m.Name
+	delete(c.stale, k)
+	switch m.Kind {
+	case wire.PresenceJoin:
+		if _, ok := c.online[k]; !ok {
+			c.online[k] = name
+			delete(c.names, k)
+			c.notifyLocked(func(o Observer) { o.Joined(k, name) })
+		}
+	case wire.PresenceLeft:
+		delete(c.names, k) // looked up again if it comes back
+		if _, ok := c.online[k]; ok {
+			delete(c.online, k)
+			reason := m.Reason.String()
+			c.notifyLocked(func(o Observer) { o.Left(k, name, reason) })
+		}
+	}
+}
+
+func (c *Client) onPeersLocked(m *wire.Peers, now time.Time) {
+	if c.state != stRegistered || m.Seq < c.seq {
+		return
+	}
+	if c.snap == nil || c.snap.seq != m.Seq {
+		c.snap = &snapshot{seq: m.Seq, parts: make(map[uint16][]wire.Peer), total: m.Parts}
+	}
+	c.snap.parts[m.Part] = m.Peers
+	if len(c.snap.parts) < int(c.snap.total) {
+		return
+	}
+	in := make(map[wire.Key]string)
+	for _, p := range c.snap.parts {
+		for _, e := range p {
+			if wire.ValidateName(e.Name) == nil && e.Key != c.key {
+				in[e.Key] = e.Name
+			}
+		}
+	}
+	c.seq, c.snap = m.Seq, nil
+	c.synced, c.snapTry = true, 0
+	var joined []Peer
+	for k, name := range in {
+		delete(c.stale, k)
+		if _, ok := c.online[k]; !ok {
+			c.online[k] = name
+			delete(c.names, k)
+			joined = append(joined, Peer{Key: k, Name: name})
+		}
+	}
+	sort.Slice(joined, func(i, j int) bool { return joined[i].Name < joined[j].Name })
+	for _, p := range joined {
+		c.notifyLocked(func(o Observer) { o.Joined(p.Key, p.Name) })
+	}
+	// Peers we thought online but the snapshot lacks may be re-registering
+	// after a rendezvous restart: give them one expiry before saying so.
+	for k := range c.online {
+		if _, ok := in[k]; !ok {
+			if _, ok := c.stale[k]; !ok {
+				c.stale[k] = now.Add(max(c.expiry, time.Second))
+			}
+		}
+	}
+	c.poke()
+}
+
+func (c *Client) expireStaleLocked(now time.Time) {
+	for k, at := range c.stale {
+		if now.Before(at) {
+			continue
+		}
+		delete(c.stale, k)
+		if name, ok := c.online[k]; ok {
+			delete(c.online, k)
+			c.notifyLocked(func(o Observer) { o.Left(k, name, wire.ReasonTimeout.String()) })
+		}
+	}
+}
+
+// --- lookups and signals ---
+
+// Lookup asks the rendezvous for a name (or, with name empty, a key),
+// waiting until registered and retransmitting, for at most 10 s or until
+// ctx is done. It fails with ErrLookupTimeout. The name of a peer found
+// online is cached.
+func (c *Client) Lookup(ctx context.Context, name string, key wire.Key) (*wire.LookupReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		session, err := c.WaitRegistered(ctx)
+		if err != nil {
+			return nil, ErrLookupTimeout
+		}
+		ch := make(chan *wire.LookupReply, 1)
+		c.mu.Lock()
+		c.txid++
+		tx := c.txid
+		c.lookups[tx] = ch
+		c.opts.Send(wire.Marshal(&wire.Lookup{Session: session, TxID: tx, Key: key, Name: name}))
+		c.mu.Unlock()
+		t := time.NewTimer(min(500*time.Millisecond<<attempt, 2*time.Second))
+		select {
+		case r := <-ch:
+			t.Stop()
+			if r.Status != wire.LookupUnknown {
+				if wire.ValidateName(r.Name) != nil || r.Key.IsZero() ||
+					(name != "" && wire.NameKey(r.Name) != wire.NameKey(name)) || (name == "" && r.Key != key) {
+					c.log.Warn().Str("asked", name).Msg("rendezvous answered a lookup with another binding; ignored")
+					continue
+				}
+				// Only the names of peers online are kept: those of peers
+				// gone would pile up.
+				if r.Status == wire.LookupOnline {
+					c.mu.Lock()
+					if _, ok := c.online[r.Key]; !ok {
+						c.learnLocked(r.Key, r.Name)
+					}
+					c.mu.Unlock()
+				}
+			}
+			return r, nil
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		c.mu.Lock()
+		delete(c.lookups, tx)
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, ErrLookupTimeout
+		}
+	}
+}
+
+// NameOf returns the name of key k, asking the rendezvous if need be.
+func (c *Client) NameOf(ctx context.Context, k wire.Key) (string, error) {
+	if n, ok := c.KnownName(k); ok {
+		return n, nil
+	}
+	r, err := c.Lookup(ctx, "", k)
+	if err != nil {
+		return "", err
+	}
+	if r.Status == wire.LookupUnknown {
+		return "", fmt.Errorf("no name is registered for key %s", k.Short())
+	}
+	return r.Name, nil
+}
+
+// Signal sends a PeerSignal body to peer dst through the rendezvous; it
+// reports false (sending nothing) when not registered.
+func (c *Client) Signal(dst wire.Key, body []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stRegistered {
+		return false
+	}
+	c.opts.Send(wire.Marshal(&wire.Signal{Session: c.sess, Dst: dst, Body: body}))
+	return true
+}
