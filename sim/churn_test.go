@@ -1,0 +1,233 @@
+package sim
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"natchat/node"
+	"natchat/node/api"
+	"natchat/node/store"
+	"natchat/rendezvous"
+	"natchat/wire"
+)
+
+// TestPeerChurnLeavesNothing has 1,000 peers join, write to one node
+// ("hub") once and leave, 25 at a time. The hub must end holding nothing
+// for them (no session, conversation, receiving state, ICE agent or link
+// entry), and the process's goroutines and heap must come back to within
+// 10 % of what they were before (measured after a warm-up round, so that
+// first-use allocations do not count).
+func TestPeerChurnLeavesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: a thousand peers")
+	}
+	// The rendezvous runs in this process too: its clock is stepped past
+	// the cookie lifetime at the end, so that what it keeps for departed
+	// nodes (spent cookies, against replays) does not count as the hub's.
+	var skew atomic.Int64
+	rv := StartRendezvous(t, listenLoopback(t), func(o *rendezvous.Options) {
+		o.SourceRate = -1 // every node shares 127.0.0.1
+		o.Expiry = time.Hour
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	hub := StartNode(t, NodeConfig{Name: "hub", Conn: listenLoopback(t), RV: rv.Addr, Discard: true})
+	StartNode(t, NodeConfig{Name: "watch", Conn: listenLoopback(t), RV: rv.Addr, Discard: true})
+	waitStats(t, hub.Name, hub.Node, "registration", func(s node.Stats) bool { return s.Online == 1 })
+
+	settleRV := func() {
+		skew.Add(int64(rendezvous.CookieLifetime + 2*time.Second))
+		rv.Srv.Sweep(time.Now().Add(time.Duration(skew.Load())))
+	}
+	churn(t, rv, hub, 0, 25) // warm-up
+	waitEmpty(t, hub)
+	settleRV()
+	g0 := steadyGoroutines()
+	h0 := steadyHeap()
+
+	peers := envInt("SIM_CHURN", 1000)
+	start := time.Now()
+	churn(t, rv, hub, 25, peers)
+	waitEmpty(t, hub)
+	settleRV()
+	// Closed QUIC connections are remembered by their transport for a few
+	// seconds (to answer retransmissions), and the hub forgets a departed
+	// peer's tombstone after 30 s: memory comes back, not at once. Wait for
+	// it, with a deadline.
+	var g1 int
+	var h1 uint64
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		g1, h1 = runtime.NumGoroutine(), heapLive()
+		if (float64(g1) <= 1.1*float64(g0) && float64(h1) <= 1.1*float64(h0)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond) // polling a measurement, with a deadline
+	}
+	t.Logf("%d peers in %v; goroutines %d -> %d; heap %.2f -> %.2f MiB", peers, time.Since(start).Round(time.Millisecond),
+		g0, g1, float64(h0)/(1<<20), float64(h1)/(1<<20))
+	if float64(g1) > 1.1*float64(g0) {
+		var b strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&b, 1)
+		t.Errorf("goroutines grew from %d to %d:\n%s", g0, g1, b.String())
+	}
+	if float64(h1) > 1.1*float64(h0) {
+		t.Errorf("heap grew from %.2f to %.2f MiB", float64(h0)/(1<<20), float64(h1)/(1<<20))
+	}
+}
+
+// churn runs peers first..last-1: each registers, sends the hub one
+// message, waits for its receipt and leaves. Peers are not StartNode's:
+// the test must not keep them (or their events) alive after they left.
+func churn(t *testing.T, rv *Rendezvous, hub *Node, first, last int) {
+	const batch = 25
+	for i := first; i < last; i += batch {
+		var wg sync.WaitGroup
+		errs := make(chan error, batch)
+		for j := i; j < min(i+batch, last); j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := churnPeer(t, rv.Addr, j); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+}
+
+// churnPeer is one short-lived peer.
+func churnPeer(t *testing.T, rv string, i int) error {
+	name := fmt.Sprintf("c%04d", i)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(t.TempDir(), name)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	st, err := store.Open(dir, wire.Key(priv.Public().(ed25519.PublicKey)), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	n, err := node.New(node.Options{Name: name, Rendezvous: rv, Conn: conn, Identity: priv, Store: st, NoDirect: true})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	sub := n.Subscribe()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	if err := n.Do(ctx, api.Send{To: "hub", Text: fmt.Sprintf("hello from %d", i)}); err != nil {
+		return err
+	}
+	for {
+		e, err := sub.Next(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: no receipt: %w", name, err)
+		}
+		if e, ok := e.(*api.Error); ok {
+			return fmt.Errorf("%s: %s: %s", name, e.Code, e.Message)
+		}
+		if _, ok := e.(*api.Delivered); ok {
+			break
+		}
+	}
+	if err := n.Do(ctx, api.Quit{}); err != nil {
+		return err
+	}
+	for {
+		if _, err := sub.Next(ctx); err != nil {
+			break // the bus closed: Run is over
+		}
+	}
+	return <-done
+}
+
+// steadyGoroutines returns the goroutine count once it has stopped
+// changing (what just ended is gone), waiting at most 30 s.
+func steadyGoroutines() int {
+	deadline := time.Now().Add(30 * time.Second)
+	last, same := runtime.NumGoroutine(), 0
+	for same < 5 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond) // polling a measurement, with a deadline
+		if g := runtime.NumGoroutine(); g == last {
+			same++
+		} else {
+			last, same = g, 0
+		}
+	}
+	return last
+}
+
+// steadyHeap returns the live heap once it has stopped shrinking (closed
+// connections' state is kept a few seconds by quic-go), waiting at most
+// 30 s.
+func steadyHeap() uint64 {
+	deadline := time.Now().Add(30 * time.Second)
+	h := heapLive()
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Second) // polling a measurement, with a deadline
+		next := heapLive()
+		if next >= h*99/100 {
+			return min(h, next)
+		}
+		h = next
+	}
+	return h
+}
+
+// heapLive returns the bytes of live objects, after collecting garbage.
+func heapLive() uint64 {
+	heapInUse()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// waitEmpty waits until the hub holds nothing for departed peers.
+func waitEmpty(t *testing.T, hub *Node) {
+	t.Helper()
+	waitStats(t, hub.Name, hub.Node, "no per-peer state", func(s node.Stats) bool {
+		return s.Online == 1 && s.Sessions == 0 && s.Inboxes == 0 && s.Convs == 0 && s.Directs == 0 && s.LinkPeers == 0
+	})
+}
+
+func waitStats(t *testing.T, name string, n *node.Node, what string, ok func(node.Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s := n.Stats()
+		if ok(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s not reached within 60 s: %+v", name, what, s)
+		}
+		time.Sleep(50 * time.Millisecond) // polling internal counters, with a deadline
+	}
+}
