@@ -105,9 +105,10 @@ type Options struct {
 	// Linger is how long a conversation keeps its stream open after its
 	// last receipt. 0: 5 s.
 	Linger time.Duration
-	// Window bounds the messages of one stream waiting to be shown before
-	// the receiver stops reading it (QUIC flow control then holds the
-	// sender). 0: 64.
+	// Window bounds the messages from one peer waiting to be shown (on
+	// all its streams): past it the receiver stops reading, and QUIC's
+	// flow control holds the sender. So a peer cannot make us hold more
+	// than Window of its messages. 0: 64.
 	Window int
 	Logger zerolog.Logger
 	Now    func() time.Time

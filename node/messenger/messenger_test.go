@@ -454,3 +454,55 @@ func TestDrain(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling with a deadline
 	}
 }
+
+// waiting returns how many messages from peer wait to be shown.
+func (m *Messenger) waiting(peer wire.Key) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if in := m.inboxes[peer]; in != nil {
+		return len(in.waiting)
+	}
+	return 0
+}
+
+func TestPeerCannotMakeUsHoldMoreThanWindow(t *testing.T) {
+	w := newWorld(t)
+	a := w.start("alice", nil, "", Options{})
+	w.manual = true
+	b := w.start("bob", nil, "", Options{Window: 16})
+	const n = 100
+	for i := range n {
+		a.m.Send("bob", fmt.Sprint("flood ", i))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.m.waiting(a.key) < 16 {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob holds %d waiting, want 16", b.m.waiting(a.key))
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter, with a deadline
+	}
+	time.Sleep(200 * time.Millisecond) // a window in which more would arrive if allowed
+	if got := b.m.waiting(a.key); got != 16 {
+		t.Fatalf("bob holds %d messages waiting for a front end that does not read, want 16", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < n; {
+		e, err := b.sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", i, err)
+		}
+		if m, ok := e.(*api.Message); ok {
+			if m.Text != fmt.Sprint("flood ", i) {
+				t.Fatalf("message %d is %q", i, m.Text)
+			}
+			i++
+		}
+	}
+	b.sub.Handled()
+	for i := 0; i < n; {
+		if a.next(t, "delivered", isType(api.TypeDelivered)) != nil {
+			i++
+		}
+	}
+}

@@ -52,6 +52,7 @@ func readFrames(r io.Reader, f func(wire.FrameKind, []byte) error) error {
 type inbox struct {
 	streams int
 	waiting map[wire.MsgID]chan struct{}
+	slots   chan struct{} // one per message waiting (Options.Window)
 }
 
 // receipt is a receipt to write once shown is closed.
@@ -107,7 +108,11 @@ func (m *Messenger) ServeChat(ctx context.Context, peer wire.Key, st Stream) {
 			m.log.Info().Str("peer", name).Msg("message of a kind this node does not support; dropped")
 			return nil
 		}
-		r := receipt{id: msg.ID, shown: m.show(peer, name, in, msg)}
+		shown, err := m.show(ctx, peer, name, in, msg)
+		if err != nil {
+			return err
+		}
+		r := receipt{id: msg.ID, shown: shown}
 		select {
 		case receipts <- r: // full: wait, and stop reading (flow control holds the sender)
 		case <-ctx.Done():
@@ -123,17 +128,30 @@ func (m *Messenger) ServeChat(ctx context.Context, peer wire.Key, st Stream) {
 }
 
 // show shows msg unless it was shown before or is waiting to be, and
-// returns a channel closed once it has been shown.
-func (m *Messenger) show(peer wire.Key, name string, in *inbox, msg *wire.Msg) <-chan struct{} {
+// returns a channel closed once it has been shown. It waits while the
+// peer has Window messages waiting to be shown.
+func (m *Messenger) show(ctx context.Context, peer wire.Key, name string, in *inbox, msg *wire.Msg) (<-chan struct{}, error) {
 	if m.opts.Store.Shown(peer, msg.ID) {
-		return closedChan
+		return closedChan, nil
 	}
 	m.mu.Lock()
-	if ch := in.waiting[msg.ID]; ch != nil {
-		m.mu.Unlock()
-		return ch
+	ch := in.waiting[msg.ID]
+	m.mu.Unlock()
+	if ch != nil {
+		return ch, nil
 	}
-	ch := make(chan struct{})
+	select {
+	case in.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	m.mu.Lock()
+	if ch := in.waiting[msg.ID]; ch != nil { // came on another stream meanwhile
+		m.mu.Unlock()
+		<-in.slots
+		return ch, nil
+	}
+	ch = make(chan struct{})
 	in.waiting[msg.ID] = ch
 	m.mu.Unlock()
 	id := msg.ID
@@ -147,9 +165,10 @@ func (m *Messenger) show(peer wire.Key, name string, in *inbox, msg *wire.Msg) <
 		delete(in.waiting, id)
 		m.dropInboxLocked(peer, in)
 		m.mu.Unlock()
+		<-in.slots
 		close(ch)
 	})
-	return ch
+	return ch, nil
 }
 
 // writeReceipts writes each receipt, in order, once its message is shown.
@@ -201,7 +220,7 @@ func (m *Messenger) openInbox(peer wire.Key) *inbox {
 	defer m.mu.Unlock()
 	in := m.inboxes[peer]
 	if in == nil {
-		in = &inbox{waiting: make(map[wire.MsgID]chan struct{})}
+		in = &inbox{waiting: make(map[wire.MsgID]chan struct{}), slots: make(chan struct{}, m.opts.Window)}
 		m.inboxes[peer] = in
 	}
 	in.streams++
