@@ -25,9 +25,10 @@ import (
 // TestPeerChurnLeavesNothing has 1,000 peers join, write to one node
 // ("hub") once and leave, 25 at a time. The hub must end holding nothing
 // for them (no session, conversation, receiving state, ICE agent or link
-// entry), and the process's goroutines and heap must come back to within
-// 10 % of what they were before (measured after a warm-up round, so that
-// first-use allocations do not count).
+// entry), and the process's goroutines and live heap must come back to
+// within 10 % of what they were before (measured after a warm-up round, so
+// that first-use allocations do not count). The heap is not compared under
+// the race detector; `make test` runs this test again without it.
 func TestPeerChurnLeavesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: a thousand peers")
@@ -69,7 +70,7 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		g1, h1 = runtime.NumGoroutine(), heapLive()
-		if (float64(g1) <= 1.1*float64(g0) && float64(h1) <= 1.1*float64(h0)) || time.Now().After(deadline) {
+		if (float64(g1) <= 1.1*float64(g0) && (raceEnabled || float64(h1) <= 1.1*float64(h0))) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond) // polling a measurement, with a deadline
@@ -81,7 +82,11 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 		pprof.Lookup("goroutine").WriteTo(&b, 1)
 		t.Errorf("goroutines grew from %d to %d:\n%s", g0, g1, b.String())
 	}
-	if float64(h1) > 1.1*float64(h0) {
+	switch {
+	case raceEnabled:
+		// make test runs this test once more without -race for the heap.
+		t.Logf("heap not compared under the race detector (it allocates for itself)")
+	case float64(h1) > 1.1*float64(h0):
 		t.Errorf("heap grew from %.2f to %.2f MiB", float64(h0)/(1<<20), float64(h1)/(1<<20))
 	}
 }

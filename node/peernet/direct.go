@@ -84,6 +84,12 @@ type direct struct {
 	stopped bool // after stop, path reports are ignored
 	seq     uint32
 	pending map[uint32]*pendingSignal // offers awaiting their Ack
+	// The path as punch last reported it, to give the link again when
+	// the peer's session comes back (reopen).
+	up     bool
+	path   *sockPath
+	remote string
+	rtt    time.Duration
 }
 
 type pendingSignal struct {
@@ -239,12 +245,24 @@ func (d *direct) Direct(up bool, remote net.Addr, rtt time.Duration) {
 	if up && ok {
 		ap := ua.AddrPort()
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		d.up, d.path, d.remote, d.rtt = true, &sockPath{conn: d.p.opts.Conn, to: net.UDPAddrFromAddrPort(ap), ap: ap}, ap.String(), rtt
 		d.p.setRemote(d, ap, true)
-		d.p.link.SetDirect(d.key, &sockPath{conn: d.p.opts.Conn, to: net.UDPAddrFromAddrPort(ap), ap: ap}, ap.String(), rtt)
+		d.p.link.SetDirect(d.key, d.path, d.remote, rtt)
 		return
 	}
+	d.up, d.path, d.remote, d.rtt = false, nil, "", 0
 	d.p.setRemote(d, netip.AddrPort{}, false)
 	d.p.link.SetDirect(d.key, nil, "", 0)
+}
+
+// reopen gives the link the direct path again after the peer's session
+// came back (the link forgot the peer when the session ended).
+func (d *direct) reopen() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.stopped && d.up {
+		d.p.link.SetDirect(d.key, d.path, d.remote, d.rtt)
+	}
 }
 
 // Receive implements punch.Handler: a datagram on the direct path that

@@ -376,7 +376,7 @@ func (p *Net) Directs() int {
 // worker does the slow work: creating and stopping ICE peers, handling
 // signals. It never runs on the read loop.
 func (p *Net) worker(ctx context.Context) {
-	tick := time.NewTicker(10 * time.Second)
+	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
@@ -388,18 +388,21 @@ func (p *Net) worker(ctx context.Context) {
 				p.mu.Lock()
 				p.opened[o.key] = true
 				delete(p.closed, o.key)
+				d := p.directs[o.key]
 				p.mu.Unlock()
-				p.ensureDirect(o.key, true)
+				if d != nil {
+					d.reopen() // the session came back within the grace
+				} else {
+					p.ensureDirect(o.key, true)
+				}
 			case opClose:
 				p.mu.Lock()
 				delete(p.opened, o.key)
 				p.closed[o.key] = time.Now()
-				d := p.directs[o.key]
-				delete(p.directs, o.key)
 				p.mu.Unlock()
-				if d != nil {
-					p.stopDirect(d)
-				}
+				// The direct is stopped by reap after a grace, so that a
+				// session replaced at once (a duplicate dial lost, an idle
+				// close and a new message) keeps its ICE agent and path.
 			case opSignal:
 				p.onSignal(o.key, o.body)
 			}
@@ -409,20 +412,38 @@ func (p *Net) worker(ctx context.Context) {
 	}
 }
 
+// closeGrace is how long a peer's ICE agent outlives its session.
+const closeGrace = 5 * time.Second
+
 // stopDirect stops d on the side: pion closes its agent gracefully, which
-// can take a while.
+// can take a while. If the peer's session came back meanwhile, punching
+// starts again once d is gone (its punch.Peer has the same id).
 func (p *Net) stopDirect(d *direct) {
 	p.stops.Add(1)
-	go func() { defer p.stops.Done(); d.stop() }()
+	go func() {
+		defer p.stops.Done()
+		d.stop()
+		p.mu.Lock()
+		again := p.opened[d.key] && p.directs[d.key] == nil && !p.stopped
+		p.mu.Unlock()
+		if again {
+			p.post(op{kind: opOpen, key: d.key})
+		}
+	}()
 }
 
-// reap stops punching to peers we never got a session with (they offered
-// and went away), and forgets old tombstones.
+// reap stops punching to peers whose session ended more than closeGrace
+// ago, and to peers we never got a session with (they offered and went
+// away), and forgets old tombstones.
 func (p *Net) reap(now time.Time) {
 	var stale []*direct
 	p.mu.Lock()
 	for k, d := range p.directs {
-		if !p.opened[k] && now.Sub(d.created) > time.Minute {
+		if p.opened[k] {
+			continue
+		}
+		at, ended := p.closed[k]
+		if (ended && now.Sub(at) > closeGrace) || (!ended && now.Sub(d.created) > time.Minute) {
 			delete(p.directs, k)
 			stale = append(stale, d)
 		}
