@@ -234,6 +234,14 @@ type proc struct {
 // when the test failed, in t.Cleanup.
 func startProc(t *testing.T, label, bin string, args ...string) *proc {
 	t.Helper()
+	return startProcGated(t, label, bin, nil, args...)
+}
+
+// startProcGated is startProc; with st not nil, the process's stdout is
+// not read at all before st.resume (or the end of the test), while its
+// stderr is read all along.
+func startProcGated(t *testing.T, label, bin string, st *stall, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	home := t.TempDir()
 	// Defaults (identity files, the rendezvous's data dir) land in a
@@ -255,9 +263,26 @@ func startProc(t *testing.T, label, bin string, args ...string) *proc {
 		t.Fatalf("start %s: %v", label, err)
 	}
 	p := &proc{label: label, cmd: cmd, stdin: stdin, out: newLineLog(), errs: newLineLog(), done: make(chan struct{})}
+	ending := make(chan struct{}) // closed in Cleanup: read stdout whatever the stall says
+	if st != nil {
+		f, ok := stdout.(*os.File)
+		if !ok {
+			t.Fatalf("stdout pipe is a %T, want an *os.File", stdout)
+		}
+		st.pipe = f
+	}
 	var readers sync.WaitGroup
 	readers.Add(2)
-	go func() { defer readers.Done(); p.out.read(stdout, true) }()
+	go func() {
+		defer readers.Done()
+		if st != nil {
+			select {
+			case <-st.gate:
+			case <-ending:
+			}
+		}
+		p.out.read(stdout, true)
+	}()
 	go func() { defer readers.Done(); p.errs.read(stderr, false) }()
 	go func() {
 		readers.Wait() // Wait closes the pipes: read them to the end first
@@ -266,6 +291,7 @@ func startProc(t *testing.T, label, bin string, args ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		close(ending)
 		p.kill(t)
 		if bins.race {
 			if _, _, ok := p.errs.waitFor(0, 0, func(e entry) bool { return strings.Contains(e.text, "DATA RACE") }); ok {
@@ -484,6 +510,11 @@ type nodeOptions struct {
 	delivery time.Duration // -delivery-timeout; 0: the default
 	noDirect bool          // -no-direct
 	listen   string        // -listen; "": 127.0.0.1:0
+	state    string        // -state; "": the default, in the process's temporary home
+	label    string        // the label in failure logs; "": "node NAME"
+	// stalled, when non-nil, holds back the reading of the node's stdout
+	// until stalled.resume: the node's writes fill the pipe and then block.
+	stalled *stall
 }
 
 // startNode starts a headless node called name using the rendezvous at rv.
@@ -500,8 +531,11 @@ func startNode(t *testing.T, name, rv string, o nodeOptions) *node {
 	if o.noDirect {
 		args = append(args, "-no-direct")
 	}
+	if o.state != "" {
+		args = append(args, "-state", o.state)
+	}
 	n := &node{name: name, identity: o.identity}
-	n.proc = startProc(t, "node "+name, bins.node, args...)
+	n.proc = startProcGated(t, cmp.Or(o.label, "node "+name), bins.node, o.stalled, args...)
 	t.Cleanup(func() {
 		// Every stdout line is a JSON event with a type and a timestamp.
 		es, _, _ := n.out.since(0)

@@ -9,7 +9,6 @@ package e2e
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,16 +30,6 @@ import (
 )
 
 // --- helpers: nodes with state, stalled nodes, diagnostics ---
-
-// xOptions are nodeOptions plus what startNode does not set.
-type xOptions struct {
-	nodeOptions
-	label string // the label in failure logs; "": "node NAME"
-	state string // -state; "": the default, in the process's temporary home
-	// stalled, when non-nil, holds back the reading of the node's stdout
-	// until stalled.resume: the node's writes fill the pipe and then block.
-	stalled *stall
-}
 
 // stall holds back the reading of a process's stdout until resume.
 type stall struct {
@@ -71,104 +60,6 @@ func (s *stall) queued(t *testing.T) int {
 		t.Fatalf("FIONREAD on a stdout pipe: %v", ierr)
 	}
 	return n
-}
-
-// startNodeX starts a headless node called name on rv, like startNode,
-// with the extra options of o.
-func startNodeX(t *testing.T, name, rv string, o xOptions) *node {
-	t.Helper()
-	if o.identity == "" {
-		o.identity = filepath.Join(t.TempDir(), "node.key")
-	}
-	args := []string{"-name", name, "-rv", rv, "-identity", o.identity, "-headless",
-		"-heartbeat", heartbeat.String(), "-log-level", "debug", "-listen", cmp.Or(o.listen, "127.0.0.1:0")}
-	if o.delivery > 0 {
-		args = append(args, "-delivery-timeout", o.delivery.String())
-	}
-	if o.noDirect {
-		args = append(args, "-no-direct")
-	}
-	if o.state != "" {
-		args = append(args, "-state", o.state)
-	}
-	label := cmp.Or(o.label, "node "+name)
-	n := &node{name: name, identity: o.identity}
-	if o.stalled != nil {
-		n.proc = startProcStalled(t, label, bins.node, o.stalled, args...)
-	} else {
-		n.proc = startProc(t, label, bins.node, args...)
-	}
-	t.Cleanup(func() {
-		es, _, _ := n.out.since(0)
-		for _, e := range es {
-			if e.ev == nil {
-				t.Errorf("%s: stdout line is not a JSON event: %q", n.label, e.text)
-			}
-		}
-	})
-	return n
-}
-
-// startProcStalled is startProc, except that the process's stdout is not
-// read at all before st.resume (or the end of the test). Its stderr is
-// read all along.
-func startProcStalled(t *testing.T, label, bin string, st *stall, args ...string) *proc {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_STATE_HOME="+home)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", label, err)
-	}
-	f, ok := stdout.(*os.File)
-	if !ok {
-		t.Fatalf("stdout pipe is a %T, want an *os.File", stdout)
-	}
-	st.pipe = f
-	p := &proc{label: label, cmd: cmd, stdin: stdin, out: newLineLog(), errs: newLineLog(), done: make(chan struct{})}
-	ending := make(chan struct{}) // closed in Cleanup: read stdout whatever gate says
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() {
-		defer readers.Done()
-		select {
-		case <-st.gate:
-		case <-ending:
-		}
-		p.out.read(stdout, true)
-	}()
-	go func() { defer readers.Done(); p.errs.read(stderr, false) }()
-	go func() {
-		readers.Wait()
-		cmd.Wait()
-		p.state = cmd.ProcessState
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		close(ending)
-		p.kill(t)
-		if bins.race {
-			if _, _, ok := p.errs.waitFor(0, 0, func(e entry) bool { return strings.Contains(e.text, "DATA RACE") }); ok {
-				t.Errorf("%s reported a data race", label)
-			}
-		}
-		if t.Failed() {
-			p.dump(t)
-		}
-	})
-	return p
 }
 
 // sendTexts sends each of texts from→to with /msg and waits for their sent
@@ -455,7 +346,7 @@ func TestKeyChanged(t *testing.T) {
 	rv1 := startRendezvous(t, rvOptions{})
 	aliceKey := filepath.Join(t.TempDir(), "alice.key")
 	aliceState := t.TempDir()
-	alice := startNodeX(t, "alice", rv1.addr, xOptions{nodeOptions: nodeOptions{identity: aliceKey}, state: aliceState})
+	alice := startNode(t, "alice", rv1.addr, nodeOptions{identity: aliceKey, state: aliceState})
 	bob := startNode(t, "bob", rv1.addr, nodeOptions{})
 	alice.waitRegistered(t)
 	bob.waitRegistered(t)
@@ -471,13 +362,13 @@ func TestKeyChanged(t *testing.T) {
 	}
 
 	rv2 := startRendezvous(t, rvOptions{})
-	mallory := startNodeX(t, "bob", rv2.addr, xOptions{label: "node mallory (as bob)"})
+	mallory := startNode(t, "bob", rv2.addr, nodeOptions{label: "node mallory (as bob)"})
 	mallory.waitRegistered(t)
 	malloryFP := mallory.selfFingerprint(t)
 	if malloryFP == bobFP {
 		t.Fatal("mallory and bob have the same fingerprint")
 	}
-	alice = startNodeX(t, "alice", rv2.addr, xOptions{nodeOptions: nodeOptions{identity: aliceKey}, state: aliceState, label: "node alice (on rv2)"})
+	alice = startNode(t, "alice", rv2.addr, nodeOptions{identity: aliceKey, state: aliceState, label: "node alice (on rv2)"})
 	alice.waitRegistered(t)
 	alice.waitPeerJoined(t, "bob")
 
@@ -576,7 +467,7 @@ func TestRefusedOnce(t *testing.T) {
 
 	refused := func(name, identity, code string) {
 		t.Helper()
-		n := startNodeX(t, name, rv.addr, xOptions{nodeOptions: nodeOptions{identity: identity}})
+		n := startNode(t, name, rv.addr, nodeOptions{identity: identity})
 		if exit := n.exitCode(t, waitLong); exit != 1 {
 			t.Errorf("%s: exit %d, want 1 after %s", n.label, exit, code)
 		}

@@ -60,18 +60,16 @@ func soak(t *testing.T, noDirect bool) {
 	began := time.Now()
 	rv := startRendezvous(t, rvOptions{})
 	dir := t.TempDir()
-	opts := func(who string) xOptions {
-		return xOptions{
-			nodeOptions: nodeOptions{identity: filepath.Join(dir, who+".key"), delivery: 5 * time.Minute, noDirect: noDirect},
-			state:       filepath.Join(dir, who+"-state"),
-		}
+	opts := func(who string) nodeOptions {
+		return nodeOptions{identity: filepath.Join(dir, who+".key"), delivery: 5 * time.Minute, noDirect: noDirect,
+			state: filepath.Join(dir, who+"-state")}
 	}
 	var bobs, alices []*node
 	startBob := func() *node {
 		t.Helper()
 		o := opts("bob")
 		o.label = fmt.Sprintf("node bob#%d", len(bobs)+1)
-		n := startNodeX(t, "bob", rv.addr, o)
+		n := startNode(t, "bob", rv.addr, o)
 		bobs = append(bobs, n)
 		n.waitRegistered(t)
 		return n
@@ -80,7 +78,7 @@ func soak(t *testing.T, noDirect bool) {
 		t.Helper()
 		o := opts("alice")
 		o.label = fmt.Sprintf("node alice#%d", len(alices)+1)
-		n := startNodeX(t, "alice", rv.addr, o)
+		n := startNode(t, "alice", rv.addr, o)
 		alices = append(alices, n)
 		n.waitRegistered(t)
 		return n

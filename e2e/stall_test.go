@@ -29,7 +29,9 @@ func TestStalledFrontEnd(t *testing.T) {
 			o := nodeOptions{delivery: 5 * time.Minute, noDirect: mode.relay}
 			st := newStall()
 			stallStart := time.Now()
-			bob := startNodeX(t, "bob", rv.addr, xOptions{nodeOptions: o, stalled: st})
+			ob := o
+			ob.stalled = st
+			bob := startNode(t, "bob", rv.addr, ob)
 			alice := startNode(t, "alice", rv.addr, o)
 			carol := startNode(t, "carol", rv.addr, nodeOptions{noDirect: true})
 			t.Cleanup(func() {

@@ -222,13 +222,7 @@ func (s *Sub) pushLocked(it item, now func() time.Time) {
 // returns what is still queued, then ErrClosed.
 func (s *Sub) Next(ctx context.Context) (Event, error) {
 	b := s.b
-	b.mu.Lock()
-	prev := s.last
-	s.last = nil
-	b.mu.Unlock()
-	if prev != nil {
-		prev.shown.run()
-	}
+	s.Handled()
 	for {
 		b.mu.Lock()
 		if s.head < len(s.q) {
