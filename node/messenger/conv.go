@@ -20,7 +20,7 @@ type conv struct {
 	to   string // the name as first typed
 	nk   string // wire.NameKey(to)
 	wake chan struct{}
-	key  wire.Key // the peer's key once looked up and checked; used by run only
+	key  wire.Key // the peer's key once looked up and checked (or pinned); used by run only
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -216,10 +216,18 @@ func (c *conv) reap(s *chat) *chat {
 // deadlines), and reports false.
 func (c *conv) connect(ctx context.Context, backoff *time.Duration) (Stream, bool) {
 	m := c.m
-	if !c.key.IsZero() && m.opts.Sessions.Connected(c.key) {
-		// A session is up: the peer is there, whatever the rendezvous
-		// (restarting, say) says now. A peer that leaves ends it.
-		if st, err := m.opts.Sessions.OpenChat(ctx, c.key); err == nil {
+	key := c.key
+	if key.IsZero() {
+		if p, ok, err := m.opts.Store.PinByName(c.to); err == nil && ok {
+			key = p.Key
+		}
+	}
+	if !key.IsZero() && m.opts.Sessions.Connected(key) {
+		// A session with the key we know for this name is up: the peer is
+		// there, whatever the rendezvous (restarting, say) says now. A
+		// peer that leaves ends its session.
+		if st, err := m.opts.Sessions.OpenChat(ctx, key); err == nil {
+			c.key = key
 			*backoff = 0
 			return st, true
 		}

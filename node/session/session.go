@@ -127,7 +127,15 @@ type peer struct {
 	cur     *conn         // the connection in use, nil if none
 	dialing chan struct{} // closed when our dial in flight ends; nil if none
 	conns   int           // live connections, cur and losers not yet gone
+	// downDue: the last connection closed as a duplicate; the winner is on
+	// its way, so the peer is not reported down unless none comes within
+	// duplicateGrace.
+	downDue bool
 }
+
+// duplicateGrace is how long a peer whose last connection closed as a
+// duplicate stays up, waiting for the connection that won.
+const duplicateGrace = 2 * time.Second
 
 // conn is one QUIC connection to a peer.
 type conn struct {
@@ -288,9 +296,10 @@ func (m *Manager) adopt(c *conn) bool {
 		loser = c
 	}
 	p.conns++
-	if p.conns == 1 {
+	if p.conns == 1 && !p.downDue {
 		m.pending = append(m.pending, peerEvent{c.key, true})
 	}
+	p.downDue = false
 	if p.cur == c {
 		c.idleSince = now
 	}
@@ -326,6 +335,8 @@ func (m *Manager) keepNew(old, c *conn, now time.Time) bool {
 
 // gone forgets connection c after it closed.
 func (m *Manager) gone(c *conn) {
+	var appErr *quic.ApplicationError
+	dup := errors.As(context.Cause(c.qc.Context()), &appErr) && appErr.ErrorCode == codeDuplicate
 	m.mu.Lock()
 	p := m.peers[c.key]
 	if p != nil {
@@ -333,15 +344,39 @@ func (m *Manager) gone(c *conn) {
 			p.cur = nil
 		}
 		p.conns--
-		if p.conns == 0 {
-			m.pending = append(m.pending, peerEvent{c.key, false})
-			if p.dialing == nil {
-				delete(m.peers, c.key)
-			}
+		switch {
+		case p.conns > 0:
+		case dup && !m.closed:
+			// Both sides dialed and this side lost its connection before
+			// the winner arrived: do not report the peer down and up again.
+			p.downDue = true
+			key := c.key
+			m.wg.Add(1)
+			time.AfterFunc(duplicateGrace, func() {
+				defer m.wg.Done()
+				m.mu.Lock()
+				if pp := m.peers[key]; pp == p && p.downDue && p.conns == 0 {
+					m.downLocked(key, p)
+				}
+				m.mu.Unlock()
+				m.flush()
+			})
+		default:
+			m.downLocked(c.key, p)
 		}
 	}
 	m.mu.Unlock()
 	m.flush()
+}
+
+// downLocked reports peer key down and forgets it unless a dial is in
+// flight.
+func (m *Manager) downLocked(key wire.Key, p *peer) {
+	p.downDue = false
+	m.pending = append(m.pending, peerEvent{key, false})
+	if p.dialing == nil {
+		delete(m.peers, key)
+	}
 }
 
 // flush makes the queued OnPeer calls in order.
@@ -545,7 +580,7 @@ func (m *Manager) dial(ctx context.Context, key wire.Key) error {
 	m.mu.Lock()
 	p.dialing = nil
 	close(done)
-	if err != nil && p.cur == nil && p.conns == 0 {
+	if err != nil && p.cur == nil && p.conns == 0 && !p.downDue {
 		delete(m.peers, key)
 	}
 	m.mu.Unlock()
