@@ -2,11 +2,10 @@ package sim
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -16,14 +15,11 @@ import (
 	"time"
 
 	"natchat/node"
-	"natchat/node/api"
-	"natchat/node/store"
 	"natchat/rendezvous"
-	"natchat/wire"
 )
 
 // TestPeerChurnLeavesNothing has 1,000 peers join, write to one node
-// ("hub") once and leave, 25 at a time. The hub must end holding nothing
+// ("hub") once and leave, 25 at a time, each a node process of its own. The hub must end holding nothing
 // for them (no session, conversation, receiving state, ICE agent or link
 // entry), and the process's goroutines and live heap must come back to
 // within 10 % of what they were before (measured after a warm-up round, so
@@ -50,7 +46,13 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 		skew.Add(int64(rendezvous.CookieLifetime + 2*time.Second))
 		rv.Srv.Sweep(time.Now().Add(time.Duration(skew.Load())))
 	}
-	churn(t, rv, hub, 0, 25) // warm-up
+	bin := buildNode(t)
+	// A warm-up of 300 peers reaches the steady state of the churn: an ICE
+	// agent outlives its session by a few seconds, so the hub holds the agents
+	// (and goroutines) of the last seconds' peers, and the runtime keeps the
+	// descriptors of the most goroutines it ever ran.
+	const warm = 300
+	churn(t, bin, rv, 0, warm) // warm-up: first-use allocations and the runtime's high-water marks
 	waitEmpty(t, hub)
 	settleRV()
 	g0 := steadyGoroutines()
@@ -58,7 +60,7 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 
 	peers := envInt("SIM_CHURN", 1000)
 	start := time.Now()
-	churn(t, rv, hub, 25, peers)
+	churn(t, bin, rv, warm, warm+peers)
 	waitEmpty(t, hub)
 	settleRV()
 	// Closed QUIC connections are remembered by their transport for a few
@@ -91,11 +93,13 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 	}
 }
 
-// churn runs peers first..last-1: each registers, sends the hub one
-// message, waits for its receipt and leaves. Peers are not StartNode's:
-// the test must not keep them (or their events) alive after they left.
-func churn(t *testing.T, rv *Rendezvous, hub *Node, first, last int) {
+// churn runs peers first..last-1, each a node process of its own (so
+// that only the hub's memory, not the peers', is in this process): it
+// registers, sends the hub one message, waits for its receipt (end of
+// input) and leaves.
+func churn(t *testing.T, bin string, rv *Rendezvous, first, last int) {
 	const batch = 25
+	dir := t.TempDir()
 	for i := first; i < last; i += batch {
 		var wg sync.WaitGroup
 		errs := make(chan error, batch)
@@ -103,7 +107,7 @@ func churn(t *testing.T, rv *Rendezvous, hub *Node, first, last int) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := churnPeer(t, rv.Addr, j); err != nil {
+				if err := churnPeer(bin, rv.Addr, dir, j); err != nil {
 					errs <- err
 				}
 			}()
@@ -116,61 +120,37 @@ func churn(t *testing.T, rv *Rendezvous, hub *Node, first, last int) {
 	}
 }
 
-// churnPeer is one short-lived peer.
-func churnPeer(t *testing.T, rv string, i int) error {
+// churnPeer is one short-lived peer: `printf '/msg hub ...' | node`.
+func churnPeer(bin, rv, dir string, i int) error {
 	name := fmt.Sprintf("c%04d", i)
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp(t.TempDir(), name)
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	st, err := store.Open(dir, wire.Key(priv.Public().(ed25519.PublicKey)), store.Options{})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	n, err := node.New(node.Options{Name: name, Rendezvous: rv, Conn: conn, Identity: priv, Store: st, NoDirect: true})
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	sub := n.Subscribe()
+	peerDir := filepath.Join(dir, name)
+	defer os.RemoveAll(peerDir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	if err := n.Do(ctx, api.Send{To: "hub", Text: fmt.Sprintf("hello from %d", i)}); err != nil {
-		return err
+	cmd := exec.CommandContext(ctx, bin, "-name", name, "-rv", rv, "-headless", "-no-direct", "-log-level", "warn",
+		"-identity", filepath.Join(peerDir, "key"), "-state", filepath.Join(peerDir, "state"), "-listen", "127.0.0.1:0")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("/msg hub hello from %d\n", i))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", name, err, stderr.String())
 	}
-	for {
-		e, err := sub.Next(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: no receipt: %w", name, err)
-		}
-		if e, ok := e.(*api.Error); ok {
-			return fmt.Errorf("%s: %s: %s", name, e.Code, e.Message)
-		}
-		if _, ok := e.(*api.Delivered); ok {
-			break
-		}
+	if !strings.Contains(string(out), `"type":"delivered"`) {
+		return fmt.Errorf("%s: no receipt: %s", name, out)
 	}
-	if err := n.Do(ctx, api.Quit{}); err != nil {
-		return err
+	return nil
+}
+
+// buildNode builds the node command for churn's peers.
+func buildNode(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "node")
+	build := exec.Command("go", "build", "-o", bin, "natchat/cmd/node")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build natchat/cmd/node: %v\n%s", err, out)
 	}
-	for {
-		if _, err := sub.Next(ctx); err != nil {
-			break // the bus closed: Run is over
-		}
-	}
-	return <-done
+	return bin
 }
 
 // steadyGoroutines returns the goroutine count once it has stopped
