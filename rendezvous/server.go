@@ -13,8 +13,6 @@ package rendezvous
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -25,7 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pion/stun/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
@@ -419,149 +416,6 @@ func (s *Server) sessionLocked(id wire.SessionID, src netip.AddrPort, now time.T
 	return c
 }
 
-func (s *Server) handleRegisterLocked(m *wire.Register, src netip.AddrPort, now time.Time, reqLen int) {
-	refuse := func(code wire.Code, reason, msg string) {
-		s.drop(reason)
-		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: code, Request: wire.TypeRegister, Message: msg})
-	}
-	if !s.cookies.valid(now, src, m.Cookie) {
-		refuse(wire.CodeBadCookie, relay.DropBadCookie, "cookie invalid or expired")
-		return
-	}
-	if err := wire.ValidateName(m.Name); err != nil {
-		refuse(wire.CodeBadName, relay.DropMalformed, err.Error())
-		return
-	}
-	if !ed25519.Verify(ed25519.PublicKey(m.Key[:]), wire.RegisterSigned(m.Cookie, m.Key, m.Name), m.Sig[:]) {
-		refuse(wire.CodeBadSignature, relay.DropBadSignature, "signature does not verify")
-		return
-	}
-	// From here the source has proved its address and its key.
-	if old := s.byKey[m.Key]; old != nil && old.cookie == m.Cookie && wire.NameKey(old.name) == wire.NameKey(m.Name) {
-		// A retransmitted registration: answer it again (at the node's
-		// current address, should it have roamed since), change nothing.
-		// The same cookie with another name is not a retransmit: it falls
-		// through to the store, which refuses it (key_in_use).
-		s.sendRegisteredLocked(old)
-		return
-	}
-	if slices.ContainsFunc(s.spent[m.Key], func(r spentCookie) bool { return r.cookie == m.Cookie }) {
-		refuse(wire.CodeReplay, relay.DropReplay, "registration replayed")
-		return
-	}
-	name, err := s.opts.Store.Bind(m.Name, m.Key)
-	switch {
-	case errors.Is(err, ErrNameTaken):
-		refuse(wire.CodeNameTaken, relay.DropMalformed, fmt.Sprintf("name %q is taken", m.Name))
-		return
-	case errors.Is(err, ErrKeyInUse):
-		refuse(wire.CodeKeyInUse, relay.DropMalformed, "this identity key is registered under another name")
-		return
-	case err != nil:
-		s.log.Error().Err(err).Msg("store bind")
-		return
-	}
-	s.m.registrations.Inc()
-	if c := s.byKey[m.Key]; c != nil {
-		// The node registered again (restarted, or its NAT rebound): it
-		// stays online; new session, new address.
-		delete(s.bySession, c.session)
-		s.spendLocked(c, now)
-		c.session, c.addr, c.cookie, c.lastSeen = newSession(), src, m.Cookie, now
-		s.bySession[c.session] = c
-		s.log.Info().Str("peer", c.name).Stringer("addr", src).Msg("re-registered")
-		s.sendRegisteredLocked(c)
-		s.sendSnapshotLocked(c)
-		return
-	}
-	c := &client{
-		key: m.Key, name: name, addr: src, session: newSession(), cookie: m.Cookie, lastSeen: now,
-		limiter: relay.NewLimiter(s.opts.Relay),
-	}
-	s.byKey[c.key] = c
-	s.bySession[c.session] = c
-	s.m.online.Set(float64(len(s.byKey)))
-	s.log.Info().Str("peer", c.name).Stringer("addr", src).Str("key", c.key.Short()).Msg("registered")
-	s.sendRegisteredLocked(c)
-	if s.opts.DefaultRoom != "" {
-		s.joinLocked(c, s.opts.DefaultRoom)
-	}
-	s.sendSnapshotLocked(c)
-}
-
-func newSession() (id wire.SessionID) {
-	rand.Read(id[:])
-	return id
-}
-
-func (s *Server) sendRegisteredLocked(c *client) {
-	s.send(wire.Marshal(&wire.Registered{
-		Session: c.session, Observed: c.addr,
-		HeartbeatMS: uint32(s.opts.Heartbeat / time.Millisecond),
-		ExpiryMS:    uint32(s.opts.Expiry / time.Millisecond),
-		PresenceSeq: c.seq,
-	}), c.addr)
-}
-
-// joinLocked puts c in room and tells the members who newly share a room
-// with c.
-func (s *Server) joinLocked(c *client, room string) {
-	if slices.Contains(c.rooms, room) {
-		return
-	}
-	members := s.rooms[room]
-	if members == nil {
-		members = make(map[*client]struct{})
-		s.rooms[room] = members
-	}
-	for o := range members {
-		if !s.shareRoomLocked(c, o) {
-			s.presenceLocked(o, wire.PresenceJoin, wire.ReasonNone, c)
-		}
-	}
-	members[c] = struct{}{}
-	c.rooms = append(c.rooms, room)
-}
-
-func (s *Server) shareRoomLocked(a, b *client) bool {
-	for _, r := range a.rooms {
-		if _, ok := s.rooms[r][b]; ok {
-			return true
-		}
-	}
-	return false
-}
-
-// coMembersLocked returns everyone who shares a room with c, once each.
-func (s *Server) coMembersLocked(c *client) []*client {
-	seen := make(map[*client]struct{})
-	var out []*client
-	for _, r := range c.rooms {
-		for o := range s.rooms[r] {
-			if _, ok := seen[o]; ok || o == c {
-				continue
-			}
-			seen[o] = struct{}{}
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-func (s *Server) presenceLocked(to *client, kind wire.PresenceKind, reason wire.LeaveReason, about *client) {
-	to.seq++
-	s.send(wire.Marshal(&wire.Presence{Seq: to.seq, Kind: kind, Reason: reason, Key: about.key, Name: about.name}), to.addr)
-}
-
-// spendLocked remembers c's current cookie as used up.
-func (s *Server) spendLocked(c *client, now time.Time) {
-	rs := append(s.spent[c.key], spentCookie{cookie: c.cookie, at: now})
-	if len(rs) > maxSpent {
-		rs = rs[len(rs)-maxSpent:]
-	}
-	s.spent[c.key] = rs
-}
-
 func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time) {
 	others := s.coMembersLocked(c)
 	for _, r := range c.rooms {
@@ -578,96 +432,6 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	for _, o := range others {
 		s.presenceLocked(o, wire.PresenceLeft, reason, c)
 	}
-}
-
-// sendSnapshotLocked sends c everyone who shares a room with it, in parts
-// that each fit one datagram.
-func (s *Server) sendSnapshotLocked(c *client) {
-	peers := s.coMembersLocked(c)
-	sort.Slice(peers, func(i, j int) bool { return peers[i].name < peers[j].name })
-	var parts [][]wire.Peer
-	var cur []wire.Peer
-	size := 0
-	for _, p := range peers {
-		n := wire.KeyLen + 1 + len(p.name)
-		if size+n > wire.MaxPeersBody-9 || len(cur) == 255 {
-			parts = append(parts, cur)
-			cur, size = nil, 0
-		}
-		cur = append(cur, wire.Peer{Key: p.key, Name: p.name})
-		size += n
-	}
-	parts = append(parts, cur)
-	for i, p := range parts {
-		s.send(wire.Marshal(&wire.Peers{Seq: c.seq, Part: uint16(i), Parts: uint16(len(parts)), Peers: p}), c.addr)
-	}
-}
-
-func (s *Server) lookupLocked(m *wire.Lookup) *wire.LookupReply {
-	r := &wire.LookupReply{TxID: m.TxID, Status: wire.LookupUnknown}
-	var ok bool
-	if m.Name != "" {
-		r.Key, r.Name, ok = s.opts.Store.ByName(m.Name)
-	} else {
-		r.Key = m.Key
-		r.Name, ok = s.opts.Store.ByKey(m.Key)
-	}
-	if !ok {
-		return &wire.LookupReply{TxID: m.TxID, Status: wire.LookupUnknown, Key: m.Key, Name: m.Name}
-	}
-	r.Status = wire.LookupOffline
-	if _, online := s.byKey[r.Key]; online {
-		r.Status = wire.LookupOnline
-	}
-	return r
-}
-
-// forwardableLocked returns the online node with key dst if c may send it
-// n more bytes now, counting the drop otherwise.
-func (s *Server) forwardableLocked(c *client, dst wire.Key, n int, now time.Time) *client {
-	if !c.limiter.Allow(now, n) {
-		s.drop(relay.DropRateLimited)
-		return nil
-	}
-	d := s.byKey[dst]
-	if d == nil {
-		s.drop(relay.DropOffline)
-		return nil
-	}
-	return d
-}
-
-// handleSTUNLocked answers a STUN Binding request with the source's
-// address (XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT), within the source's
-// budget: the response is larger than a minimal request, as in any STUN
-// server, so the per-source rate is what bounds reflection.
-func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time) {
-	req := &stun.Message{Raw: append([]byte(nil), b...)}
-	if err := req.Decode(); err != nil {
-		s.drop(relay.DropMalformed)
-		return
-	}
-	if req.Type != stun.BindingRequest {
-		s.drop(relay.DropNotSTUN)
-		return
-	}
-	if !s.allowSourceLocked(src.Addr(), now) {
-		s.drop(relay.DropSourceLimited)
-		return
-	}
-	resp, err := stun.Build(
-		stun.NewTransactionIDSetter(req.TransactionID),
-		stun.BindingSuccess,
-		&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
-		stun.NewSoftware(s.opts.Software),
-		stun.Fingerprint,
-	)
-	if err != nil {
-		s.log.Error().Err(err).Msg("stun build")
-		return
-	}
-	s.send(resp.Raw, src)
-	s.m.stun.Inc()
 }
 
 // Online returns the names online now, sorted. For tests and the operator.

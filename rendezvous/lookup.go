@@ -1,0 +1,42 @@
+package rendezvous
+
+import (
+	"time"
+
+	"natchat/relay"
+	"natchat/wire"
+)
+
+// forwardableLocked returns the online node with key dst if c may send it
+// n more bytes now, counting the drop otherwise.
+func (s *Server) forwardableLocked(c *client, dst wire.Key, n int, now time.Time) *client {
+	if !c.limiter.Allow(now, n) {
+		s.drop(relay.DropRateLimited)
+		return nil
+	}
+	d := s.byKey[dst]
+	if d == nil {
+		s.drop(relay.DropOffline)
+		return nil
+	}
+	return d
+}
+
+func (s *Server) lookupLocked(m *wire.Lookup) *wire.LookupReply {
+	r := &wire.LookupReply{TxID: m.TxID, Status: wire.LookupUnknown}
+	var ok bool
+	if m.Name != "" {
+		r.Key, r.Name, ok = s.opts.Store.ByName(m.Name)
+	} else {
+		r.Key = m.Key
+		r.Name, ok = s.opts.Store.ByKey(m.Key)
+	}
+	if !ok {
+		return &wire.LookupReply{TxID: m.TxID, Status: wire.LookupUnknown, Key: m.Key, Name: m.Name}
+	}
+	r.Status = wire.LookupOffline
+	if _, online := s.byKey[r.Key]; online {
+		r.Status = wire.LookupOnline
+	}
+	return r
+}
