@@ -3,7 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -189,9 +191,10 @@ func TestRegistrationRefused(t *testing.T) {
 
 // TestVersionMismatch: both ends say clearly when they speak different
 // protocol versions. A rendezvous of a future version (faked here: it
-// answers every datagram with a v2 Error) makes the node report
-// version_mismatch, naming both versions, and exit 1; the real rendezvous
-// answers a v2 datagram with a version_mismatch Error of its own version.
+// answers every datagram with an Error of the next version) makes the
+// node report version_mismatch, naming both versions, and exit 1; the real
+// rendezvous answers a datagram of the next version with a
+// version_mismatch Error of its own version.
 func TestVersionMismatch(t *testing.T) {
 	t.Parallel()
 	fake := udpSocket(t)
@@ -205,7 +208,15 @@ func TestVersionMismatch(t *testing.T) {
 			if !wire.IsProtocol(buf[:n]) {
 				continue // the node's STUN query
 			}
-			e := wire.Marshal(&wire.Error{Code: wire.CodeVersion, Request: wire.Type(buf[2]), Message: "rendezvous speaks v2"})
+			// It echoes a Hello's nonce (the first 8 body bytes in every
+			// version), as a rendezvous does: the node believes a version
+			// mismatch only in answer to its own Hello.
+			var tx uint32
+			if wire.Type(buf[2]) == wire.TypeHello && n >= wire.HeaderLen+8 {
+				tx = binary.BigEndian.Uint32(buf[wire.HeaderLen+4 : wire.HeaderLen+8])
+			}
+			e := wire.Marshal(&wire.Error{Code: wire.CodeVersion, Request: wire.Type(buf[2]), TxID: tx,
+				Message: fmt.Sprintf("rendezvous speaks v%d", wire.Version+1)})
 			e[1] = wire.Version + 1
 			fake.WriteTo(e, from)
 		}
@@ -214,7 +225,7 @@ func TestVersionMismatch(t *testing.T) {
 	ev := n.waitEvent(t, waitLong, "version_mismatch error", func(e *event) bool {
 		return e.Type == "error" && e.Code == "version_mismatch"
 	})
-	if !strings.Contains(ev.Message, "v2") || !strings.Contains(ev.Message, "v1") {
+	if !strings.Contains(ev.Message, fmt.Sprintf("v%d", wire.Version+1)) || !strings.Contains(ev.Message, fmt.Sprintf("v%d", wire.Version)) {
 		t.Errorf("message %q does not name both versions", ev.Message)
 	}
 	if code := n.exitCode(t, waitLong); code != 1 {
@@ -231,7 +242,7 @@ func TestVersionMismatch(t *testing.T) {
 	buf := make([]byte, 2048)
 	sz, _, err := c.ReadFrom(buf)
 	if err != nil {
-		t.Fatalf("no answer from the rendezvous to a v2 Hello: %v", err)
+		t.Fatalf("no answer from the rendezvous to a v%d Hello: %v", wire.Version+1, err)
 	}
 	m, err := wire.Parse(buf[:sz])
 	if e, ok := m.(*wire.Error); err != nil || !ok || e.Code != wire.CodeVersion || sz > len(hello) {

@@ -925,10 +925,6 @@ func (d datagram) typ() wire.Type {
 	return wire.Type(d.b[2])
 }
 
-// noSignaling drops the nodes' signaling, so they cannot punch a direct
-// path and stay on the relay: a proxy filter.
-func noSignaling(d datagram) bool { return d.typ() == wire.TypeSignal || d.typ() == wire.TypeSignaled }
-
 func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
 
 // eventually polls cond until it holds or timeout passes.

@@ -6,55 +6,96 @@ import (
 	"encoding/hex"
 	"testing"
 
+	"natchat/ctrl"
 	"natchat/wire"
 )
 
 // TestNoPlaintextOnWire: with a recording proxy between the nodes and the
-// rendezvous (and their signaling blocked, so every byte between them
-// passes through it), distinctive message texts are delivered both ways
-// but appear in no datagram, whole or in part.
+// rendezvous (and the nodes on the relay, so every byte between them
+// passes through it), an observer on that path sees none of the message
+// texts, whole or in part, and, since protocol v2, neither the nodes'
+// names nor their identity keys in the registration (the Noise handshake
+// encrypts both) nor in any control message (all sealed). What it does
+// see are the keys in the relay headers: who relays to whom.
 func TestNoPlaintextOnWire(t *testing.T) {
 	t.Parallel()
 	rv := startRendezvous(t, rvOptions{})
-	proxy := startProxy(t, rv.addr, noSignaling)
-	alice, bob := startPair(t, proxy.addr(), nodeOptions{})
-
+	proxy := startProxy(t, rv.addr, nil)
 	secret := func() string {
 		b := make([]byte, 16)
 		rand.Read(b)
 		return hex.EncodeToString(b)
 	}
+	// Names no random byte string will hold by chance.
+	alice := startNode(t, "alice-"+secret()[:12], proxy.addr(), nodeOptions{noDirect: true})
+	bob := startNode(t, "bob-"+secret()[:12], proxy.addr(), nodeOptions{noDirect: true})
+	alice.waitRegistered(t)
+	bob.waitRegistered(t)
+	alice.waitPeerJoined(t, bob.name)
+	bob.waitPeerJoined(t, alice.name)
+
 	secrets := []string{secret(), secret()}
 	ab := sendSecret(t, alice, bob, secrets[0])
 	ba := sendSecret(t, bob, alice, secrets[1])
 	ab.checkDelivered(t, waitLong)
 	ba.checkDelivered(t, waitLong)
-	checkWho(t, alice, "bob", "relay")
+	checkWho(t, alice, bob.name, "relay")
 
-	var relay, relayed, names int
+	keys := map[string]wire.Key{alice.name: selfKey(t, alice), bob.name: selfKey(t, bob)}
+	statics := map[string][32]byte{}
+	for name, k := range keys {
+		s, err := ctrl.StaticOf(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		statics[name] = s
+	}
+	count := map[wire.Type]int{}
 	for _, d := range proxy.datagrams() {
-		if d.typ() == wire.TypeRegister && bytes.Contains(d.b, []byte("alice")) {
-			names++ // the scan sees what is in the clear
-		}
-		switch d.typ() {
-		case wire.TypeRelay:
-			relay++
-		case wire.TypeRelayed:
-			relayed++
-		}
+		typ := d.typ()
+		count[typ]++
 		for _, s := range secrets {
 			if bytes.Contains(d.b, []byte(s)) || bytes.Contains(d.b, []byte(s[:8])) {
-				t.Errorf("a %v datagram (to rendezvous: %v) holds message text %q: %x", d.typ(), d.toRV, s, d.b)
+				t.Errorf("a %v datagram (to rendezvous: %v) holds message text %q: %x", typ, d.toRV, s, d.b)
+			}
+		}
+		for name, k := range keys {
+			if bytes.Contains(d.b, []byte(name)) {
+				t.Errorf("a %v datagram (to rendezvous: %v) holds the name %s: %x", typ, d.toRV, name, d.b)
+			}
+			if st := statics[name]; bytes.Contains(d.b, st[:]) {
+				t.Errorf("a %v datagram (to rendezvous: %v) holds %s's Noise static key", typ, d.toRV, name)
+			}
+			if i := bytes.Index(d.b, k[:]); i >= 0 {
+				// Only where relay headers carry them: the destination of
+				// a Relay, the source of a Relayed.
+				if !(typ == wire.TypeRelay && i == wire.HeaderLen+8) && !(typ == wire.TypeRelayed && i == wire.HeaderLen) {
+					t.Errorf("a %v datagram (to rendezvous: %v) holds %s's key at byte %d", typ, d.toRV, name, i)
+				}
 			}
 		}
 	}
-	if names == 0 {
-		t.Errorf("no Register datagram holds the name alice: the capture is not what was sent")
+	// The capture is what was sent: both registrations, and the relay.
+	if count[wire.TypeHandshake] < 2 || count[wire.TypeHandshakeReply] < 2 || count[wire.TypeSealed] == 0 {
+		t.Errorf("captured %v: not both registrations", count)
 	}
-	if relay == 0 || relayed == 0 {
-		t.Fatalf("captured %d relay and %d relayed datagrams, want some of each", relay, relayed)
+	if count[wire.TypeRelay] == 0 || count[wire.TypeRelayed] == 0 {
+		t.Fatalf("captured %v: want relay and relayed datagrams", count)
 	}
-	t.Logf("checked %d datagrams, %d relay, %d relayed", len(proxy.datagrams()), relay, relayed)
+	t.Logf("checked %d datagrams: %v", len(proxy.datagrams()), count)
+}
+
+// selfKey returns n's identity key, as /fingerprint shows it.
+func selfKey(t *testing.T, n *node) wire.Key {
+	t.Helper()
+	e := n.ask(t, "/fingerprint", "own fingerprint", func(e *event) bool { return e.Type == "fingerprint" && e.Self })
+	b, err := hex.DecodeString(e.Key)
+	var k wire.Key
+	if err != nil || len(b) != len(k) {
+		t.Fatalf("%s: /fingerprint key %q", n.label, e.Key)
+	}
+	copy(k[:], b)
+	return k
 }
 
 // sendSecret sends text from→to as one message.

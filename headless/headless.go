@@ -24,6 +24,7 @@
 //	trusted     name, fingerprint (the answer to /trust)
 //	events_dropped count (state events lost while the reader was behind)
 //	help        commands: [{usage, summary}] (the answer to /help)
+//	members     room, total, members: [{name}], next (the answer to /who ROOM)
 //
 // The contract is only ever extended, so Parse ignores fields it does not
 // know and accepts event types it does not know.
@@ -68,6 +69,10 @@ type Event struct {
 	Pinned         bool              `json:"pinned,omitempty"`
 	Count          int               `json:"count,omitempty"`
 	Commands       []api.CommandHelp `json:"commands,omitempty"`
+	Room           string            `json:"room,omitempty"`
+	Total          int               `json:"total,omitempty"`
+	Members        []api.Member      `json:"members,omitempty"`
+	Next           string            `json:"next,omitempty"`
 }
 
 // PeerInfo is one row of a peers event.
@@ -88,6 +93,7 @@ const (
 	TypeTrusted       = api.TypeTrusted
 	TypeEventsDropped = api.TypeEventsDropped
 	TypeHelp          = api.TypeHelp
+	TypeMembers       = api.TypeMembers
 )
 
 // Paths, in the path field of path, message and peers events.
@@ -115,11 +121,14 @@ const (
 	CodeUndelivered           = api.CodeUndelivered
 	CodeRendezvousUnreachable = api.CodeRendezvousUnreachable
 	CodeKeyChanged            = api.CodeKeyChanged
+	CodeRendezvousKeyChanged  = api.CodeRendezvousKeyChanged
 	CodeNameTaken             = api.CodeNameTaken
 	CodeKeyInUse              = api.CodeKeyInUse
 	CodeBadSignature          = api.CodeBadSignature
 	CodeVersionMismatch       = api.CodeVersionMismatch
 	CodeState                 = api.CodeState
+	CodeNotMember             = api.CodeNotMember
+	CodeQuota                 = api.CodeQuota
 )
 
 var (

@@ -119,6 +119,7 @@ func nodeEvents() []api.Event {
 		h(&api.Trusted{Name: "bob", Fingerprint: "12345 12345 12345 12345 12345 12345"}),
 		h(&api.EventsDropped{Count: 3}),
 		h(&api.Help{Commands: []api.CommandHelp{{Usage: "/who", Summary: "who is online"}}}),
+		h(&api.Members{Room: "#lobby", Total: 4213, Members: []api.Member{{Name: "alice"}, {Name: "bob"}}, Next: "bob"}),
 	}
 }
 

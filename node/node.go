@@ -29,6 +29,7 @@ import (
 	"github.com/pion/transport/v2"
 	"github.com/rs/zerolog"
 
+	"natchat/ctrl"
 	"natchat/node/api"
 	"natchat/node/link"
 	"natchat/node/messenger"
@@ -47,6 +48,10 @@ type Options struct {
 	Name string
 	// Rendezvous is the rendezvous's "host:port".
 	Rendezvous string
+	// RendezvousKey is the rendezvous's key as the user gave it. Zero: the
+	// key pinned in Store for Rendezvous, or, on first contact, the one the
+	// rendezvous offers (then pinned). A given key replaces a pinned one.
+	RendezvousKey ctrl.PublicKey
 	// Conn is the node's one UDP socket. The Node owns it from Run on and
 	// closes it when Run returns.
 	Conn net.PacketConn
@@ -133,9 +138,21 @@ func New(o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	rvKey := o.RendezvousKey
+	if rvKey.IsZero() {
+		k, ok, err := o.Store.RendezvousKey(o.Rendezvous)
+		if err != nil {
+			return nil, fmt.Errorf("node: pinned rendezvous key: %w", err)
+		}
+		if ok {
+			rvKey = k
+		}
+	} else if err := o.Store.SetRendezvousKey(o.Rendezvous, rvKey); err != nil {
+		return nil, fmt.Errorf("node: pin the rendezvous key: %w", err)
+	}
 	n.rv, err = rvclient.New(rvclient.Options{
 		Name: o.Name, Identity: o.Identity, Send: n.pn.WriteRV, Observer: (*observer)(n),
-		Heartbeat: o.Heartbeat, Rendezvous: o.Rendezvous, Logger: o.Logger,
+		Heartbeat: o.Heartbeat, Rendezvous: o.Rendezvous, ServerKey: rvKey, Logger: o.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -290,7 +307,12 @@ func (n *Node) do(ctx context.Context, c api.Command) {
 	case api.Send:
 		n.msgr.Send(c.To, c.Text)
 	case api.Who:
-		n.who()
+		if c.Room == "" {
+			n.who()
+			return
+		}
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.whoRoom(ctx, c) }()
 	case api.ShowFingerprint:
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.msgr.Fingerprint(ctx, c.Name) }()
@@ -336,6 +358,27 @@ func (n *Node) taskLoop(ctx context.Context) {
 
 // who publishes the Peers event: everyone online in our rooms and everyone
 // we have a session with.
+// whoRoom asks the rendezvous for a page of a room's members.
+func (n *Node) whoRoom(ctx context.Context, c api.Who) {
+	r, err := n.rv.Who(ctx, c.Room, c.After)
+	switch {
+	case errors.Is(err, rvclient.ErrNotMember):
+		n.bus.Publish(&api.Error{Code: api.CodeNotMember, Message: "you are not in " + c.Room})
+		return
+	case err != nil:
+		n.bus.Publish(&api.Error{Code: api.CodeRendezvousUnreachable, Message: "/who " + c.Room + ": " + err.Error()})
+		return
+	}
+	e := &api.Members{Room: r.Room, Total: int(r.Total), Members: make([]api.Member, 0, len(r.Members))}
+	for _, m := range r.Members {
+		e.Members = append(e.Members, api.Member{Name: m.Name})
+	}
+	if r.More && len(r.Members) > 0 {
+		e.Next = r.Members[len(r.Members)-1].Name
+	}
+	n.bus.Publish(e)
+}
+
 func (n *Node) who() {
 	rows := make(map[wire.Key]*api.PeerInfo)
 	for _, p := range n.rv.Online() {
@@ -402,6 +445,8 @@ func (n *Node) onPath(k wire.Key, p link.Path) {
 // methods never block (rvclient.Observer).
 type observer Node
 
+var _ rvclient.DeferObserver = (*observer)(nil)
+
 func (o *observer) Registered(public netip.AddrPort) {
 	o.bus.Publish(&api.Registered{Name: o.opts.Name, Public: public.String()})
 }
@@ -422,12 +467,35 @@ func (o *observer) Refused(code, message string) {
 	o.bus.Publish(&api.Error{Code: code, Message: message})
 }
 
+// Deferred implements rvclient.DeferObserver.
+func (o *observer) Deferred(code, message string) {
+	o.bus.Publish(&api.Error{Code: code, Message: "rendezvous: " + message + " (trying again every minute)"})
+}
+
 func (o *observer) Unreachable(message string) {
 	o.bus.Publish(&api.Error{Code: api.CodeRendezvousUnreachable, Message: message})
 }
 
 func (o *observer) Signaled(k wire.Key, name string, body []byte) {
 	o.pn.Signaled(k, body)
+}
+
+func (o *observer) ServerKeyChanged(pinned, offered ctrl.PublicKey) {
+	o.bus.Publish(&api.Error{Code: api.CodeRendezvousKeyChanged, Fingerprint: pinned.Fingerprint(), NewFingerprint: offered.Fingerprint(),
+		Message: fmt.Sprintf("the rendezvous at %s offers key %s (fingerprint %s), not the one pinned (fingerprint %s); not registering. "+
+			"If its operator changed it, run with -rv %s#%s", o.opts.Rendezvous, offered, offered.Fingerprint(), pinned.Fingerprint(), o.opts.Rendezvous, offered)})
+}
+
+func (o *observer) ServerKeyLearned(k ctrl.PublicKey) {
+	// Called on the read loop: the pin is written off it.
+	n := (*Node)(o)
+	n.post(func() {
+		if err := n.opts.Store.SetRendezvousKey(n.opts.Rendezvous, k); err != nil {
+			n.log.Error().Err(err).Msg("pinning the rendezvous key")
+			return
+		}
+		n.log.Info().Str("key", k.String()).Str("fingerprint", k.Fingerprint()).Msg("pinned the rendezvous's key (first contact)")
+	})
 }
 
 // Stats counts what the node holds per peer, for tests and diagnostics.

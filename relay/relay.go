@@ -93,4 +93,9 @@ const (
 	DropReplay        = "replay"         // registration replayed after leave
 	DropSourceLimited = "source_limited" // unauthenticated source over its budget
 	DropNotSTUN       = "stun_other"     // STUN that is not a Binding request
+	DropBadHandshake  = "bad_handshake"  // a handshake that did not check out
+	DropBusy          = "busy"           // registrations queued past the workers' capacity
+	DropOpen          = "unauthentic"    // a sealed datagram that did not authenticate or was replayed
+	DropUnvalidated   = "unvalidated"    // relay from an address not (yet) the session's
+	DropQuota         = "quota"          // a node over its lookup or introduction rate, or a network over its new names
 )

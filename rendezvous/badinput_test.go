@@ -18,11 +18,22 @@ func stillServing(t *testing.T, h *harness, a, b *node) {
 	if !slices.Contains(online, a.name) || !slices.Contains(online, b.name) {
 		t.Fatalf("online %q, want %s and %s", online, a.name, b.name)
 	}
-	h.heartbeat(a, a.addr)
-	h.heartbeat(b, b.addr)
-	out := h.send(&wire.Relay{Session: a.session, Dst: b.key, Payload: []byte("still there?")}, a.addr)
+	h.heartbeat(a)
+	h.heartbeat(b)
+	out := h.handle(a.rv.Relay(b.key, []byte("still there?")), a.addr)
 	if rel := only[*wire.Relayed](t, out, b.addr); rel.Src != a.key || string(rel.Payload) != "still there?" {
 		t.Fatalf("relayed %+v", rel)
+	}
+}
+
+// noAmplification fails t if a reply in out is larger than the n-byte
+// datagram that caused it.
+func noAmplification(t *testing.T, out []packet, n int, what string) {
+	t.Helper()
+	for _, p := range out {
+		if len(p.b) > n {
+			t.Fatalf("%s of %d bytes got a %d-byte reply to %v", what, n, len(p.b), p.to)
+		}
 	}
 }
 
@@ -44,17 +55,21 @@ func TestBadInput(t *testing.T) {
 			}
 			if i%2 == 0 && len(d) >= wire.HeaderLen {
 				// Half look like our protocol, to get past the header.
-				d[0], d[1], d[2] = wire.Magic, wire.Version, byte(rng.IntN(0x14))
+				d[0], d[1], d[2] = wire.Magic, wire.Version, byte(rng.IntN(0x20))
 			}
 			if i%10 == 1 && len(d) >= 20 {
 				d[0] = byte(rng.IntN(4)) // and some like STUN
 			}
-			src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), uint16(i))
-			for _, p := range h.handle(d, src) {
-				if len(p.b) > len(d) {
-					t.Fatalf("%d-byte random datagram got a %d-byte reply", len(d), len(p.b))
+			if i%4 == 2 && len(d) >= wire.SealedHeaderLen {
+				// And some carry a registered session.
+				d[2] = byte(wire.TypeSealed)
+				if i%8 == 6 {
+					d[2] = byte(wire.TypeRelay)
 				}
+				copy(d[wire.HeaderLen:], a.session[:])
 			}
+			src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), uint16(i))
+			noAmplification(t, h.handle(d, src), len(d), "random datagram")
 		}
 		if after := droppedTotal(t, h.scrape()); after <= before {
 			t.Errorf("dropped total %v → %v", before, after)
@@ -66,7 +81,7 @@ func TestBadInput(t *testing.T) {
 		before := h.metric(dropped(relay.DropMalformed))
 		for _, d := range valid {
 			for n := range len(d.b) {
-				h.handle(d.b[:n], d.src)
+				noAmplification(t, h.handle(d.b[:n], d.src), n, "truncated "+d.name)
 			}
 		}
 		if after := h.metric(dropped(relay.DropMalformed)); after <= before {
@@ -86,7 +101,7 @@ func TestBadInput(t *testing.T) {
 				bad := slices.Clone(d.b)
 				bad[0] = magic
 				if out := h.handle(bad, d.src); len(out) != 0 {
-					t.Errorf("magic 0x%02x %v answered: %s", magic, wire.Type(d.b[2]), describe(out))
+					t.Errorf("magic 0x%02x %s answered: %s", magic, d.name, describe(out))
 				}
 				sent++
 			}
@@ -101,15 +116,17 @@ func TestBadInput(t *testing.T) {
 		before := h.metric(dropped(relay.DropVersion))
 		sent := 0
 		for _, d := range valid {
-			for _, v := range []byte{0, 2, 0xff} {
+			for _, v := range []byte{0, 1, 3, 0xff} {
 				bad := slices.Clone(d.b)
 				bad[1] = v
 				typ := wire.Type(d.b[2])
 				out := h.handle(bad, d.src)
 				sent++
-				if typ == wire.TypeError {
+				if typ == wire.TypeError || len(bad) < wire.HeaderLen+8 {
+					// An Error is not answered; a datagram too short for
+					// even an empty Error cannot be.
 					if len(out) != 0 {
-						t.Errorf("v%d error answered: %s", v, describe(out))
+						t.Errorf("v%d %s answered: %s", v, d.name, describe(out))
 					}
 					continue
 				}
@@ -132,7 +149,7 @@ func TestBadInput(t *testing.T) {
 		before := h.metric(dropped(relay.DropUnknownType))
 		var ds [][]byte
 		for typ := range 256 {
-			if typ >= 1 && typ <= 0x11 {
+			if typ >= 1 && typ <= 0x16 {
 				continue
 			}
 			ds = append(ds, append([]byte{wire.Magic, wire.Version, byte(typ)}, make([]byte, 64)...))
@@ -147,6 +164,34 @@ func TestBadInput(t *testing.T) {
 		}
 		if after := h.metric(dropped(relay.DropUnknownType)); after-before != float64(len(ds)) {
 			t.Errorf("unknown_type drops +%v, want +%d", after-before, len(ds))
+		}
+		stillServing(t, h, a, b)
+	})
+
+	t.Run("authentic garbage", func(t *testing.T) {
+		// Sealed with a's keys, so it authenticates: random plaintexts,
+		// every inner type but Leave.
+		rng := rand.New(rand.NewPCG(3, 4))
+		for i := range 3000 {
+			pt := make([]byte, 1+rng.IntN(300))
+			for j := range pt {
+				pt[j] = byte(rng.Uint32())
+			}
+			pt[0] = byte(rng.IntN(0x20))
+			if wire.Type(pt[0]) == wire.TypeLeave {
+				pt[0] = 0xee
+			}
+			src := a.addr
+			if i%3 == 0 {
+				src = stranger
+			}
+			d := a.rv.Keys.Seal(nil, a.session, pt)
+			out := h.handle(d, src)
+			if src == stranger {
+				if n := bytesTo(out, stranger); n > len(d) {
+					t.Fatalf("%d-byte sealed datagram from an unvalidated address: %d bytes back", len(d), n)
+				}
+			}
 		}
 		stillServing(t, h, a, b)
 	})

@@ -2,8 +2,7 @@ package rendezvous_test
 
 import (
 	"bufio"
-	"crypto/ed25519"
-	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -18,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"natchat/ctrl"
+	"natchat/internal/rvtest"
 	"natchat/rendezvous"
 	"natchat/wire"
 )
@@ -62,7 +63,8 @@ func (c *fakeConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sent = append(c.sent, packet{to: ua.AddrPort(), b: slices.Clone(b)})
+	ap := ua.AddrPort()
+	c.sent = append(c.sent, packet{to: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), b: slices.Clone(b)})
 	return len(b), nil
 }
 
@@ -108,7 +110,10 @@ func (c *clock) Step(d time.Duration) time.Time {
 
 const testExpiry = 30 * time.Second
 
-// harness is a Server on a fake socket and a stepped clock.
+// harness is a Server on a fake socket and a stepped clock, run without
+// Run: a test feeds datagrams with Handle, runs the queued registrations
+// with DrainRegistrations and sends the gathered presence with
+// FlushPresence, and sees every datagram the server wrote.
 type harness struct {
 	t     testing.TB
 	s     *rendezvous.Server
@@ -116,6 +121,7 @@ type harness struct {
 	clock *clock
 	store *rendezvous.Store
 	dir   string
+	key   ctrl.ServerKey
 }
 
 // newHarness opens a Server in a fresh directory. edit, if not nil, may
@@ -125,16 +131,24 @@ func newHarness(t testing.TB, edit func(*rendezvous.Options)) *harness {
 	return newHarnessIn(t, t.TempDir(), edit)
 }
 
+// newHarnessIn opens a Server whose key and name bindings are kept in dir,
+// so a second harness on the same dir is the same rendezvous restarted.
 func newHarnessIn(t testing.TB, dir string, edit func(*rendezvous.Options)) *harness {
 	t.Helper()
-	st, err := rendezvous.OpenStore(dir)
+	h := &harness{t: t, conn: newFakeConn(), clock: &clock{now: t0}, dir: dir}
+	key, _, err := rendezvous.LoadOrCreateKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.key = key
+	st, err := rendezvous.OpenStoreWith(dir, rendezvous.StoreOptions{Now: h.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store = st
 	t.Cleanup(func() { st.Close() })
-	h := &harness{t: t, conn: newFakeConn(), clock: &clock{now: t0}, store: st, dir: dir}
 	opts := rendezvous.Options{
-		Conn: h.conn, Store: st, Now: h.clock.Now, DefaultRoom: "#lobby", Expiry: testExpiry,
+		Conn: h.conn, Store: st, Key: key, Now: h.clock.Now, DefaultRoom: "#lobby", Expiry: testExpiry,
 	}
 	if edit != nil {
 		edit(&opts)
@@ -146,45 +160,69 @@ func newHarnessIn(t testing.TB, dir string, edit func(*rendezvous.Options)) *har
 	return h
 }
 
-// handle feeds one datagram and returns what the server wrote in answer.
+// handle feeds one datagram, runs the registration it queued if any, and
+// returns what the server wrote meanwhile.
 func (h *harness) handle(b []byte, src netip.AddrPort) []packet {
+	h.conn.take()
+	h.s.Handle(b, src)
+	h.s.DrainRegistrations()
+	return h.conn.take()
+}
+
+// raw feeds one datagram without running registrations.
+func (h *harness) raw(b []byte, src netip.AddrPort) []packet {
 	h.conn.take()
 	h.s.Handle(b, src)
 	return h.conn.take()
 }
 
-func (h *harness) send(m wire.Message, src netip.AddrPort) []packet {
-	return h.handle(wire.Marshal(m), src)
+// sealed sends m sealed with n's session from src.
+func (h *harness) sealed(n *node, m wire.Message, src netip.AddrPort) []packet {
+	return h.handle(n.seal(m), src)
 }
 
-// node is a test client.
+// flush sends the gathered presence changes and returns what went out.
+func (h *harness) flush() []packet {
+	h.conn.take()
+	h.s.FlushPresence()
+	return h.conn.take()
+}
+
+// sweep runs the expiry sweep at the clock's time and returns what went
+// out, presence flushed.
+func (h *harness) sweep() []packet {
+	h.conn.take()
+	h.s.Sweep(h.clock.Now())
+	h.s.FlushPresence()
+	return h.conn.take()
+}
+
+// node is a test client: an rvtest.Node and where it sends from.
 type node struct {
+	rv      *rvtest.Node
 	name    string
 	key     wire.Key
-	priv    ed25519.PrivateKey
-	addr    netip.AddrPort
+	addr    netip.AddrPort // where it sends from, and where the rendezvous should answer
 	session wire.SessionID
-	reg     []byte // the datagram of the accepted registration
+	hs      []byte // the Handshake datagram of its accepted registration
 }
 
 func newNode(t testing.TB, name, addr string) *node {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &node{name: name, key: wire.Key(pub), priv: priv, addr: netip.MustParseAddrPort(addr)}
+	rv := rvtest.New(name)
+	return &node{rv: rv, name: name, key: rv.Key, addr: netip.MustParseAddrPort(addr)}
 }
 
-// signedRegister returns a Register for n with cookie c, signed by n.
-func (n *node) signedRegister(c wire.Cookie, name string) *wire.Register {
-	m := &wire.Register{Cookie: c, Key: n.key, Name: name}
-	copy(m.Sig[:], ed25519.Sign(n.priv, wire.RegisterSigned(c, n.key, name)))
-	return m
+// seal returns m sealed with n's session, padded as a node pads.
+func (n *node) seal(m wire.Message) []byte { return n.rv.Seal(m) }
+
+// sealShort returns m sealed without padding: smaller than a node sends.
+func (n *node) sealShort(m wire.Message) []byte {
+	return n.rv.Keys.Seal(nil, n.session, wire.AppendInner(nil, m))
 }
 
-// cookie says Hello from src and returns the cookie.
-func (h *harness) cookie(src netip.AddrPort) wire.Cookie {
+// cookieReply says Hello from src and returns the answer.
+func (h *harness) cookieReply(src netip.AddrPort) *wire.CookieReply {
 	h.t.Helper()
 	hello := wire.Marshal(&wire.Hello{Nonce: 7})
 	out := h.handle(hello, src)
@@ -192,50 +230,187 @@ func (h *harness) cookie(src netip.AddrPort) wire.Cookie {
 	if cr.Nonce != 7 {
 		h.t.Fatalf("cookie nonce %d, want 7", cr.Nonce)
 	}
-	return cr.Cookie
+	if cr.ServerKey != h.key.Public {
+		h.t.Fatalf("cookie reply carries key %x, want the server's %x", cr.ServerKey, h.key.Public)
+	}
+	if len(out[0].b) > len(hello) {
+		h.t.Fatalf("cookie reply of %d bytes to a %d-byte hello", len(out[0].b), len(hello))
+	}
+	return cr
 }
 
-// register runs Hello→Cookie→Register→Registered for n and returns the
-// Registered reply, the snapshot parts and everything the server wrote in
-// answer to the Register.
-func (h *harness) register(n *node) (*wire.Registered, []*wire.Peers, []packet) {
+// cookie says Hello from src and returns the cookie.
+func (h *harness) cookie(src netip.AddrPort) wire.Cookie { return h.cookieReply(src).Cookie }
+
+// handshake returns a Handshake datagram registering n as name with a
+// fresh cookie for n.addr.
+func (h *harness) handshake(n *node, name string) []byte {
 	h.t.Helper()
-	c := h.cookie(n.addr)
-	n.reg = wire.Marshal(n.signedRegister(c, n.name))
-	out := h.handle(n.reg, n.addr)
-	msgs := msgsTo(h.t, out, n.addr)
-	if len(msgs) < 2 {
-		h.t.Fatalf("register %s: got %d messages %v, want Registered and Peers", n.name, len(msgs), msgs)
+	n.rv.Server = h.key.Public
+	b, err := n.rv.Handshake(h.cookie(n.addr), name)
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	reg, ok := msgs[0].(*wire.Registered)
-	if !ok {
-		h.t.Fatalf("register %s: first reply is %T %+v, want Registered", n.name, msgs[0], msgs[0])
-	}
-	n.session = reg.Session
-	var parts []*wire.Peers
-	for _, m := range msgs[1:] {
-		p, ok := m.(*wire.Peers)
-		if !ok {
-			h.t.Fatalf("register %s: reply %T after Registered, want Peers", n.name, m)
-		}
-		parts = append(parts, p)
-	}
-	return reg, parts, out
+	return b
 }
 
-// mustRegister registers every node and discards the replies.
+// register runs Hello→Cookie→Handshake→HandshakeReply for n and returns
+// the result, the snapshot parts and everything the server wrote in answer
+// to the Handshake.
+func (h *harness) register(n *node) (*wire.HandshakeResult, []*wire.Peers, []packet) {
+	h.t.Helper()
+	hs := h.handshake(n, n.name)
+	out := h.handle(hs, n.addr)
+	var to []packet
+	for _, p := range out {
+		if p.to == n.addr {
+			to = append(to, p)
+		}
+	}
+	if len(to) < 2 {
+		h.t.Fatalf("register %s: got %s, want a HandshakeReply and Peers", n.name, describe(out))
+	}
+	res, err := n.rv.Finish(to[0].b)
+	if err != nil {
+		h.t.Fatalf("register %s: %v (got %s)", n.name, err, describe(out))
+	}
+	n.session, n.hs = res.Session, hs
+	var parts []*wire.Peers
+	for _, p := range to[1:] {
+		m := n.open(h.t, p.b)
+		ps, ok := m.(*wire.Peers)
+		if !ok {
+			h.t.Fatalf("register %s: %T after the reply, want Peers", n.name, m)
+		}
+		parts = append(parts, ps)
+	}
+	return res, parts, out
+}
+
+// refused registers n as name and expects a refusal in the authenticated
+// reply: the only datagram, to n.addr.
+func (h *harness) refused(n *node, name string) *wire.HandshakeResult {
+	h.t.Helper()
+	return h.refusedHS(n, h.handshake(n, name))
+}
+
+// refusedHS sends the handshake hs (made by n) and expects a refusal.
+func (h *harness) refusedHS(n *node, hs []byte) *wire.HandshakeResult {
+	h.t.Helper()
+	out := h.handle(hs, n.addr)
+	if len(out) != 1 || out[0].to != n.addr {
+		h.t.Fatalf("refusal: got %s, want one HandshakeReply to %v", describe(out), n.addr)
+	}
+	res, err := n.rv.Finish(out[0].b)
+	if !errors.Is(err, rvtest.ErrRefused) {
+		h.t.Fatalf("got %v (result %+v), want a refusal", err, res)
+	}
+	if len(out[0].b) > len(hs) {
+		h.t.Errorf("refusal of %d bytes to a %d-byte handshake", len(out[0].b), len(hs))
+	}
+	return res
+}
+
+// mustRegister registers every node and discards the replies and the
+// presence they cause.
 func (h *harness) mustRegister(nodes ...*node) {
 	h.t.Helper()
 	for _, n := range nodes {
 		h.register(n)
 	}
+	h.flushInto(nodes...)
 }
 
-// heartbeat sends a Heartbeat for n from src and returns the ack.
-func (h *harness) heartbeat(n *node, src netip.AddrPort) *wire.HeartbeatAck {
+// flushInto flushes presence and has the nodes among ns read what went to
+// them (their replay windows advance); everything else is dropped.
+func (h *harness) flushInto(ns ...*node) {
 	h.t.Helper()
-	out := h.send(&wire.Heartbeat{Session: n.session}, src)
-	return only[*wire.HeartbeatAck](h.t, out, src)
+	out := h.flush()
+	for _, n := range ns {
+		n.msgs(h.t, out)
+	}
+}
+
+// heartbeat sends a Heartbeat for n from its address and returns the ack.
+func (h *harness) heartbeat(n *node) *wire.HeartbeatAck {
+	h.t.Helper()
+	return onlyTo[*wire.HeartbeatAck](h.t, h.sealed(n, &wire.Heartbeat{}, n.addr), n)
+}
+
+// roam moves n to addr as a node whose NAT rebound does: a heartbeat from
+// there (answered at the old address, challenged at the new one), then
+// the PathResponse from there.
+func (h *harness) roam(n *node, to netip.AddrPort) {
+	h.t.Helper()
+	h.clock.Step(time.Second) // past the challenge rate limit
+	out := h.sealed(n, &wire.Heartbeat{}, to)
+	ch := onlyAt[*wire.PathChallenge](h.t, out, n, to)
+	if ack := onlyAt[*wire.HeartbeatAck](h.t, out, n, n.addr); ack.Observed != n.addr {
+		h.t.Fatalf("ack before validation observed %v, want the old %v", ack.Observed, n.addr)
+	}
+	if out = h.sealed(n, &wire.PathResponse{Data: ch.Data}, to); len(out) != 0 {
+		h.t.Fatalf("path response answered: %s", describe(out))
+	}
+	n.addr = to
+}
+
+// open reads a datagram sent to n: sealed ones are opened with n's keys.
+func (n *node) open(t testing.TB, b []byte) wire.Message {
+	t.Helper()
+	m, err := n.rv.Open(b)
+	if err != nil {
+		t.Fatalf("%s cannot read a %d-byte datagram: %v", n.name, len(b), err)
+	}
+	return m
+}
+
+// msgs reads, in order, the datagrams in out sent to n's address.
+func (n *node) msgs(t testing.TB, out []packet) []wire.Message { return n.msgsAt(t, out, n.addr) }
+
+// msgsAt reads, in order, the datagrams in out sent to addr, as n.
+func (n *node) msgsAt(t testing.TB, out []packet, addr netip.AddrPort) []wire.Message {
+	t.Helper()
+	var ms []wire.Message
+	for _, p := range out {
+		if p.to == addr {
+			ms = append(ms, n.open(t, p.b))
+		}
+	}
+	return ms
+}
+
+// onlyTo asserts that out is exactly one datagram, to n, that reads as a T.
+func onlyTo[T wire.Message](t testing.TB, out []packet, n *node) T {
+	t.Helper()
+	if len(out) != 1 {
+		t.Fatalf("got %d datagrams %s, want one %T to %s", len(out), describe(out), *new(T), n.name)
+	}
+	return onlyAt[T](t, out, n, n.addr)
+}
+
+// onlyAt asserts that exactly one datagram of out went to addr and that it
+// reads, as n, as a T.
+func onlyAt[T wire.Message](t testing.TB, out []packet, n *node, addr netip.AddrPort) T {
+	t.Helper()
+	ms := n.msgsAt(t, out, addr)
+	if len(ms) != 1 {
+		t.Fatalf("%d datagrams to %v in %s, want one %T", len(ms), addr, describe(out), *new(T))
+	}
+	m, ok := ms[0].(T)
+	if !ok {
+		t.Fatalf("%v got %s, want %T", addr, describeMsg(ms[0]), *new(T))
+	}
+	return m
+}
+
+// sealedError asserts that out is one sealed Error to n with code.
+func sealedError(t testing.TB, out []packet, n *node, code wire.Code) *wire.Error {
+	t.Helper()
+	e := onlyTo[*wire.Error](t, out, n)
+	if e.Code != code {
+		t.Fatalf("error %v (%q), want %v", e.Code, e.Message, code)
+	}
+	return e
 }
 
 func parse(t testing.TB, b []byte) wire.Message {
@@ -247,19 +422,7 @@ func parse(t testing.TB, b []byte) wire.Message {
 	return m
 }
 
-// msgsTo parses the datagrams sent to dst, in order.
-func msgsTo(t testing.TB, out []packet, dst netip.AddrPort) []wire.Message {
-	t.Helper()
-	var ms []wire.Message
-	for _, p := range out {
-		if p.to == dst {
-			ms = append(ms, parse(t, p.b))
-		}
-	}
-	return ms
-}
-
-// only asserts that out is exactly one datagram, to dst, of type T.
+// only asserts that out is exactly one clear datagram, to dst, of type T.
 func only[T wire.Message](t testing.TB, out []packet, dst netip.AddrPort) T {
 	t.Helper()
 	if len(out) != 1 {
@@ -275,8 +438,8 @@ func only[T wire.Message](t testing.TB, out []packet, dst netip.AddrPort) T {
 	return m
 }
 
-// onlyError asserts that out is exactly one Error to dst with code, no
-// larger than the request of reqLen bytes.
+// onlyError asserts that out is exactly one clear Error to dst with code,
+// no larger than the request of reqLen bytes.
 func onlyError(t testing.TB, out []packet, dst netip.AddrPort, code wire.Code, reqLen int) *wire.Error {
 	t.Helper()
 	e := only[*wire.Error](t, out, dst)
@@ -287,6 +450,24 @@ func onlyError(t testing.TB, out []packet, dst netip.AddrPort, code wire.Code, r
 		t.Fatalf("error reply of %d bytes to a %d-byte request: amplification", len(out[0].b), reqLen)
 	}
 	return e
+}
+
+// bytesTo sums the bytes of the datagrams in out sent to addr.
+func bytesTo(out []packet, addr netip.AddrPort) int {
+	n := 0
+	for _, p := range out {
+		if p.to == addr {
+			n += len(p.b)
+		}
+	}
+	return n
+}
+
+func describeMsg(m wire.Message) string {
+	if e, ok := m.(*wire.Error); ok {
+		return "error(" + e.Code.String() + ": " + e.Message + ")"
+	}
+	return m.Type().String()
 }
 
 func describe(out []packet) string {
@@ -301,10 +482,7 @@ func describe(out []packet) string {
 			sb.WriteString(p.to.String() + ": " + strconv.Itoa(len(p.b)) + " unparsable bytes")
 			continue
 		}
-		sb.WriteString(p.to.String() + ": " + m.Type().String())
-		if e, ok := m.(*wire.Error); ok {
-			sb.WriteString("(" + e.Code.String() + ")")
-		}
+		sb.WriteString(p.to.String() + ": " + describeMsg(m) + " " + strconv.Itoa(len(p.b)) + "B")
 	}
 	sb.WriteString("]")
 	return sb.String()
@@ -332,6 +510,7 @@ func (h *harness) scrape() string {
 func metric(t testing.TB, text, series string) float64 {
 	t.Helper()
 	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		v, ok := strings.CutPrefix(sc.Text(), series+" ")
 		if !ok {
@@ -426,52 +605,65 @@ func droppedTotal(t testing.TB, text string) float64 {
 
 // datagram is a datagram and the source it comes from.
 type datagram struct {
-	b   []byte
-	src netip.AddrPort
+	name string
+	b    []byte
+	src  netip.AddrPort
 }
 
-// corpus returns one valid datagram of every message type, those that carry
-// a session with a's session, sent from a's address. c gets a real cookie
-// and a signed Register (c is not registered by it).
+// stranger is an address no test node uses.
+var stranger = netip.MustParseAddrPort("192.0.2.77:7777")
+
+// corpus returns one valid datagram of every message type: a Hello from a
+// stranger; a Handshake registering c with a real cookie (c is not
+// registered by it); every request a registered node seals, and a Relay,
+// with a's session from a's address (not delivered: fresh to the server);
+// and, from the stranger, every message the rendezvous sends and the inner
+// messages in the clear. a's Leave is last.
 func corpus(h *harness, a, b, c *node) []datagram {
 	h.t.Helper()
-	stranger := netip.MustParseAddrPort("192.0.2.77:7777")
 	sig := wire.AppendPeerSignal(nil, &wire.PeerSignal{Kind: wire.SignalHello, Seq: 1})
-	var ck wire.Cookie
-	ck[0] = 0x42
-	from := func(src netip.AddrPort, ms ...wire.Message) []datagram {
-		var ds []datagram
-		for _, m := range ms {
-			ds = append(ds, datagram{wire.Marshal(m), src})
-		}
-		return ds
+	ds := []datagram{{"hello", wire.Marshal(&wire.Hello{Nonce: 9}), stranger}}
+	ds = append(ds, datagram{"handshake", h.handshake(c, c.name), c.addr})
+	for _, m := range []wire.Message{
+		&wire.Heartbeat{},
+		&wire.PeersRequest{},
+		&wire.Lookup{TxID: 1, Name: b.name},
+		&wire.Lookup{TxID: 2, Key: b.key},
+		&wire.Signal{Dst: b.key, Body: sig},
+		&wire.Who{TxID: 3, Room: "#lobby"},
+		&wire.PathResponse{Data: [8]byte{1}},
+	} {
+		ds = append(ds, datagram{"sealed " + m.Type().String(), a.seal(m), a.addr})
 	}
-	ds := from(stranger, &wire.Hello{Nonce: 9})
-	ds = append(ds, from(c.addr, c.signedRegister(h.cookie(c.addr), c.name))...)
-	ds = append(ds, from(a.addr,
-		&wire.Heartbeat{Session: a.session},
-		&wire.Leave{Session: a.session},
-		&wire.PeersRequest{Session: a.session},
-		&wire.Lookup{Session: a.session, TxID: 1, Name: b.name},
-		&wire.Lookup{Session: a.session, TxID: 2, Key: b.key},
-		&wire.Relay{Session: a.session, Dst: b.key, Payload: []byte("relayed payload")},
-		&wire.Signal{Session: a.session, Dst: b.key, Body: sig},
-	)...)
-	ds = append(ds, from(stranger, rToN(a, b)...)...)
+	ds = append(ds, datagram{"relay", a.rv.Relay(b.key, []byte("relayed payload")), a.addr})
+	for _, m := range rToN(a, b) {
+		ds = append(ds, datagram{m.Type().String(), wire.Marshal(m), stranger})
+	}
+	ds = append(ds, datagram{"sealed leave", a.seal(&wire.Leave{}), a.addr})
 	return ds
 }
 
-// rToN returns one message of every type the rendezvous sends.
+// rToN returns one message of every type the rendezvous sends, and the
+// inner messages a node seals, in the clear.
 func rToN(a, b *node) []wire.Message {
 	return []wire.Message{
 		&wire.CookieReply{Nonce: 1, Cookie: wire.Cookie{1}},
-		&wire.Registered{Session: a.session, Observed: a.addr, HeartbeatMS: 1, ExpiryMS: 2},
-		&wire.HeartbeatAck{Observed: a.addr, PresenceSeq: 3},
-		&wire.Presence{Seq: 1, Kind: wire.PresenceLeft, Reason: wire.ReasonQuit, Key: b.key, Name: b.name},
-		&wire.Peers{Seq: 1, Parts: 1, Peers: []wire.Peer{{Key: b.key, Name: b.name}}},
-		&wire.LookupReply{TxID: 1, Status: wire.LookupOnline, Key: b.key, Name: b.name},
+		&wire.HandshakeReply{Noise: make([]byte, 80)},
 		&wire.Relayed{Src: b.key, Payload: []byte("x")},
+		&wire.Error{Code: wire.CodeNotRegistered, Request: wire.TypeSealed, Message: "register again"},
+		&wire.Heartbeat{},
+		&wire.HeartbeatAck{Observed: a.addr, PresenceSeq: 3},
+		&wire.Leave{},
+		&wire.Presence{Seq: 1, Changes: []wire.Change{{Kind: wire.PresenceLeft, Reason: wire.ReasonQuit, Key: b.key, Name: b.name}}},
+		&wire.PeersRequest{},
+		&wire.Peers{Seq: 1, Parts: 1, Peers: []wire.Peer{{Key: b.key, Name: b.name}}},
+		&wire.Lookup{TxID: 1, Name: b.name},
+		&wire.LookupReply{TxID: 1, Status: wire.LookupOnline, Key: b.key, Name: b.name},
+		&wire.Signal{Dst: b.key, Body: []byte("y")},
 		&wire.Signaled{Src: b.key, Name: b.name, Body: []byte("y")},
-		&wire.Error{Code: wire.CodeNotRegistered, Request: wire.TypeHeartbeat, Message: "register again"},
+		&wire.PathChallenge{Data: [8]byte{2}},
+		&wire.PathResponse{Data: [8]byte{2}},
+		&wire.Who{TxID: 1, Room: "#lobby"},
+		&wire.WhoReply{TxID: 1, Room: "#lobby", Total: 1},
 	}
 }

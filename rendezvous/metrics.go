@@ -26,10 +26,11 @@ type metrics struct {
 	relayedPkts   prometheus.Counter
 	relayedBytes  prometheus.Counter
 	signals       prometheus.Counter
+	roams         prometheus.Counter
 	dropped       *prometheus.CounterVec
 }
 
-func newMetrics() *metrics {
+func newMetrics(names Names) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{
@@ -50,15 +51,22 @@ func newMetrics() *metrics {
 		signals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "natchat_rendezvous_signals_total", Help: "Signaling messages forwarded between nodes.",
 		}),
+		roams: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_roams_total", Help: "Sessions moved to a new address after it answered a path challenge.",
+		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natchat_rendezvous_dropped_packets_total", Help: "Packets dropped, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.registrations, m.online, m.stun, m.relayedPkts, m.relayedBytes, m.signals, m.dropped,
+	bound := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "natchat_rendezvous_bound_names", Help: "Names bound to keys (registered at least once, not yet released).",
+	}, func() float64 { return float64(names.Len()) })
+	m.reg.MustRegister(bound, m.registrations, m.online, m.stun, m.relayedPkts, m.relayedBytes, m.signals, m.roams, m.dropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{relay.DropMalformed, relay.DropVersion, relay.DropUnknownType, relay.DropBadCookie,
 		relay.DropBadSignature, relay.DropNotRegistered, relay.DropRateLimited, relay.DropOffline, relay.DropReplay,
-		relay.DropSourceLimited, relay.DropNotSTUN} {
+		relay.DropSourceLimited, relay.DropNotSTUN, relay.DropBadHandshake, relay.DropBusy, relay.DropOpen,
+		relay.DropUnvalidated, relay.DropQuota} {
 		m.dropped.WithLabelValues(r) // export every reason from the start, at zero
 	}
 	return m

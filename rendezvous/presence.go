@@ -1,14 +1,27 @@
 package rendezvous
 
 import (
+	"context"
 	"slices"
 	"sort"
+	"strings"
+	"time"
 
 	"natchat/wire"
 )
 
-// joinLocked puts c in room and tells the members who newly share a room
-// with c.
+// Presence: who sees whom.
+//
+// A node sees the peers it shares a small room with (BigRoom members or
+// fewer), and the peers it talks with (it looked them up or signalled
+// them: it watches them). Joins and leaves go to those who see the node,
+// gathered per receiver for PresenceDelay and sent together; in a room
+// bigger than BigRoom they are not broadcast, so what a join costs is
+// bounded by BigRoom and the node's watchers, not by the room. A room that
+// crosses BigRoom one way or the other skips a presence sequence number
+// for each member, so each asks for a fresh snapshot at its next heartbeat.
+
+// joinLocked puts c in room.
 func (s *Server) joinLocked(c *client, room string) {
 	if slices.Contains(c.rooms, room) {
 		return
@@ -18,49 +31,229 @@ func (s *Server) joinLocked(c *client, room string) {
 		members = make(map[*client]struct{})
 		s.rooms[room] = members
 	}
-	for o := range members {
-		if !s.shareRoomLocked(c, o) {
-			s.presenceLocked(o, wire.PresenceJoin, wire.ReasonNone, c)
-		}
-	}
 	members[c] = struct{}{}
 	c.rooms = append(c.rooms, room)
+	if len(members) == s.opts.BigRoom+1 {
+		s.resyncLocked(members) // it just became big
+	}
 }
 
-func (s *Server) shareRoomLocked(a, b *client) bool {
-	for _, r := range a.rooms {
-		if _, ok := s.rooms[r][b]; ok {
+// leaveRoomsLocked takes c out of every room.
+func (s *Server) leaveRoomsLocked(c *client) {
+	for _, r := range c.rooms {
+		members := s.rooms[r]
+		delete(members, c)
+		switch {
+		case len(members) == 0:
+			delete(s.rooms, r)
+		case len(members) == s.opts.BigRoom:
+			s.resyncLocked(members) // it just became small
+		}
+	}
+	c.rooms = nil
+}
+
+// resyncLocked makes every member of a room that changed size class ask for
+// a new snapshot: their presence sequence skips a number, which their next
+// HeartbeatAck reveals.
+func (s *Server) resyncLocked(members map[*client]struct{}) {
+	for m := range members {
+		m.seq++
+	}
+}
+
+// smallLocked reports whether room is small enough to broadcast in.
+func (s *Server) smallLocked(members map[*client]struct{}) bool {
+	return len(members) <= s.opts.BigRoom
+}
+
+// observersLocked returns everyone who sees c, once each, c excluded.
+func (s *Server) observersLocked(c *client) map[*client]struct{} {
+	out := make(map[*client]struct{})
+	for _, r := range c.rooms {
+		members := s.rooms[r]
+		if !s.smallLocked(members) {
+			continue
+		}
+		for o := range members {
+			if o != c {
+				out[o] = struct{}{}
+			}
+		}
+	}
+	for o := range s.watchers[c.key] {
+		if o != c {
+			out[o] = struct{}{}
+		}
+	}
+	return out
+}
+
+// seenByLocked returns everyone c sees now (its snapshot), c excluded.
+func (s *Server) seenByLocked(c *client) []*client {
+	seen := make(map[*client]struct{})
+	for _, r := range c.rooms {
+		members := s.rooms[r]
+		if !s.smallLocked(members) {
+			continue
+		}
+		for o := range members {
+			if o != c {
+				seen[o] = struct{}{}
+			}
+		}
+	}
+	for k := range c.watching {
+		if o := s.byKey[k]; o != nil && o != c {
+			seen[o] = struct{}{}
+		}
+	}
+	out := make([]*client, 0, len(seen))
+	for o := range seen {
+		out = append(out, o)
+	}
+	return out
+}
+
+// announceLocked queues a join or leave of c for everyone who sees it.
+func (s *Server) announceLocked(c *client, kind wire.PresenceKind, reason wire.LeaveReason) {
+	for o := range s.observersLocked(c) {
+		o.pending = append(o.pending, wire.Change{Kind: kind, Reason: reason, Key: c.key, Name: c.name})
+		s.dirty[o] = struct{}{}
+	}
+}
+
+// watchLocked makes c follow k's presence (it talks with k), within
+// maxWatch.
+func (s *Server) watchLocked(c *client, k wire.Key) {
+	if k == c.key {
+		return
+	}
+	if _, ok := c.watching[k]; ok {
+		return
+	}
+	if len(c.watching) >= maxWatch && !s.evictWatchLocked(c) {
+		return
+	}
+	if c.watching == nil {
+		c.watching = make(map[wire.Key]*client)
+	}
+	c.watching[k] = nil
+	w := s.watchers[k]
+	if w == nil {
+		w = make(map[*client]struct{})
+		s.watchers[k] = w
+	}
+	w[c] = struct{}{}
+	if o := s.byKey[k]; o != nil && !s.shareSmallRoomLocked(c, o) {
+		// Now seen: say so, as a join.
+		c.pending = append(c.pending, wire.Change{Kind: wire.PresenceJoin, Key: o.key, Name: o.name})
+		s.dirty[c] = struct{}{}
+	}
+}
+
+// evictWatchLocked makes room in c's full watch list by dropping a peer
+// that is offline now, and reports whether it could.
+func (s *Server) evictWatchLocked(c *client) bool {
+	for k := range c.watching {
+		if s.byKey[k] == nil {
+			s.unwatchLocked(c, k)
 			return true
 		}
 	}
 	return false
 }
 
-// coMembersLocked returns everyone who shares a room with c, once each.
-func (s *Server) coMembersLocked(c *client) []*client {
-	seen := make(map[*client]struct{})
-	var out []*client
-	for _, r := range c.rooms {
-		for o := range s.rooms[r] {
-			if _, ok := seen[o]; ok || o == c {
-				continue
-			}
-			seen[o] = struct{}{}
-			out = append(out, o)
+func (s *Server) unwatchLocked(c *client, k wire.Key) {
+	delete(c.watching, k)
+	if w := s.watchers[k]; w != nil {
+		delete(w, c)
+		if len(w) == 0 {
+			delete(s.watchers, k)
 		}
 	}
-	return out
 }
 
-func (s *Server) presenceLocked(to *client, kind wire.PresenceKind, reason wire.LeaveReason, about *client) {
-	to.seq++
-	s.send(wire.Marshal(&wire.Presence{Seq: to.seq, Kind: kind, Reason: reason, Key: about.key, Name: about.name}), to.addr)
+// acquaintedLocked reports whether c already talks with the node with key
+// k: it follows k, or k follows c (k looked c up or signalled it first).
+// Signalling an acquaintance is not an introduction.
+func (s *Server) acquaintedLocked(c *client, k wire.Key) bool {
+	if _, ok := c.watching[k]; ok {
+		return true
+	}
+	if d := s.byKey[k]; d != nil {
+		_, ok := d.watching[c.key]
+		return ok
+	}
+	return false
 }
 
-// sendSnapshotLocked sends c everyone who shares a room with it, in parts
-// that each fit one datagram.
+// unwatchAllLocked stops c following anyone (it left).
+func (s *Server) unwatchAllLocked(c *client) {
+	for k := range c.watching {
+		if w := s.watchers[k]; w != nil {
+			delete(w, c)
+			if len(w) == 0 {
+				delete(s.watchers, k)
+			}
+		}
+	}
+	c.watching = nil
+}
+
+func (s *Server) shareSmallRoomLocked(a, b *client) bool {
+	for _, r := range a.rooms {
+		members := s.rooms[r]
+		if _, ok := members[b]; ok && s.smallLocked(members) {
+			return true
+		}
+	}
+	return false
+}
+
+// presenceLoop sends the gathered presence changes every PresenceDelay.
+func (s *Server) presenceLoop(ctx context.Context) {
+	t := time.NewTicker(s.opts.PresenceDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.FlushPresence()
+		}
+	}
+}
+
+// FlushPresence sends every gathered presence change now, each receiver's
+// in as few datagrams as fit. Run calls it every PresenceDelay; tests call
+// it to skip the wait.
+func (s *Server) FlushPresence() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.dirty {
+		for len(c.pending) > 0 {
+			n, size := 0, 5 // seq(4) count(1)
+			for n < len(c.pending) && n < wire.MaxChanges {
+				size += 2 + wire.KeyLen + 1 + len(c.pending[n].Name)
+				if n > 0 && size > wire.MaxPeersBody {
+					break
+				}
+				n++
+			}
+			c.seq++
+			s.sendSealedLocked(c, &wire.Presence{Seq: c.seq, Changes: c.pending[:n]})
+			c.pending = c.pending[n:]
+		}
+		c.pending = nil
+		delete(s.dirty, c)
+	}
+}
+
+// sendSnapshotLocked sends c everyone it sees, in parts that each fit one
+// datagram.
 func (s *Server) sendSnapshotLocked(c *client) {
-	peers := s.coMembersLocked(c)
+	peers := s.seenByLocked(c)
 	sort.Slice(peers, func(i, j int) bool { return peers[i].name < peers[j].name })
 	var parts [][]wire.Peer
 	var cur []wire.Peer
@@ -76,6 +269,46 @@ func (s *Server) sendSnapshotLocked(c *client) {
 	}
 	parts = append(parts, cur)
 	for i, p := range parts {
-		s.send(wire.Marshal(&wire.Peers{Seq: c.seq, Part: uint16(i), Parts: uint16(len(parts)), Peers: p}), c.addr)
+		s.sendSealedLocked(c, &wire.Peers{Seq: c.seq, Part: uint16(i), Parts: uint16(len(parts)), Peers: p})
 	}
+}
+
+// whoPageSize is how many members whoPage considers for a page; it keeps
+// those that fit one datagram.
+const whoPageSize = 32
+
+// whoPage answers m with the members of a room (members) whose names sort
+// after m.After: the first that fit one datagram. It costs one pass over
+// the room and no allocation per member, so a page of a room of 10,000
+// costs tens of microseconds (and Who counts against the lookup rate).
+func whoPage(m *wire.Who, members map[*client]struct{}) *wire.WhoReply {
+	after := wire.NameKey(m.After)
+	page := make([]*client, 0, whoPageSize+1) // the smallest names after `after`, sorted
+	beyond := 0                               // members after `after`
+	for c := range members {
+		if m.After != "" && c.nameKey <= after {
+			continue
+		}
+		beyond++
+		if len(page) == whoPageSize && c.nameKey >= page[len(page)-1].nameKey {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(page, c.nameKey, func(p *client, k string) int { return strings.Compare(p.nameKey, k) })
+		page = slices.Insert(page, i, c)
+		if len(page) > whoPageSize {
+			page = page[:whoPageSize]
+		}
+	}
+	r := &wire.WhoReply{TxID: m.TxID, Room: m.Room, Total: uint32(len(members))}
+	size := 0
+	for _, c := range page {
+		n := wire.KeyLen + 1 + len(c.name)
+		if size+n > wire.MaxPeersBody {
+			break
+		}
+		r.Members = append(r.Members, wire.Peer{Key: c.key, Name: c.name})
+		size += n
+	}
+	r.More = beyond > len(r.Members)
+	return r
 }

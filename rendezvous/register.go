@@ -1,7 +1,7 @@
 package rendezvous
 
 import (
-	"crypto/ed25519"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -9,92 +9,275 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/time/rate"
+
+	"natchat/ctrl"
 	"natchat/relay"
 	"natchat/wire"
 )
 
-func (s *Server) handleRegisterLocked(m *wire.Register, src netip.AddrPort, now time.Time, reqLen int) {
-	refuse := func(code wire.Code, reason, msg string) {
-		s.drop(reason)
-		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: code, Request: wire.TypeRegister, Message: msg})
-	}
+// regJob is a registration waiting for a worker: a Handshake whose cookie
+// checked out.
+type regJob struct {
+	src    netip.AddrPort
+	cookie wire.Cookie
+	noise  []byte // a copy
+	reqLen int
+}
+
+// handleHandshakeLocked checks a Handshake's cookie (cheap, on the packet
+// path) and hands it to a registration worker (the Diffie-Hellman and the
+// name binding are not cheap). A retransmitted Handshake gets the same
+// reply again.
+func (s *Server) handleHandshakeLocked(m *wire.Handshake, src netip.AddrPort, now time.Time, reqLen int) {
 	if !s.cookies.valid(now, src, m.Cookie) {
-		refuse(wire.CodeBadCookie, relay.DropBadCookie, "cookie invalid or expired")
+		s.drop(relay.DropBadCookie)
+		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: wire.CodeBadCookie, Request: wire.TypeHandshake, Message: "cookie invalid or expired"})
 		return
 	}
-	if err := wire.ValidateName(m.Name); err != nil {
+	if c := s.byCookie[m.Cookie]; c != nil {
+		// The handshake of the registration in force: from its address, a
+		// retransmission, which gets the same reply. From elsewhere, the
+		// node has moved since (the cookie is this address's, so it never
+		// sends it from its new one): a replay, which must not run again
+		// and reset the session back to the old address.
+		if c.addr == src && c.reply != nil {
+			s.send(c.reply, src)
+		}
+		return
+	}
+	if s.inflight[m.Cookie] {
+		return // a retransmission of a handshake a worker has: its reply is coming
+	}
+	j := regJob{src: src, cookie: m.Cookie, noise: append([]byte(nil), m.Noise...), reqLen: reqLen}
+	// Fair admission: a network that has registered little of late goes
+	// ahead of those that registered more, so a flood of registrations
+	// from a few hundred networks delays a newcomer by the fresh queue's
+	// length at most, not by the whole backlog. The meter is per prefix,
+	// in fixed memory, and is charged only for cookie-proven sources.
+	if s.regFresh.allow(src.Addr(), now) {
+		select {
+		case s.regQ <- j:
+			s.inflight[m.Cookie] = true
+			return
+		default: // full: wait with the others
+		}
+	}
+	select {
+	case s.regSlowQ <- j:
+		s.inflight[m.Cookie] = true
+	default:
+		s.drop(relay.DropBusy)
+	}
+}
+
+// Registrations from one network go to the fresh queue at most freshBurst
+// at once and then one per freshEvery: what a household or an office
+// does, while a network registering names by the dozen waits behind them.
+const (
+	freshEvery = 30 * time.Second
+	freshBurst = 2
+)
+
+func (s *Server) registerWorker(ctx context.Context) {
+	for {
+		select {
+		case j := <-s.regQ:
+			s.runJob(j)
+			continue
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-s.regQ:
+			s.runJob(j)
+		case j := <-s.regSlowQ:
+			s.runJob(j)
+		}
+	}
+}
+
+func (s *Server) runJob(j regJob) {
+	s.register(j)
+	s.mu.Lock()
+	delete(s.inflight, j.cookie)
+	s.mu.Unlock()
+}
+
+// DrainRegistrations runs the registrations queued so far on the calling
+// goroutine and returns how many it ran. Run's workers do this; in-memory
+// tests and benchmarks that call Handle without Run call it instead.
+func (s *Server) DrainRegistrations() int {
+	n := 0
+	for {
+		select {
+		case j := <-s.regQ:
+			s.runJob(j)
+			n++
+			continue
+		default:
+		}
+		select {
+		case j := <-s.regSlowQ:
+			s.runJob(j)
+			n++
+		default:
+			return n
+		}
+	}
+}
+
+// register runs one registration: the handshake, the checks, the durable
+// name binding, then (under the lock) the new session and the reply.
+func (s *Server) register(j regJob) {
+	resp, payload, static, err := ctrl.Respond(s.opts.Key, j.cookie, j.noise)
+	if err != nil {
+		// Not a handshake with our key: nothing authenticated to answer.
+		s.drop(relay.DropBadHandshake)
+		s.mu.Lock()
+		s.replyErrorLocked(j.src, s.now(), j.reqLen, &wire.Error{Code: wire.CodeBadHandshake, Request: wire.TypeHandshake,
+			Message: "handshake failed: wrong rendezvous key?"})
+		s.mu.Unlock()
+		return
+	}
+	// From here every answer is the handshake's second message: the node
+	// knows it comes from us.
+	refuse := func(code wire.Code, reason, msg string) {
+		s.drop(reason)
+		out, _, err := resp.Finish(wire.AppendHandshakeResult(nil, &wire.HandshakeResult{Code: code, Message: msg}))
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.send(wire.Marshal(&wire.HandshakeReply{Noise: out}), j.src)
+		s.mu.Unlock()
+	}
+	p, err := wire.ParseRegisterPayload(payload)
+	if err != nil {
+		refuse(wire.CodeMalformed, relay.DropMalformed, "registration did not parse")
+		return
+	}
+	if want, err := ctrl.StaticOf(p.Key); err != nil || want != static {
+		refuse(wire.CodeBadSignature, relay.DropBadSignature, "the handshake's key is not this identity's")
+		return
+	}
+	if err := wire.ValidateName(p.Name); err != nil {
 		refuse(wire.CodeBadName, relay.DropMalformed, err.Error())
 		return
 	}
-	if !ed25519.Verify(ed25519.PublicKey(m.Key[:]), wire.RegisterSigned(m.Cookie, m.Key, m.Name), m.Sig[:]) {
-		refuse(wire.CodeBadSignature, relay.DropBadSignature, "signature does not verify")
-		return
-	}
-	// From here the source has proved its address and its key.
-	if old := s.byKey[m.Key]; old != nil && old.cookie == m.Cookie && wire.NameKey(old.name) == wire.NameKey(m.Name) {
-		// A retransmitted registration: answer it again (at the node's
-		// current address, should it have roamed since), change nothing.
-		// The same cookie with another name is not a retransmit: it falls
-		// through to the store, which refuses it (key_in_use).
-		s.sendRegisteredLocked(old)
-		return
-	}
-	if slices.ContainsFunc(s.spent[m.Key], func(r spentCookie) bool { return r.cookie == m.Cookie }) {
+	now := s.now()
+	s.mu.Lock()
+	replay := slices.ContainsFunc(s.spent[p.Key], func(r spentCookie) bool { return r.cookie == j.cookie })
+	_, _, bound := s.opts.Store.ByName(p.Name)
+	quota := !bound && !s.newNameLocked(j.src.Addr(), now)
+	s.mu.Unlock()
+	switch {
+	case replay:
 		refuse(wire.CodeReplay, relay.DropReplay, "registration replayed")
 		return
+	case quota:
+		refuse(wire.CodeQuota, relay.DropQuota, "too many new names from your network this hour; try later")
+		return
 	}
-	name, err := s.opts.Store.Bind(m.Name, m.Key)
+	name, err := s.opts.Store.Bind(p.Name, p.Key)
 	switch {
 	case errors.Is(err, ErrNameTaken):
-		refuse(wire.CodeNameTaken, relay.DropMalformed, fmt.Sprintf("name %q is taken", m.Name))
+		refuse(wire.CodeNameTaken, relay.DropMalformed, fmt.Sprintf("name %q is taken", p.Name))
 		return
 	case errors.Is(err, ErrKeyInUse):
 		refuse(wire.CodeKeyInUse, relay.DropMalformed, "this identity key is registered under another name")
+		return
+	case err != nil && errors.Is(err, ErrConfusable):
+		refuse(wire.CodeNameTaken, relay.DropMalformed, err.Error())
 		return
 	case err != nil:
 		s.log.Error().Err(err).Msg("store bind")
 		return
 	}
-	s.m.registrations.Inc()
-	if c := s.byKey[m.Key]; c != nil {
-		// The node registered again (restarted, or its NAT rebound): it
-		// stays online; new session, new address.
+	s.opts.Store.Touch(p.Key, now)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now = s.now()
+	c := s.byKey[p.Key]
+	rejoined := c != nil
+	if c != nil {
+		// The node registered again (restarted, or lost its session): it
+		// stays online; new keys, new session, new address.
 		delete(s.bySession, c.session)
+		delete(s.byCookie, c.cookie)
 		s.spendLocked(c, now)
-		c.session, c.addr, c.cookie, c.lastSeen = newSession(), src, m.Cookie, now
-		s.bySession[c.session] = c
-		s.log.Info().Str("peer", c.name).Stringer("addr", src).Msg("re-registered")
-		s.sendRegisteredLocked(c)
-		s.sendSnapshotLocked(c)
+		s.log.Info().Str("peer", c.name).Stringer("addr", j.src).Msg("re-registered")
+	} else {
+		c = &client{key: p.Key, name: name, nameKey: wire.NameKey(name), limiter: relay.NewLimiter(s.opts.Relay),
+			lookups: rate.NewLimiter(rate.Limit(max(s.opts.LookupRate, 1)), 2*max(s.opts.LookupRate, 1)),
+			intros:  rate.NewLimiter(rate.Limit(max(s.opts.IntroRate, 1)), 2*max(s.opts.IntroRate, 1))}
+	}
+	c.session, c.addr, c.cookie, c.lastSeen = newSession(), j.src, j.cookie, now
+	c.challenge.addr = netip.AddrPort{}
+	out, keys, err := resp.Finish(wire.AppendHandshakeResult(nil, &wire.HandshakeResult{
+		Session: c.session, Observed: c.addr,
+		HeartbeatMS: uint32(s.opts.Heartbeat / time.Millisecond),
+		ExpiryMS:    uint32(s.opts.Expiry / time.Millisecond),
+		PresenceSeq: c.seq,
+	}))
+	if err != nil {
+		s.log.Error().Err(err).Msg("handshake reply")
 		return
 	}
-	c := &client{
-		key: m.Key, name: name, addr: src, session: newSession(), cookie: m.Cookie, lastSeen: now,
-		limiter: relay.NewLimiter(s.opts.Relay),
-	}
+	c.keys = keys
+	c.reply = wire.Marshal(&wire.HandshakeReply{Noise: out})
 	s.byKey[c.key] = c
 	s.bySession[c.session] = c
+	s.byCookie[c.cookie] = c
+	s.m.registrations.Inc()
 	s.m.online.Set(float64(len(s.byKey)))
-	s.log.Info().Str("peer", c.name).Stringer("addr", src).Str("key", c.key.Short()).Msg("registered")
-	s.sendRegisteredLocked(c)
-	if s.opts.DefaultRoom != "" {
-		s.joinLocked(c, s.opts.DefaultRoom)
+	s.send(c.reply, c.addr)
+	if !rejoined {
+		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
+		if s.opts.DefaultRoom != "" {
+			s.joinLocked(c, s.opts.DefaultRoom)
+		}
+		s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
 	}
 	s.sendSnapshotLocked(c)
+}
+
+// newNameLocked counts a new name registered from src's network this hour
+// and reports whether it is within the quota.
+func (s *Server) newNameLocked(src netip.Addr, now time.Time) bool {
+	if s.opts.NewNames < 0 {
+		return true
+	}
+	pfx := sourcePrefix(src)
+	q := s.newNames[pfx]
+	if q == nil || now.Sub(q.since) >= time.Hour {
+		q = &nameQuota{since: now}
+		s.newNames[pfx] = q
+	}
+	if q.count >= s.opts.NewNames {
+		return false
+	}
+	q.count++
+	return true
+}
+
+// sourcePrefix is the network a source address stands for in quotas: its
+// /24 (IPv4) or /56 (IPv6), what one customer of an ISP usually holds.
+func sourcePrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 56
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 func newSession() (id wire.SessionID) {
 	rand.Read(id[:])
 	return id
-}
-
-func (s *Server) sendRegisteredLocked(c *client) {
-	s.send(wire.Marshal(&wire.Registered{
-		Session: c.session, Observed: c.addr,
-		HeartbeatMS: uint32(s.opts.Heartbeat / time.Millisecond),
-		ExpiryMS:    uint32(s.opts.Expiry / time.Millisecond),
-		PresenceSeq: c.seq,
-	}), c.addr)
 }
 
 // spendLocked remembers c's current cookie as used up.
@@ -104,4 +287,17 @@ func (s *Server) spendLocked(c *client, now time.Time) {
 		rs = rs[len(rs)-maxSpent:]
 	}
 	s.spent[c.key] = rs
+}
+
+// removeLocked ends c's registration and tells who sees it.
+func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time) {
+	s.announceLocked(c, wire.PresenceLeft, reason)
+	s.leaveRoomsLocked(c)
+	s.unwatchAllLocked(c)
+	delete(s.byKey, c.key)
+	delete(s.bySession, c.session)
+	delete(s.byCookie, c.cookie)
+	delete(s.dirty, c)
+	s.spendLocked(c, now)
+	s.m.online.Set(float64(len(s.byKey)))
 }

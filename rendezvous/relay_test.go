@@ -13,43 +13,52 @@ import (
 	"natchat/wire"
 )
 
-func TestHeartbeatUnknownSession(t *testing.T) {
+func TestSealedUnknownSession(t *testing.T) {
 	h := newHarness(t, nil)
 	src := netip.MustParseAddrPort("198.51.100.1:1")
-	req := wire.Marshal(&wire.Heartbeat{Session: wire.SessionID{1, 2, 3}})
+	req := wire.Marshal(&wire.Sealed{Session: wire.SessionID{1, 2, 3}, Counter: 1, Box: make([]byte, 45)})
 	e := onlyError(t, h.handle(req, src), src, wire.CodeNotRegistered, len(req))
-	if e.Request != wire.TypeHeartbeat {
-		t.Errorf("error for request %v, want heartbeat", e.Request)
+	if e.Request != wire.TypeSealed {
+		t.Errorf("error for request %v, want sealed", e.Request)
 	}
-	if got := h.metric(dropped("not_registered")); got != 1 {
+	if got := h.metric(dropped(relay.DropNotRegistered)); got != 1 {
 		t.Errorf("not_registered drops %v, want 1", got)
 	}
 }
 
-func TestRoam(t *testing.T) {
+// TestSealedForged: a datagram with a registered session that does not
+// authenticate (forged, tampered, or sealed with another session's keys)
+// is dropped without an answer and changes nothing.
+func TestSealedForged(t *testing.T) {
 	h := newHarness(t, nil)
 	a := newNode(t, "alice", "198.51.100.1:1000")
 	b := newNode(t, "bob", "198.51.100.2:2000")
 	h.mustRegister(a, b)
-
-	moved := netip.MustParseAddrPort("[2001:db8::1]:1234")
-	ack := h.heartbeat(a, moved)
-	if ack.Observed != moved {
-		t.Fatalf("observed %v, want %v", ack.Observed, moved)
+	good := a.seal(&wire.Leave{})
+	tampered := slices.Clone(good)
+	tampered[len(tampered)-1] ^= 1
+	header := slices.Clone(good)
+	header[wire.SealedHeaderLen-1] ^= 1 // the counter: associated data
+	// bob's keys under alice's session.
+	other := b.rv.Keys.Seal(nil, a.session, wire.AppendInner(make([]byte, 0, 64), &wire.Leave{}))
+	forged := wire.Marshal(&wire.Sealed{Session: a.session, Counter: 7, Box: make([]byte, 64)})
+	for name, d := range map[string][]byte{"tampered box": tampered, "tampered counter": header, "other keys": other, "forged": forged} {
+		for _, src := range []netip.AddrPort{a.addr, stranger} {
+			if out := h.handle(d, src); len(out) != 0 {
+				t.Errorf("%s from %v answered: %s", name, src, describe(out))
+			}
+		}
 	}
-	payload := []byte("after the move")
-	out := h.send(&wire.Relay{Session: b.session, Dst: a.key, Payload: payload}, b.addr)
-	rel := only[*wire.Relayed](t, out, moved)
-	if rel.Src != b.key || !bytes.Equal(rel.Payload, payload) {
-		t.Errorf("relayed %+v", rel)
+	if got := h.metric(dropped(relay.DropOpen)); got != 8 {
+		t.Errorf("unauthentic drops %v, want 8", got)
 	}
-	// Lookups, snapshots and presence go to the new address too.
-	out = h.send(&wire.PeersRequest{Session: a.session}, moved)
-	only[*wire.Peers](t, out, moved)
-	out = h.send(&wire.Leave{Session: b.session}, b.addr)
-	if p := onlyPresence(t, out, &node{name: "alice", addr: moved}); p.Kind != wire.PresenceLeft {
-		t.Errorf("presence %+v", p)
+	if out := h.flush(); len(out) != 0 {
+		t.Errorf("forgeries caused presence: %s", describe(out))
 	}
+	if got := h.s.Online(); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Fatalf("online %q", got)
+	}
+	h.heartbeat(a)
 }
 
 func TestLookup(t *testing.T) {
@@ -61,8 +70,7 @@ func TestLookup(t *testing.T) {
 
 	lookup := func(m *wire.Lookup) *wire.LookupReply {
 		t.Helper()
-		m.Session = b.session
-		r := only[*wire.LookupReply](t, h.send(m, b.addr), b.addr)
+		r := onlyTo[*wire.LookupReply](t, h.sealed(b, m, b.addr), b)
 		if r.TxID != m.TxID {
 			t.Fatalf("txid %d, want %d", r.TxID, m.TxID)
 		}
@@ -83,16 +91,9 @@ func TestLookup(t *testing.T) {
 	check(lookup(&wire.Lookup{TxID: 13, Key: stranger.key}), wire.LookupUnknown, stranger.key, "")
 	check(lookup(&wire.Lookup{TxID: 14}), wire.LookupUnknown, wire.Key{}, "")
 
-	h.send(&wire.Leave{Session: a.session}, a.addr)
+	h.sealed(a, &wire.Leave{}, a.addr)
 	check(lookup(&wire.Lookup{TxID: 20, Name: "alice"}), wire.LookupOffline, a.key, "Alice")
 	check(lookup(&wire.Lookup{TxID: 21, Key: a.key}), wire.LookupOffline, a.key, "Alice")
-
-	// An unregistered session gets not_registered, no larger than the request.
-	req := wire.Marshal(&wire.Lookup{Session: wire.SessionID{9}, TxID: 5, Name: "bob"})
-	e := onlyError(t, h.handle(req, stranger.addr), stranger.addr, wire.CodeNotRegistered, len(req))
-	if e.Request != wire.TypeLookup {
-		t.Errorf("error request type %v", e.Request)
-	}
 }
 
 func TestRelay(t *testing.T) {
@@ -105,7 +106,7 @@ func TestRelay(t *testing.T) {
 	for _, n := range []int{0, 1, 1000, 1400} {
 		payload := make([]byte, n)
 		rand.Read(payload)
-		out := h.send(&wire.Relay{Session: a.session, Dst: b.key, Payload: payload}, a.addr)
+		out := h.handle(a.rv.Relay(b.key, payload), a.addr)
 		rel := only[*wire.Relayed](t, out, b.addr)
 		if rel.Src != a.key || !bytes.Equal(rel.Payload, payload) {
 			t.Fatalf("%d-byte payload: relayed src %s, %d bytes", n, rel.Src.Short(), len(rel.Payload))
@@ -116,7 +117,7 @@ func TestRelay(t *testing.T) {
 		total += n
 	}
 	// The other way.
-	out := h.send(&wire.Relay{Session: b.session, Dst: a.key, Payload: []byte("pong")}, b.addr)
+	out := h.handle(b.rv.Relay(a.key, []byte("pong")), b.addr)
 	if rel := only[*wire.Relayed](t, out, a.addr); rel.Src != b.key || string(rel.Payload) != "pong" {
 		t.Errorf("relayed %+v", rel)
 	}
@@ -131,22 +132,23 @@ func TestRelay(t *testing.T) {
 
 	// To a key that is not online: dropped, counted, nothing sent.
 	stranger := newNode(t, "x", "198.51.100.9:9")
-	out = h.send(&wire.Relay{Session: a.session, Dst: stranger.key, Payload: []byte("?")}, a.addr)
-	if len(out) != 0 {
+	if out := h.handle(a.rv.Relay(stranger.key, []byte("?")), a.addr); len(out) != 0 {
 		t.Errorf("relay to an unknown key sent %s", describe(out))
 	}
-	h.send(&wire.Leave{Session: b.session}, b.addr)
-	out = h.send(&wire.Relay{Session: a.session, Dst: b.key, Payload: []byte("?")}, a.addr)
-	if len(out) != 0 {
+	oldB := b.session
+	h.sealed(b, &wire.Leave{}, b.addr)
+	h.flushInto(a)
+	if out := h.handle(a.rv.Relay(b.key, []byte("?")), a.addr); len(out) != 0 {
 		t.Errorf("relay to an offline node sent %s", describe(out))
 	}
 	if got := h.metric(dropped(relay.DropOffline)); got != 2 {
 		t.Errorf("peer_offline drops %v, want 2", got)
 	}
 	// From a session that is not registered (bob's old one): refused.
+	h.clock.Step(time.Second)
 	h.register(b)
-	req := wire.Marshal(&wire.Relay{Session: wire.SessionID{1}, Dst: b.key, Payload: []byte("spoof")})
-	onlyError(t, h.handle(req, a.addr), a.addr, wire.CodeNotRegistered, len(req))
+	req := wire.Marshal(&wire.Relay{Session: oldB, Dst: a.key, Payload: []byte("spoof")})
+	onlyError(t, h.handle(req, b.addr), b.addr, wire.CodeNotRegistered, len(req))
 	if got := h.metric("natchat_rendezvous_relayed_packets_total"); got != 5 {
 		t.Errorf("relayed packets %v, want 5", got)
 	}
@@ -164,8 +166,7 @@ func TestRelayRateLimit(t *testing.T) {
 		burst := func(from, to *node) int {
 			n := 0
 			for range 20 {
-				out := h.send(&wire.Relay{Session: from.session, Dst: to.key, Payload: []byte("x")}, from.addr)
-				n += len(out)
+				n += len(h.handle(from.rv.Relay(to.key, []byte("x")), from.addr))
 			}
 			return n
 		}
@@ -188,13 +189,15 @@ func TestRelayRateLimit(t *testing.T) {
 		h.clock.Step(time.Second)
 		n := 0
 		for range 20 {
-			n += len(h.send(&wire.Signal{Session: a.session, Dst: b.key, Body: []byte{1}}, a.addr))
+			n += len(h.sealed(a, &wire.Signal{Dst: b.key, Body: []byte{1}}, a.addr))
 		}
 		if n != 5 {
 			t.Errorf("alice signaled %d of 20, want 5", n)
 		}
 		// alice is still registered and heartbeats are not limited.
-		h.heartbeat(a, a.addr)
+		for range 20 {
+			h.heartbeat(a)
+		}
 	})
 	t.Run("bytes", func(t *testing.T) {
 		h := newHarness(t, func(o *rendezvous.Options) {
@@ -205,7 +208,7 @@ func TestRelayRateLimit(t *testing.T) {
 		h.mustRegister(a, b)
 		n := 0
 		for range 10 {
-			n += len(h.send(&wire.Relay{Session: a.session, Dst: b.key, Payload: make([]byte, 1000)}, a.addr))
+			n += len(h.handle(a.rv.Relay(b.key, make([]byte, 1000)), a.addr))
 		}
 		if n != 3 {
 			t.Errorf("relayed %d 1000-byte packets with 3000 bytes of burst, want 3", n)
@@ -225,8 +228,8 @@ func TestSignal(t *testing.T) {
 		Kind: wire.SignalOffer, Seq: 3, Generation: 1, Ufrag: "uf", Pwd: "pw",
 		Candidates: []string{"candidate:1 1 udp 2130706431 198.51.100.1 1000 typ host"},
 	})
-	out := h.send(&wire.Signal{Session: a.session, Dst: b.key, Body: body}, a.addr)
-	sig := only[*wire.Signaled](t, out, b.addr)
+	out := h.sealed(a, &wire.Signal{Dst: b.key, Body: body}, a.addr)
+	sig := onlyTo[*wire.Signaled](t, out, b)
 	if sig.Src != a.key || sig.Name != "Alice" || !bytes.Equal(sig.Body, body) {
 		t.Errorf("signaled %+v", sig)
 	}
@@ -234,17 +237,18 @@ func TestSignal(t *testing.T) {
 		t.Error(err)
 	}
 	// a node registered as "ALICE" is announced with the canonical spelling.
-	h.send(&wire.Leave{Session: a.session}, a.addr)
+	h.sealed(a, &wire.Leave{}, a.addr)
+	h.flushInto(b)
 	a.name = "ALICE"
 	h.clock.Step(time.Second) // a fresh cookie, not the left one
 	h.register(a)
-	out = h.send(&wire.Signal{Session: a.session, Dst: b.key}, a.addr)
-	if sig := only[*wire.Signaled](t, out, b.addr); sig.Name != "Alice" || len(sig.Body) != 0 {
+	h.flushInto(b)
+	out = h.sealed(a, &wire.Signal{Dst: b.key}, a.addr)
+	if sig := onlyTo[*wire.Signaled](t, out, b); sig.Name != "Alice" || len(sig.Body) != 0 {
 		t.Errorf("signaled %+v", sig)
 	}
 	// To an offline key: dropped.
-	out = h.send(&wire.Signal{Session: a.session, Dst: wire.Key{1}, Body: body}, a.addr)
-	if len(out) != 0 {
+	if out := h.sealed(a, &wire.Signal{Dst: wire.Key{1}, Body: body}, a.addr); len(out) != 0 {
 		t.Errorf("signal to an unknown key sent %s", describe(out))
 	}
 	text := h.scrape()
@@ -262,8 +266,9 @@ func TestMetrics(t *testing.T) {
 	b := newNode(t, "bob", "198.51.100.2:2000")
 	h.mustRegister(a, b)
 	h.handle(stunBinding(t), a.addr)
-	h.send(&wire.Relay{Session: a.session, Dst: b.key, Payload: make([]byte, 123)}, a.addr)
-	h.send(&wire.Leave{Session: b.session}, b.addr)
+	h.handle(a.rv.Relay(b.key, make([]byte, 123)), a.addr)
+	h.roam(a, netip.MustParseAddrPort("198.51.100.1:1001"))
+	h.sealed(b, &wire.Leave{}, b.addr)
 	text := h.scrape()
 	for series, want := range map[string]float64{
 		"natchat_rendezvous_registrations_total":   2,
@@ -271,8 +276,11 @@ func TestMetrics(t *testing.T) {
 		"natchat_rendezvous_stun_responses_total":  1,
 		"natchat_rendezvous_relayed_packets_total": 1,
 		"natchat_rendezvous_relayed_bytes_total":   123,
+		"natchat_rendezvous_roams_total":           1,
 		dropped(relay.DropMalformed):               0,
 		dropped(relay.DropNotSTUN):                 0,
+		dropped(relay.DropQuota):                   0,
+		dropped(relay.DropUnvalidated):             0,
 	} {
 		if got := metric(t, text, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -280,18 +288,5 @@ func TestMetrics(t *testing.T) {
 	}
 	if got := h.s.Online(); !slices.Equal(got, []string{"alice"}) {
 		t.Errorf("online %q", got)
-	}
-}
-
-// TestLookupUnknownSessionTxID: the not_registered Error answering a
-// Lookup carries the Lookup's TxID, so the node can tell which request
-// was refused.
-func TestLookupUnknownSessionTxID(t *testing.T) {
-	h := newHarness(t, nil)
-	src := netip.MustParseAddrPort("198.51.100.1:1000")
-	req := &wire.Lookup{Session: wire.SessionID{9}, TxID: 0xdecaf, Name: "bob"}
-	e := onlyError(t, h.send(req, src), src, wire.CodeNotRegistered, len(wire.Marshal(req)))
-	if e.TxID != 0xdecaf || e.Request != wire.TypeLookup {
-		t.Fatalf("Error TxID %#x request %v, want 0xdecaf lookup", e.TxID, e.Request)
 	}
 }

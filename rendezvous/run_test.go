@@ -10,26 +10,33 @@ import (
 
 	"github.com/pion/stun/v2"
 
+	"natchat/ctrl"
 	"natchat/rendezvous"
 	"natchat/wire"
 )
 
 // startLoopback runs a Server on a real 127.0.0.1 socket and returns it,
-// its address, the cancel of its context and the channel Run's result
-// arrives on.
-func startLoopback(t *testing.T, edit func(*rendezvous.Options)) (*rendezvous.Server, net.PacketConn, context.CancelFunc, <-chan error) {
+// its socket, its key, the cancel of its context and the channel Run's
+// result arrives on.
+func startLoopback(t *testing.T, edit func(*rendezvous.Options)) (*rendezvous.Server, net.PacketConn, ctrl.ServerKey, context.CancelFunc, <-chan error) {
 	t.Helper()
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := rendezvous.OpenStore(t.TempDir())
+	dir := t.TempDir()
+	key, _, err := rendezvous.LoadOrCreateKey(dir)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	st, err := rendezvous.OpenStore(dir)
 	if err != nil {
 		conn.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	opts := rendezvous.Options{Conn: conn, Store: st, DefaultRoom: rendezvous.DefaultRoom}
+	opts := rendezvous.Options{Conn: conn, Store: st, Key: key, DefaultRoom: rendezvous.DefaultRoom}
 	if edit != nil {
 		edit(&opts)
 	}
@@ -40,7 +47,7 @@ func startLoopback(t *testing.T, edit func(*rendezvous.Options)) (*rendezvous.Se
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	return s, conn, cancel, done
+	return s, conn, key, cancel, done
 }
 
 func waitRun(t *testing.T, done <-chan error) error {
@@ -93,9 +100,37 @@ func (c *udpClient) read() []byte {
 
 func (c *udpClient) readMsg() wire.Message { return parse(c.t, c.read()) }
 
+// register runs a whole registration of n over the socket.
+func (c *udpClient) register(n *node) {
+	c.t.Helper()
+	c.write(n.rv.Hello(5))
+	hs, err := n.rv.FromCookie(c.read())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.write(hs)
+	res, err := n.rv.Finish(c.read())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if res.Observed != c.addr() {
+		c.t.Fatalf("observed %v, want %v", res.Observed, c.addr())
+	}
+	n.session = res.Session
+	if _, ok := c.open(n).(*wire.Peers); !ok {
+		c.t.Fatal("no snapshot")
+	}
+}
+
+// open reads the next datagram as n.
+func (c *udpClient) open(n *node) wire.Message { return n.open(c.t, c.read()) }
+
 func TestRunLoopback(t *testing.T) {
 	defer checkGoroutines(t)()
-	s, conn, cancel, done := startLoopback(t, func(o *rendezvous.Options) { o.Expiry = 400 * time.Millisecond })
+	s, conn, key, cancel, done := startLoopback(t, func(o *rendezvous.Options) {
+		o.Expiry = 2 * time.Second
+		o.PresenceDelay = 10 * time.Millisecond
+	})
 	defer cancel()
 	cl := newUDPClient(t, conn.LocalAddr())
 
@@ -104,31 +139,36 @@ func TestRunLoopback(t *testing.T) {
 	cl.write(req)
 	checkBindingSuccess(t, req, cl.read(), cl.addr(), "natchat-rendezvous")
 
-	// The whole registration.
-	n := newNode(t, "alice", cl.addr().String())
-	cl.write(wire.Marshal(&wire.Hello{Nonce: 5}))
-	cr, ok := cl.readMsg().(*wire.CookieReply)
-	if !ok || cr.Nonce != 5 {
-		t.Fatalf("hello answered with %+v", cr)
+	// The whole registration, on Run's workers.
+	a := newNode(t, "alice", cl.addr().String())
+	cl.register(a)
+	if a.rv.Server != key.Public {
+		t.Fatal("learned the wrong key")
 	}
-	cl.write(wire.Marshal(n.signedRegister(cr.Cookie, n.name)))
-	reg, ok := cl.readMsg().(*wire.Registered)
-	if !ok || reg.Observed != cl.addr() {
-		t.Fatalf("registered %+v, want observed %v", reg, cl.addr())
-	}
-	if _, ok := cl.readMsg().(*wire.Peers); !ok {
-		t.Fatal("no snapshot")
-	}
-	cl.write(wire.Marshal(&wire.Heartbeat{Session: reg.Session}))
-	if ack, ok := cl.readMsg().(*wire.HeartbeatAck); !ok || ack.Observed != cl.addr() {
+	cl.write(a.seal(&wire.Heartbeat{}))
+	if ack, ok := cl.open(a).(*wire.HeartbeatAck); !ok || ack.Observed != cl.addr() {
 		t.Fatalf("heartbeat ack %+v", ack)
 	}
 
-	// Run's own sweep expires the silent node (polling with a deadline).
-	deadline := time.Now().Add(5 * time.Second)
+	// A second node: Run's presence loop tells the first.
+	cl2 := newUDPClient(t, conn.LocalAddr())
+	b := newNode(t, "bob", cl2.addr().String())
+	cl2.register(b)
+	p, ok := cl.open(a).(*wire.Presence)
+	if !ok || len(p.Changes) != 1 || p.Changes[0].Kind != wire.PresenceJoin || p.Changes[0].Key != b.key {
+		t.Fatalf("alice got %+v, want bob's join", p)
+	}
+	// And relays.
+	cl2.write(b.rv.Relay(a.key, []byte("hi")))
+	if r, ok := cl.readMsg().(*wire.Relayed); !ok || r.Src != b.key || string(r.Payload) != "hi" {
+		t.Fatalf("alice got %+v, want bob's relayed packet", r)
+	}
+
+	// Run's own sweep expires the silent nodes (polling with a deadline).
+	deadline := time.Now().Add(10 * time.Second)
 	for len(s.Online()) != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("still online %q after 5 s of silence with a 400 ms expiry", s.Online())
+			t.Fatalf("still online %q after 10 s of silence with a 2 s expiry", s.Online())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -144,7 +184,7 @@ func TestRunLoopback(t *testing.T) {
 
 func TestRunSocketClosed(t *testing.T) {
 	defer checkGoroutines(t)()
-	_, conn, cancel, done := startLoopback(t, nil)
+	_, conn, _, cancel, done := startLoopback(t, nil)
 	defer cancel()
 	// Make sure Run is reading: a STUN round trip.
 	cl := newUDPClient(t, conn.LocalAddr())
@@ -167,7 +207,11 @@ func TestRunCancelledContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	s, err := rendezvous.New(rendezvous.Options{Conn: conn, Store: st})
+	key, err := ctrl.NewServerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := rendezvous.New(rendezvous.Options{Conn: conn, Store: st, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,16 +225,23 @@ func TestRunCancelledContext(t *testing.T) {
 	}
 }
 
-func TestNewRequiresConnAndStore(t *testing.T) {
+func TestNewRequiresConnStoreAndKey(t *testing.T) {
 	st, err := rendezvous.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := rendezvous.New(rendezvous.Options{Store: st}); err == nil {
+	key, err := ctrl.NewServerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rendezvous.New(rendezvous.Options{Store: st, Key: key}); err == nil {
 		t.Error("New without Conn succeeded")
 	}
-	if _, err := rendezvous.New(rendezvous.Options{Conn: newFakeConn()}); err == nil {
+	if _, err := rendezvous.New(rendezvous.Options{Conn: newFakeConn(), Key: key}); err == nil {
 		t.Error("New without Store succeeded")
+	}
+	if _, err := rendezvous.New(rendezvous.Options{Conn: newFakeConn(), Store: st}); err == nil {
+		t.Error("New without Key succeeded")
 	}
 }

@@ -1,18 +1,24 @@
 // Package rendezvous is natchat's meeting point: one UDP port that answers
 // STUN Binding requests, registers nodes (name, Ed25519 key, public
 // endpoint), keeps presence, forwards signaling between nodes and relays
-// their packets when no direct path exists. It shares only wire types with
-// the node.
+// their packets when no direct path exists. It shares only wire and ctrl
+// (the authenticated control channel) with the node.
 //
-// A Server reads its socket on one goroutine and handles every datagram
-// there, under one mutex that also guards the expiry sweep and lookups from
-// other goroutines. Replies to a source that has not yet proved it can
-// receive at its address are never larger than the datagram that caused
-// them (see docs/PROTOCOL.md).
+// A node registers with a Noise handshake (package ctrl) after proving its
+// address with a stateless cookie; every control message after that, both
+// ways, is sealed with the session's keys. A Server reads its socket on
+// one goroutine and handles every datagram there, under one mutex that
+// also guards the expiry sweep and presence; the costly work of a
+// registration (the handshake's Diffie-Hellman and the durable name
+// binding) runs on registration workers, off the packet path. Replies to a
+// source that has not yet proved it can receive at its address are never
+// larger than the datagram that caused them (see docs/PROTOCOL.md).
 package rendezvous
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +33,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
+	"natchat/ctrl"
 	"natchat/relay"
 	"natchat/wire"
 )
@@ -55,10 +62,40 @@ type Options struct {
 	// Relay bounds each node's relayed traffic. Zero value: relay defaults.
 	Relay relay.Limits
 	// SourceRate bounds unauthenticated replies (STUN, cookies, errors) per
-	// source IP per second. 0: 50, with a burst of 100. Negative: unlimited.
+	// source network (/24 or /56) per second. 0: 50, with a burst of 100. Negative: unlimited.
 	SourceRate int
 	// Software is the STUN SOFTWARE attribute. Empty: "natchat-rendezvous".
 	Software string
+	// Key is the rendezvous's long-term key: nodes pin its public half.
+	// Required (LoadOrCreateKey keeps one in the data directory).
+	Key ctrl.ServerKey
+	// RegisterWorkers run registrations off the packet path. 0: 16. A
+	// worker spends most of a new name's registration waiting for its
+	// binding to be durable; the store commits the bindings of every
+	// waiting worker with one fsync, so workers beyond the cores buy
+	// throughput, not CPU.
+	RegisterWorkers int
+	// NewNames bounds the new names registered from one network (/24 for
+	// IPv4, /56 for IPv6) per hour. 0: 30. Negative: unlimited.
+	NewNames int
+	// LookupRate bounds each node's lookups per second (burst: twice
+	// that). 0: 20. Negative: unlimited.
+	LookupRate int
+	// IntroRate bounds each node's introductions (signalling to a peer it
+	// has not signalled before) per second (burst: twice that). 0: 10.
+	// Negative: unlimited.
+	IntroRate int
+	// BindingTTL releases a name binding not used (registered) for this
+	// long. 0: 180 days. Negative: never.
+	BindingTTL time.Duration
+	// BigRoom is the room size above which joins and leaves are no longer
+	// broadcast to every member: members of a bigger room see only the
+	// presence of peers they talk with (looked up or signalled), which
+	// keeps a join's cost bounded by BigRoom, not by the room. 0: 200.
+	BigRoom int
+	// PresenceDelay gathers presence changes for a member before sending
+	// them in one datagram. 0: 50 ms.
+	PresenceDelay time.Duration
 }
 
 // DefaultRoom is the room the command-line rendezvous puts every node in.
@@ -67,17 +104,36 @@ const DefaultRoom = "#lobby"
 // client is one registered node.
 type client struct {
 	key      wire.Key
-	name     string // canonical spelling
-	addr     netip.AddrPort
+	name     string         // canonical spelling
+	nameKey  string         // wire.NameKey(name): the order of room pages
+	addr     netip.AddrPort // validated: the address replies go to
 	session  wire.SessionID
 	cookie   wire.Cookie // the cookie of the accepted registration
+	reply    []byte      // the HandshakeReply datagram, resent to a retransmitted Handshake
+	keys     *ctrl.Keys
 	lastSeen time.Time
 	seq      uint32 // last presence sequence number sent to this node
 	rooms    []string
 	limiter  *relay.Limiter
+	lookups  *rate.Limiter
+	intros   *rate.Limiter
 	udp      *net.UDPAddr   // addr as a *net.UDPAddr, for the relay hot path
 	udpFor   netip.AddrPort // the addr udp was made for
+	// challenge is a path challenge sent to an address the node spoke
+	// from that is not addr (NAT rebinding): the session moves there once
+	// the node echoes it from there.
+	challenge struct {
+		addr netip.AddrPort
+		data [8]byte
+		at   time.Time
+	}
+	pending  []wire.Change        // presence changes not sent yet
+	watching map[wire.Key]*client // peers it talks with (bounded by maxWatch)
 }
+
+// maxWatch bounds the peers whose presence one node follows outside its
+// small rooms.
+const maxWatch = 256
 
 // udpAddr returns c.addr as a *net.UDPAddr, made once per address.
 func (c *client) udpAddr() *net.UDPAddr {
@@ -94,6 +150,7 @@ type Server struct {
 	now     func() time.Time
 	cookies *cookieJar
 	m       *metrics
+	sources *sourceLimiter // nil: unlimited
 
 	mu sync.Mutex
 	// The fields below are guarded by mu.
@@ -103,9 +160,25 @@ type Server struct {
 	// spent holds, per key, the cookies of its registrations that ended or
 	// were replaced, kept for the cookie lifetime so a replayed
 	// registration cannot come back (after leave) or reset a newer session.
-	spent   map[wire.Key][]spentCookie
-	sources map[netip.Addr]*sourceLimit
-	scratch []byte // relayed datagrams are built here
+	spent    map[wire.Key][]spentCookie
+	scratch  []byte                            // relayed datagrams are built here
+	plain    []byte                            // sealed plaintexts are built here
+	opened   []byte                            // sealed datagrams are opened here
+	byCookie map[wire.Cookie]*client           // by the cookie of the registration
+	watchers map[wire.Key]map[*client]struct{} // who follows whose presence
+	dirty    map[*client]struct{}              // clients with presence changes to send
+	newNames map[netip.Prefix]*nameQuota
+
+	regQ     chan regJob          // registrations for the workers, from networks that registered little of late
+	regSlowQ chan regJob          // registrations from networks that registered more: served when regQ is empty
+	regFresh *sourceLimiter       // which queue: registrations per network (/24, /56), in fixed memory
+	inflight map[wire.Cookie]bool // cookies of the handshakes queued or being run
+}
+
+// nameQuota counts the new names one network registered this hour.
+type nameQuota struct {
+	count int
+	since time.Time
 }
 
 // maxSpent bounds the spent cookies remembered per key.
@@ -114,11 +187,6 @@ const maxSpent = 32
 type spentCookie struct {
 	cookie wire.Cookie
 	at     time.Time
-}
-
-type sourceLimit struct {
-	lim  *rate.Limiter
-	last time.Time
 }
 
 // New validates opts and returns a Server.
@@ -144,17 +212,53 @@ func New(opts Options) (*Server, error) {
 	if opts.Software == "" {
 		opts.Software = "natchat-rendezvous"
 	}
+	if opts.Key.Public.IsZero() {
+		return nil, errors.New("rendezvous: Options.Key is not set")
+	}
+	if opts.RegisterWorkers <= 0 {
+		opts.RegisterWorkers = 16
+	}
+	if opts.NewNames == 0 {
+		opts.NewNames = 30
+	}
+	if opts.LookupRate == 0 {
+		opts.LookupRate = 20
+	}
+	if opts.IntroRate == 0 {
+		opts.IntroRate = 10
+	}
+	if opts.BindingTTL == 0 {
+		opts.BindingTTL = 180 * 24 * time.Hour
+	}
+	if opts.BigRoom <= 0 {
+		opts.BigRoom = 200
+	}
+	if opts.PresenceDelay <= 0 {
+		opts.PresenceDelay = 50 * time.Millisecond
+	}
+	var sources *sourceLimiter
+	if opts.SourceRate > 0 {
+		sources = newSourceLimiter(opts.SourceRate, 2*opts.SourceRate, 0)
+	}
 	return &Server{
+		sources:   sources,
 		opts:      opts,
 		log:       opts.Logger,
 		now:       opts.Now,
 		cookies:   newCookieJar(),
-		m:         newMetrics(),
+		m:         newMetrics(opts.Store),
 		byKey:     make(map[wire.Key]*client),
 		bySession: make(map[wire.SessionID]*client),
 		rooms:     make(map[string]map[*client]struct{}),
 		spent:     make(map[wire.Key][]spentCookie),
-		sources:   make(map[netip.Addr]*sourceLimit),
+		byCookie:  make(map[wire.Cookie]*client),
+		watchers:  make(map[wire.Key]map[*client]struct{}),
+		dirty:     make(map[*client]struct{}),
+		newNames:  make(map[netip.Prefix]*nameQuota),
+		regQ:      make(chan regJob, 256),
+		regSlowQ:  make(chan regJob, 1024),
+		regFresh:  newPrefixMeter(freshEvery, freshBurst, 0),
+		inflight:  make(map[wire.Cookie]bool),
 	}, nil
 }
 
@@ -178,6 +282,25 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.sweepLoop(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.presenceLoop(ctx)
+	}()
+	if s.opts.BindingTTL > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.releaseLoop(ctx)
+		}()
+	}
+	for range s.opts.RegisterWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.registerWorker(ctx)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -241,6 +364,43 @@ func (s *Server) sweepLoop(ctx context.Context) {
 	}
 }
 
+// releaseLoop releases name bindings unused for BindingTTL, at start and
+// then hourly.
+func (s *Server) releaseLoop(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if _, err := s.ReleaseUnused(s.now()); err != nil {
+			s.log.Error().Err(err).Msg("releasing unused names")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ReleaseUnused releases the name bindings not used for BindingTTL as of
+// now: names whose node has not registered in that time and is not online
+// (an online node counts as using its name now). It returns the names
+// released. Run calls it hourly; tests call it with a stepped clock.
+func (s *Server) ReleaseUnused(now time.Time) ([]string, error) {
+	if s.opts.BindingTTL <= 0 {
+		return nil, nil
+	}
+	s.mu.Lock()
+	for k := range s.byKey {
+		s.opts.Store.Touch(k, now)
+	}
+	s.mu.Unlock()
+	names, err := s.opts.Store.Release(now.Add(-s.opts.BindingTTL))
+	for _, n := range names {
+		s.log.Info().Str("name", n).Msg("name released: unused")
+	}
+	return names, err
+}
+
 // Sweep expires nodes silent for longer than Expiry as of now, and forgets
 // stale per-source state. Run calls it periodically; tests call it with a
 // stepped clock.
@@ -267,13 +427,13 @@ func (s *Server) Sweep(now time.Time) {
 	}
 	s.spent = compact(s.spent, gone)
 	gone = 0
-	for ip, l := range s.sources {
-		if now.Sub(l.last) > 10*time.Second {
-			delete(s.sources, ip)
+	for p, q := range s.newNames {
+		if now.Sub(q.since) >= time.Hour {
+			delete(s.newNames, p)
 			gone++
 		}
 	}
-	s.sources = compact(s.sources, gone)
+	s.newNames = compact(s.newNames, gone)
 }
 
 // compact returns m, or a new map with its entries when most of it was
@@ -291,21 +451,10 @@ func compact[K comparable, V any](m map[K]V, deleted int) map[K]V {
 	return n
 }
 
-// allowSourceLocked meters unauthenticated replies per source IP.
+// allowSourceLocked meters unauthenticated replies per source network
+// (/24 or /56) in fixed memory.
 func (s *Server) allowSourceLocked(ip netip.Addr, now time.Time) bool {
-	if s.opts.SourceRate < 0 {
-		return true
-	}
-	l := s.sources[ip]
-	if l == nil {
-		if len(s.sources) > 100000 {
-			return false // under a spoofed flood, stop answering new sources
-		}
-		l = &sourceLimit{lim: rate.NewLimiter(rate.Limit(s.opts.SourceRate), 2*s.opts.SourceRate)}
-		s.sources[ip] = l
-	}
-	l.last = now
-	return l.lim.AllowN(now, 1)
+	return s.sources == nil || s.sources.allow(ip, now)
 }
 
 // Handle processes one datagram from src. Run calls it for every datagram;
@@ -326,7 +475,14 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 			s.drop(relay.DropVersion)
 			s.log.Warn().Stringer("src", src).Uint8("theirs", verr.Got).Uint8("ours", wire.Version).Msg("protocol version mismatch: refused")
 			if verr.Type != wire.TypeError {
-				s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeVersion, Request: verr.Type,
+				// A Hello's nonce (its first 8 body bytes in every version)
+				// is echoed, so that the node believes only an answer to
+				// its own request.
+				var tx uint32
+				if verr.Type == wire.TypeHello && len(b) >= wire.HeaderLen+8 {
+					tx = binary.BigEndian.Uint32(b[wire.HeaderLen+4 : wire.HeaderLen+8])
+				}
+				s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeVersion, Request: verr.Type, TxID: tx,
 					Message: fmt.Sprintf("rendezvous speaks protocol v%d, you sent v%d", wire.Version, verr.Got)})
 			}
 		case errors.Is(err, wire.ErrUnknownType):
@@ -342,28 +498,23 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 			s.drop(relay.DropSourceLimited)
 			return
 		}
-		s.send(wire.Marshal(&wire.CookieReply{Nonce: m.Nonce, Cookie: s.cookies.issue(now, src)}), src)
-	case *wire.Register:
-		s.handleRegisterLocked(m, src, now, len(b))
-	case *wire.Heartbeat:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeHeartbeat, 0); c != nil {
-			s.send(wire.Marshal(&wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq}), c.addr)
-		}
-	case *wire.Leave:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLeave, 0); c != nil {
-			s.log.Info().Str("peer", c.name).Msg("left")
-			s.removeLocked(c, wire.ReasonQuit, now)
-		}
-	case *wire.PeersRequest:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypePeersRequest, 0); c != nil {
-			s.sendSnapshotLocked(c)
-		}
-	case *wire.Lookup:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeLookup, m.TxID); c != nil {
-			s.send(wire.Marshal(s.lookupLocked(m)), c.addr)
-		}
+		s.send(wire.Marshal(&wire.CookieReply{Nonce: m.Nonce, Cookie: s.cookies.issue(now, src), ServerKey: s.opts.Key.Public}), src)
+	case *wire.Handshake:
+		s.handleHandshakeLocked(m, src, now, len(b))
 	case *wire.Relay:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeRelay, 0); c != nil {
+		c := s.bySession[m.Session]
+		switch {
+		case c == nil:
+			s.drop(relay.DropNotRegistered)
+			s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeNotRegistered, Request: wire.TypeRelay, Message: "register again"})
+		case c.addr != src:
+			// A session's relay is bound to its validated address, as
+			// TURN binds an allocation to its 5-tuple: the session ID in
+			// the clear is not enough. A node whose NAT rebound proves
+			// its new address first.
+			s.drop(relay.DropUnvalidated)
+			s.challengeLocked(c, src, now, len(b))
+		default:
 			if d := s.forwardableLocked(c, m.Dst, len(m.Payload), now); d != nil {
 				s.scratch = append(wire.AppendRelayedHeader(s.scratch[:0], c.key), m.Payload...)
 				s.sendUDP(s.scratch, d.udpAddr())
@@ -371,18 +522,126 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 				s.m.relayedBytes.Add(float64(len(m.Payload)))
 			}
 		}
-	case *wire.Signal:
-		if c := s.sessionLocked(m.Session, src, now, len(b), wire.TypeSignal, 0); c != nil {
-			if d := s.forwardableLocked(c, m.Dst, len(m.Body), now); d != nil {
-				s.scratch = wire.Append(s.scratch[:0], &wire.Signaled{Src: c.key, Name: c.name, Body: m.Body})
-				s.sendUDP(s.scratch, d.udpAddr())
-				s.m.signals.Inc()
-			}
-		}
+	case *wire.Sealed:
+		s.handleSealedLocked(m, b, src, now)
 	default:
-		// Messages the rendezvous sends, not receives.
+		// Messages the rendezvous sends, not receives, and control
+		// messages outside a Sealed datagram.
 		s.drop(relay.DropUnknownType)
 	}
+}
+
+// handleSealedLocked opens a sealed control datagram and acts on it.
+func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort, now time.Time) {
+	c := s.bySession[m.Session]
+	if c == nil {
+		s.drop(relay.DropNotRegistered)
+		s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeNotRegistered, Request: wire.TypeSealed, Message: "register again"})
+		return
+	}
+	pt, err := c.keys.Open(s.opened[:0], b)
+	if err != nil {
+		s.drop(relay.DropOpen)
+		return
+	}
+	s.opened = pt[:0]
+	inner, err := wire.ParseInner(pt)
+	if err != nil {
+		s.drop(relay.DropMalformed)
+		return
+	}
+	// Authentic: the node itself (or a replay, which the window refused).
+	c.lastSeen = now
+	if src != c.addr {
+		if r, ok := inner.(*wire.PathResponse); ok && src == c.challenge.addr && r.Data == c.challenge.data {
+			s.log.Info().Str("peer", c.name).Stringer("from", c.addr).Stringer("to", src).Msg("roamed")
+			c.addr = src
+			c.challenge.addr = netip.AddrPort{}
+			s.m.roams.Inc()
+		} else {
+			// Until the new address answers a challenge, nothing larger
+			// than this datagram goes there; replies go to the old one.
+			s.challengeLocked(c, src, now, len(b))
+		}
+	}
+	switch m := inner.(type) {
+	case *wire.Heartbeat:
+		s.sendSealedLocked(c, &wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq})
+	case *wire.Leave:
+		s.log.Info().Str("peer", c.name).Msg("left")
+		s.removeLocked(c, wire.ReasonQuit, now)
+	case *wire.PeersRequest:
+		s.sendSnapshotLocked(c)
+	case *wire.Lookup:
+		if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+			s.drop(relay.DropQuota)
+			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeLookup, TxID: m.TxID, Message: "too many lookups"})
+			return
+		}
+		r := s.lookupLocked(m)
+		if r.Status != wire.LookupUnknown {
+			s.watchLocked(c, r.Key)
+		}
+		s.sendSealedLocked(c, r)
+	case *wire.Signal:
+		if !s.acquaintedLocked(c, m.Dst) && s.opts.IntroRate > 0 && !c.intros.AllowN(now, 1) {
+			s.drop(relay.DropQuota)
+			return
+		}
+		if d := s.forwardableLocked(c, m.Dst, len(m.Body), now); d != nil {
+			s.watchLocked(c, d.key)
+			s.sendSealedLocked(d, &wire.Signaled{Src: c.key, Name: c.name, Body: m.Body})
+			s.m.signals.Inc()
+		}
+	case *wire.Who:
+		if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+			s.drop(relay.DropQuota)
+			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeWho, TxID: m.TxID, Message: "too many requests"})
+			return
+		}
+		members := s.rooms[m.Room]
+		if _, in := members[c]; !in {
+			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeNotMember, Request: wire.TypeWho, TxID: m.TxID, Message: "you are not in " + m.Room})
+			return
+		}
+		s.sendSealedLocked(c, whoPage(m, members))
+	case *wire.PathResponse:
+		// Handled above, or stale.
+	default:
+		s.drop(relay.DropUnknownType)
+	}
+}
+
+// sendSealedLocked seals m with c's keys and sends it to c's validated
+// address.
+func (s *Server) sendSealedLocked(c *client, m wire.Message) {
+	s.sendSealedToLocked(c, m, c.addr)
+}
+
+func (s *Server) sendSealedToLocked(c *client, m wire.Message, to netip.AddrPort) {
+	pt := wire.AppendInner(s.plain[:0], m)
+	s.scratch = c.keys.Seal(s.scratch[:0], c.session, pt)
+	s.plain = pt[:0]
+	if to == c.addr {
+		s.sendUDP(s.scratch, c.udpAddr())
+		return
+	}
+	s.send(s.scratch, to)
+}
+
+// challengeLocked sends a path challenge to src, an address the node spoke
+// from that is not its validated one, unless one went there very recently;
+// never larger than the reqLen bytes that came from there.
+func (s *Server) challengeLocked(c *client, src netip.AddrPort, now time.Time, reqLen int) {
+	if now.Sub(c.challenge.at) < 200*time.Millisecond {
+		return // at most five a second per session, to any address
+	}
+	if wire.SealedHeaderLen+1+8+ctrl.Overhead > reqLen {
+		return
+	}
+	c.challenge.addr, c.challenge.at = src, now
+	rand.Read(c.challenge.data[:])
+	s.sendSealedToLocked(c, &wire.PathChallenge{Data: c.challenge.data}, src)
 }
 
 // replyErrorLocked sends e to an unproven source, no larger than the
@@ -394,43 +653,6 @@ func (s *Server) replyErrorLocked(src netip.AddrPort, now time.Time, reqLen int,
 	}
 	if b := wire.ErrorFits(e, reqLen); b != nil {
 		s.send(b, src)
-	}
-}
-
-// sessionLocked returns the client of session id, refreshing its lastSeen
-// and roaming it to src, or replies not_registered and returns nil.
-func (s *Server) sessionLocked(id wire.SessionID, src netip.AddrPort, now time.Time, reqLen int, t wire.Type, txid uint32) *client {
-	c := s.bySession[id]
-	if c == nil {
-		s.drop(relay.DropNotRegistered)
-		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: wire.CodeNotRegistered, Request: t, TxID: txid, Message: "register again"})
-		return nil
-	}
-	if c.addr != src {
-		// The session ID is the secret; a new source address is the node's
-		// NAT rebinding or the node moving (like WireGuard roaming).
-		s.log.Info().Str("peer", c.name).Stringer("from", c.addr).Stringer("to", src).Msg("roamed")
-		c.addr = src
-	}
-	c.lastSeen = now
-	return c
-}
-
-func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time) {
-	others := s.coMembersLocked(c)
-	for _, r := range c.rooms {
-		delete(s.rooms[r], c)
-		if len(s.rooms[r]) == 0 {
-			delete(s.rooms, r)
-		}
-	}
-	c.rooms = nil
-	delete(s.byKey, c.key)
-	delete(s.bySession, c.session)
-	s.spendLocked(c, now)
-	s.m.online.Set(float64(len(s.byKey)))
-	for _, o := range others {
-		s.presenceLocked(o, wire.PresenceLeft, reason, c)
 	}
 }
 

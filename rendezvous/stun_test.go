@@ -1,8 +1,10 @@
 package rendezvous_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -71,6 +73,7 @@ func TestSTUNBinding(t *testing.T) {
 		{"203.0.113.5:40000", "", nil},
 		{"[2001:db8::5]:40001", "", nil},
 		{"198.51.100.1:1", "test-sw", []stun.Setter{stun.NewSoftware("client"), stun.Fingerprint}},
+		{"198.51.100.2:2", "", []stun.Setter{stun.Fingerprint}}, // what rvclient sends
 	} {
 		t.Run(tc.src, func(t *testing.T) {
 			h := newHarness(t, func(o *rendezvous.Options) { o.Software = tc.software })
@@ -136,8 +139,8 @@ func TestSTUNSourceRateLimit(t *testing.T) {
 	if answered == 0 || answered > 100 {
 		t.Errorf("answered %d of %d requests from one IP, want 1..100", answered, flood)
 	}
-	// Another IP is answered meanwhile.
-	other := netip.MustParseAddrPort("203.0.113.6:1000")
+	// Another network is answered meanwhile.
+	other := netip.MustParseAddrPort("198.51.100.6:1000") // another /24: limits are per /24
 	if out := h.handle(stunBinding(t), other); len(out) != 1 {
 		t.Errorf("another IP: %d answers, want 1", len(out))
 	}
@@ -182,7 +185,8 @@ func TestSTUNUnlimited(t *testing.T) {
 
 func TestErrorSourceRateLimit(t *testing.T) {
 	h := newHarness(t, nil)
-	req := wire.Marshal(&wire.Heartbeat{Session: wire.SessionID{7}})
+	// A sealed datagram for a session the server never issued.
+	req := append(wire.AppendSealedHeader(nil, wire.SessionID{7}, 1), make([]byte, 48)...)
 	const flood = 1000
 	errs := 0
 	for i := range flood {
@@ -197,5 +201,169 @@ func TestErrorSourceRateLimit(t *testing.T) {
 	}
 	if got := metric(t, text, dropped(relay.DropSourceLimited)); got != float64(flood-errs) {
 		t.Errorf("source_limited drops %v, want %d", got, flood-errs)
+	}
+}
+
+// rawAttr is a Setter that adds any attribute, known to pion or not.
+type rawAttr struct {
+	typ stun.AttrType
+	v   []byte
+}
+
+func (a rawAttr) AddTo(m *stun.Message) error {
+	m.Add(a.typ, a.v)
+	return nil
+}
+
+// checkUnknownAttribute decodes resp and checks it is the 420 answer to req
+// listing want in UNKNOWN-ATTRIBUTES.
+func checkUnknownAttribute(t *testing.T, req, resp []byte, want []stun.AttrType) {
+	t.Helper()
+	q := &stun.Message{Raw: req}
+	if err := q.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	m := &stun.Message{Raw: resp}
+	if err := m.Decode(); err != nil {
+		t.Fatalf("response does not decode: %v", err)
+	}
+	if m.Type != stun.BindingError {
+		t.Fatalf("response type %v, want binding error", m.Type)
+	}
+	if m.TransactionID != q.TransactionID {
+		t.Errorf("transaction ID %x, want %x", m.TransactionID, q.TransactionID)
+	}
+	var ec stun.ErrorCodeAttribute
+	if err := ec.GetFrom(m); err != nil {
+		t.Fatalf("ERROR-CODE: %v", err)
+	}
+	if ec.Code != stun.CodeUnknownAttribute {
+		t.Errorf("error code %d %q, want 420", ec.Code, ec.Reason)
+	}
+	// RFC 8489 §14.9: a list of 16-bit types (pion's UnknownAttributes
+	// decoder expects 32 bits per type, so it is read here by hand).
+	v, err := m.Get(stun.AttrUnknownAttributes)
+	if err != nil {
+		t.Fatalf("UNKNOWN-ATTRIBUTES: %v", err)
+	}
+	if len(v)%2 != 0 {
+		t.Fatalf("UNKNOWN-ATTRIBUTES of %d bytes", len(v))
+	}
+	var got []stun.AttrType
+	for i := 0; i < len(v); i += 2 {
+		got = append(got, stun.AttrType(binary.BigEndian.Uint16(v[i:])))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("UNKNOWN-ATTRIBUTES %v, want %v", got, want)
+	}
+	if err := stun.Fingerprint.Check(m); err != nil {
+		t.Errorf("FINGERPRINT: %v", err)
+	}
+	if _, err := m.Get(stun.AttrXORMappedAddress); err == nil {
+		t.Errorf("a 420 carries XOR-MAPPED-ADDRESS")
+	}
+}
+
+func TestSTUNUnknownAttribute(t *testing.T) {
+	four := []byte{1, 2, 3, 4}
+	for _, tc := range []struct {
+		name  string
+		extra []stun.Setter
+		want  []stun.AttrType
+	}{
+		{"one unassigned", []stun.Setter{rawAttr{0x7abc, four}}, []stun.AttrType{0x7abc}},
+		{"with software and fingerprint",
+			[]stun.Setter{stun.NewSoftware("client"), rawAttr{0x0040, nil}, rawAttr{0x8fff, four}, stun.Fingerprint},
+			[]stun.AttrType{0x0040}},
+		{"listed once", []stun.Setter{rawAttr{0x7abc, four}, rawAttr{0x0041, nil}, rawAttr{0x7abc, nil}},
+			[]stun.AttrType{0x7abc, 0x0041}},
+		// An ICE connectivity check sent to the rendezvous: it runs no
+		// short-term credentials and is no ICE agent.
+		{"ICE check", []stun.Setter{
+			stun.NewUsername("abcd:efgh"), rawAttr{stun.AttrICEControlling, make([]byte, 8)},
+			rawAttr{stun.AttrPriority, four}, rawAttr{stun.AttrUseCandidate, nil},
+			stun.NewShortTermIntegrity("password"), stun.Fingerprint,
+		}, []stun.AttrType{stun.AttrUsername, stun.AttrPriority, stun.AttrUseCandidate, stun.AttrMessageIntegrity}},
+		// RFC 5780 NAT behaviour discovery: the server cannot change its
+		// address and will not pad or redirect, and says so.
+		{"RFC 5780", []stun.Setter{rawAttr{stun.AttrChangeRequest, []byte{0, 0, 0, 6}}, rawAttr{stun.AttrResponsePort, []byte{0x12, 0x34, 0, 0}}, rawAttr{stun.AttrPadding, make([]byte, 500)}},
+			[]stun.AttrType{stun.AttrChangeRequest, stun.AttrResponsePort, stun.AttrPadding}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			src := netip.MustParseAddrPort("203.0.113.5:40000")
+			req := stunBinding(t, tc.extra...)
+			out := h.handle(req, src)
+			if len(out) != 1 || out[0].to != src {
+				t.Fatalf("got %d datagrams, want one to %v", len(out), src)
+			}
+			checkUnknownAttribute(t, req, out[0].b, tc.want)
+		})
+	}
+}
+
+// TestSTUNOptionalIgnored: unknown comprehension-optional attributes are
+// ignored (RFC 8489 §6.3.1), as are ICE's optional ones.
+func TestSTUNOptionalIgnored(t *testing.T) {
+	h := newHarness(t, nil)
+	src := netip.MustParseAddrPort("203.0.113.5:40000")
+	req := stunBinding(t,
+		rawAttr{0x8fff, []byte{1, 2, 3, 4}}, rawAttr{0xc057, []byte{0, 1, 0, 10}}, // GOOG-NETWORK-INFO
+		rawAttr{stun.AttrICEControlled, make([]byte, 8)}, rawAttr{0x8000, nil},
+		stun.NewSoftware("client"), stun.Fingerprint)
+	out := h.handle(req, src)
+	if len(out) != 1 {
+		t.Fatalf("got %d datagrams, want one", len(out))
+	}
+	checkBindingSuccess(t, req, out[0].b, src, "natchat-rendezvous")
+}
+
+// TestSTUNUnknownAttributeSize: the 420 lists at most 8 types and is never
+// larger than a success answer to an IPv6 source (76 bytes), whatever the
+// request; its requests cost the same per-source budget as any other.
+func TestSTUNUnknownAttributeSize(t *testing.T) {
+	h := newHarness(t, nil)
+	src := netip.MustParseAddrPort("[2001:db8::5]:40000")
+	ok := h.handle(stunBinding(t), src)
+	if len(ok) != 1 {
+		t.Fatalf("plain request: %d datagrams, want 1", len(ok))
+	}
+	bound := len(ok[0].b) // 76 with the default SOFTWARE
+	for _, n := range []int{1, 2, 3, 7, 8, 9, 40, 200} {
+		h.clock.Step(time.Minute) // a full budget each time
+		var extra []stun.Setter
+		var want []stun.AttrType
+		for i := range n {
+			typ := stun.AttrType(0x7f00 + i)
+			extra = append(extra, rawAttr{typ, nil})
+			if i < 8 {
+				want = append(want, typ)
+			}
+		}
+		req := stunBinding(t, extra...)
+		out := h.handle(req, src)
+		if len(out) != 1 {
+			t.Fatalf("%d unknown: %d datagrams, want 1", n, len(out))
+		}
+		checkUnknownAttribute(t, req, out[0].b, want)
+		if len(out[0].b) > bound {
+			t.Errorf("%d unknown: 420 of %d bytes to a %d-byte request, want ≤ %d (a success answer)", n, len(out[0].b), len(req), bound)
+		}
+	}
+
+	// A flood of them from one IP is bounded like any unproven reply.
+	h.clock.Step(time.Minute)
+	limited := h.metric(dropped(relay.DropSourceLimited))
+	const flood = 1000
+	answered := 0
+	for i := range flood {
+		from := netip.MustParseAddrPort(fmt.Sprintf("[2001:db8::5]:%d", 1000+i))
+		answered += len(h.handle(stunBinding(t, rawAttr{0x7abc, nil}), from))
+	}
+	if answered == 0 || answered > 100 {
+		t.Errorf("answered %d of %d from one IP, want 1..100", answered, flood)
+	}
+	if got := h.metric(dropped(relay.DropSourceLimited)) - limited; got != float64(flood-answered) {
+		t.Errorf("source_limited drops %v, want %d", got, flood-answered)
 	}
 }

@@ -30,12 +30,15 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 		t.Skip("-short: a thousand peers")
 	}
 	// The rendezvous runs in this process too: its clock is stepped past
-	// the cookie lifetime at the end, so that what it keeps for departed
-	// nodes (spent cookies, against replays) does not count as the hub's.
+	// the cookie lifetime and the name binding TTL at the end, so that what
+	// it keeps for departed nodes (spent cookies, against replays, and
+	// their names) does not count as the hub's.
 	var skew atomic.Int64
 	rv := StartRendezvous(t, listenLoopback(t), func(o *rendezvous.Options) {
 		o.SourceRate = -1 // every node shares 127.0.0.1
-		o.Expiry = time.Hour
+		o.NewNames = -1   // and registers a new name
+		o.Expiry = 24 * time.Hour
+		o.BindingTTL = time.Hour
 		o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	})
 	hub := StartNode(t, NodeConfig{Name: "hub", Conn: listenLoopback(t), RV: rv.Addr, Discard: true})
@@ -43,8 +46,12 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 	waitStats(t, hub.Name, hub.Node, "registration", func(s node.Stats) bool { return s.Online == 1 })
 
 	settleRV := func() {
-		skew.Add(int64(rendezvous.CookieLifetime + 2*time.Second))
-		rv.Srv.Sweep(time.Now().Add(time.Duration(skew.Load())))
+		skew.Add(int64(2 * time.Hour))
+		now := time.Now().Add(time.Duration(skew.Load()))
+		rv.Srv.Sweep(now)
+		if _, err := rv.Srv.ReleaseUnused(now); err != nil {
+			t.Fatal(err)
+		}
 	}
 	bin := buildNode(t)
 	// A warm-up of 300 peers reaches the steady state of the churn: an ICE
@@ -53,7 +60,7 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 	// descriptors of the most goroutines it ever ran.
 	const warm = 300
 	churn(t, bin, rv, 0, warm) // warm-up: first-use allocations and the runtime's high-water marks
-	waitEmpty(t, hub)
+	waitEmpty(t, hub, rv)
 	settleRV()
 	g0 := steadyGoroutines()
 	h0 := steadyHeap()
@@ -61,7 +68,7 @@ func TestPeerChurnLeavesNothing(t *testing.T) {
 	peers := envInt("SIM_CHURN", 1000)
 	start := time.Now()
 	churn(t, bin, rv, warm, warm+peers)
-	waitEmpty(t, hub)
+	waitEmpty(t, hub, rv)
 	settleRV()
 	// Closed QUIC connections are remembered by their transport for a few
 	// seconds (to answer retransmissions), and the hub forgets a departed
@@ -194,12 +201,29 @@ func heapLive() uint64 {
 	return ms.HeapAlloc
 }
 
-// waitEmpty waits until the hub holds nothing for departed peers.
-func waitEmpty(t *testing.T, hub *Node) {
+// waitEmpty waits until the hub holds nothing for departed peers, and its
+// presence view agrees with the rendezvous. A churn peer whose Leave (two
+// datagrams) was lost on a loaded loopback is online at the rendezvous
+// until it expires, as the protocol says; the hub may know it as online,
+// but holds nothing else for it.
+func waitEmpty(t *testing.T, hub *Node, rv *Rendezvous) {
 	t.Helper()
-	waitStats(t, hub.Name, hub.Node, "no per-peer state", func(s node.Stats) bool {
-		return s.Online == 1 && s.Sessions == 0 && s.Inboxes == 0 && s.Convs == 0 && s.Directs == 0 && s.LinkPeers == 0
-	})
+	deadline := time.Now().Add(60 * time.Second)
+	var online []string
+	for {
+		online = rv.Srv.Online()
+		s := hub.Node.Stats()
+		if s.Online == len(online)-1 && s.Sessions == 0 && s.Inboxes == 0 && s.Convs == 0 && s.Directs == 0 && s.LinkPeers == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hub: no per-peer state not reached within 60 s: %+v; online at the rendezvous: %v", s, online)
+		}
+		time.Sleep(50 * time.Millisecond) // polling internal counters, with a deadline
+	}
+	if len(online) > 2 {
+		t.Logf("online at the rendezvous besides hub and watch (leaves lost, they expire): %v", online)
+	}
 }
 
 func waitStats(t *testing.T, name string, n *node.Node, what string, ok func(node.Stats) bool) {

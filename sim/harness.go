@@ -13,6 +13,7 @@ import (
 	"github.com/pion/transport/v2"
 	"github.com/rs/zerolog"
 
+	"natchat/ctrl"
 	"natchat/node"
 	"natchat/node/api"
 	"natchat/node/store"
@@ -36,8 +37,12 @@ func StartRendezvous(tb testing.TB, conn net.PacketConn, edit func(*rendezvous.O
 	if err != nil {
 		tb.Fatal(err)
 	}
+	key, err := ctrl.NewServerKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
 	o := rendezvous.Options{
-		Conn: conn, Store: store, DefaultRoom: rendezvous.DefaultRoom,
+		Conn: conn, Store: store, DefaultRoom: rendezvous.DefaultRoom, Key: key,
 		Logger: Logger(tb, "rendezvous"),
 	}
 	if edit != nil {

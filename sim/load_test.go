@@ -37,6 +37,7 @@ func newStar(tb testing.TB, n int) *star {
 	tb.Helper()
 	rv := StartRendezvous(tb, listenLoopback(tb), func(o *rendezvous.Options) {
 		o.SourceRate = -1  // every node shares 127.0.0.1
+		o.NewNames = -1    // and registers a new name
 		o.DefaultRoom = "" // no presence fan-out: measure the links alone
 	})
 	s := &star{rv: rv}

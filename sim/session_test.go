@@ -19,6 +19,7 @@ import (
 func TestOneSessionPerPair(t *testing.T) {
 	rv := StartRendezvous(t, listenLoopback(t), func(o *rendezvous.Options) {
 		o.SourceRate = -1
+		o.NewNames = -1
 		o.DefaultRoom = ""
 	})
 	for round := range 10 {

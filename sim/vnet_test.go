@@ -503,8 +503,9 @@ func TestLostPresenceSnapshot(t *testing.T) {
 		ha, hb := lan.Host(), lan.Host()
 		var dropped atomic.Int32
 		w.Cut(func(src, dst *net.UDPAddr, p []byte) bool {
-			// Drop the first Peers datagram to bob's host.
-			if dst.IP.Equal(net.ParseIP(hb.IP)) && len(p) > 2 && p[0] == wire.Magic && wire.Type(p[2]) == wire.TypePeers {
+			// Drop the first sealed datagram to bob's host: the snapshot,
+			// sent right after the handshake's reply.
+			if dst.IP.Equal(net.ParseIP(hb.IP)) && len(p) > 2 && p[0] == wire.Magic && wire.Type(p[2]) == wire.TypeSealed {
 				return dropped.Add(1) == 1
 			}
 			return false
@@ -522,7 +523,7 @@ func TestLostPresenceSnapshot(t *testing.T) {
 			return ok && j.Name == "alice"
 		})
 		if dropped.Load() < 2 {
-			t.Fatalf("the first snapshot was not dropped (Peers datagrams seen: %d)", dropped.Load())
+			t.Fatalf("the first snapshot was not dropped (sealed datagrams seen: %d)", dropped.Load())
 		}
 		t.Logf("bob saw alice %v after registering, the first snapshot lost", time.Since(t0))
 	})

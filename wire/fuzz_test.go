@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -27,18 +28,31 @@ func isSentinel(err error) bool {
 	return false
 }
 
+// canonical reports whether a message of type t re-encodes to a prefix of
+// any datagram it parsed from: all but Hello (its padding may hold
+// anything) and those with an address (an IPv4-mapped address sent as
+// family 6 is re-encoded as family 4, shorter).
+func canonical(t Type) bool { return t != TypeHello && t != TypeHeartbeatAck }
+
 func FuzzParse(f *testing.F) {
-	for _, c := range msgCases {
+	for _, c := range outerCases {
 		b := mustUnhex(c.hex)
 		f.Add(b)
 		f.Add(b[:len(b)/2])
 		f.Add(append(b[:len(b):len(b)], 0xff, 0x00))
-		v2 := bytes.Clone(b)
-		v2[1] = 2
-		f.Add(v2)
+		for _, v := range []byte{1, 3} {
+			other := bytes.Clone(b)
+			other[1] = v
+			f.Add(other)
+		}
+	}
+	// Inner messages in the clear: they parse, and every receiver drops
+	// them (only a Sealed datagram's plaintext is acted on).
+	for _, c := range innerCases {
+		f.Add(append([]byte{Magic, Version}, mustUnhex(c.hex)...))
 	}
 	for _, c := range addrCases {
-		f.Add(append(mustUnhex("ac0106"+c.hex), 0, 0, 0, 1))
+		f.Add(append(mustUnhex("ac"+verHex+"06"+c.hex), 0, 0, 0, 1))
 	}
 	f.Add([]byte{})
 	f.Add(mustUnhex("0001000021124442000000000000000000000000"))
@@ -53,10 +67,15 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("error %v matches no sentinel", err)
 			}
 			if m != nil {
-				// Only an Error of another version comes with its message.
+				// Only an Error of another version comes with its message,
+				// and its layout is the frozen one.
 				var ve *VersionError
-				if _, ok := m.(*Error); !ok || !errors.As(err, &ve) {
+				e, ok := m.(*Error)
+				if !ok || !errors.As(err, &ve) || ve.Type != TypeError {
 					t.Fatalf("Parse returned %#v with error %v", m, err)
+				}
+				if enc := Marshal(e); !bytes.HasPrefix(b[HeaderLen:], enc[HeaderLen:]) {
+					t.Fatalf("Error of v%d re-encodes as %x, not a prefix of %x", ve.Got, enc, b)
 				}
 			}
 			return
@@ -64,8 +83,8 @@ func FuzzParse(f *testing.F) {
 		if !IsProtocol(b) || IsSTUN(b) {
 			t.Fatalf("parsed %x, which does not demultiplex as natchat", b)
 		}
-		if m.Type() != Type(b[2]) {
-			t.Fatalf("type byte 0x%02x parsed as %v", b[2], m.Type())
+		if b[1] != Version || m.Type() != Type(b[2]) {
+			t.Fatalf("header %x parsed as %v", b[:HeaderLen], m.Type())
 		}
 		enc := Marshal(m)
 		m2, err := Parse(enc)
@@ -78,19 +97,331 @@ func FuzzParse(f *testing.F) {
 		if enc2 := Marshal(m2); !bytes.Equal(enc, enc2) {
 			t.Fatalf("encoding not stable: %x then %x", enc, enc2)
 		}
-		// Apart from Hello's padding and an IPv4-mapped address sent as
-		// family 6 (re-encoded as family 4), the encoding is canonical: it
-		// reproduces the input up to trailing bytes.
-		switch m.Type() {
-		case TypeHello:
-		case TypeRegistered, TypeHeartbeatAck:
-			if len(enc) > len(b) {
-				t.Fatalf("re-encoding %x is longer than the input %x", enc, b)
-			}
-		default:
+		if canonical(m.Type()) {
 			if !bytes.HasPrefix(b, enc) {
 				t.Fatalf("re-encoding %x is not a prefix of the input %x", enc, b)
 			}
+		} else if len(enc) > len(b) {
+			t.Fatalf("re-encoding %x is longer than the input %x", enc, b)
+		}
+		// The encoding has no slack: one byte less is too short (but for
+		// an open field, which just gets shorter).
+		if !openPayload(m.Type()) {
+			if m3, err := Parse(enc[:len(enc)-1]); !errors.Is(err, ErrTooShort) || m3 != nil {
+				t.Fatalf("%x less its last byte: %#v, %v; want ErrTooShort", enc, m3, err)
+			}
+		}
+		// What travels only in the clear is refused inside a Sealed one.
+		if outerOnly[m.Type()] {
+			if m3, err := ParseInner(b[2:]); !errors.Is(err, ErrUnknownType) || m3 != nil {
+				t.Fatalf("ParseInner accepted the clear-only %v: %#v, %v", m.Type(), m3, err)
+			}
+		}
+	})
+}
+
+func FuzzParseInner(f *testing.F) {
+	for _, c := range innerCases {
+		b := mustUnhex(c.hex)
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+		f.Add(append(b[:len(b):len(b)], 0xff, 0x00))
+		f.Add(append(b[:len(b):len(b)], make([]byte, SealedMinLen)...)) // a node's padding
+	}
+	for _, c := range outerCases {
+		f.Add(mustUnhex(c.hex)[2:]) // clear-only messages, sealed
+	}
+	for _, c := range addrCases {
+		f.Add(append(mustUnhex("06"+c.hex), 0, 0, 0, 1))
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in := bytes.Clone(b)
+		m, err := ParseInner(b)
+		if !bytes.Equal(b, in) {
+			t.Fatalf("ParseInner modified its input")
+		}
+		if err != nil {
+			if m != nil || !isSentinel(err) {
+				t.Fatalf("ParseInner = %#v, %v", m, err)
+			}
+			return
+		}
+		if outerOnly[m.Type()] {
+			t.Fatalf("ParseInner accepted the clear-only %v", m.Type())
+		}
+		if m.Type() != Type(b[0]) {
+			t.Fatalf("type byte 0x%02x parsed as %v", b[0], m.Type())
+		}
+		enc := AppendInner(nil, m)
+		m2, err := ParseInner(enc)
+		if err != nil {
+			t.Fatalf("re-encoded %#v as %x, which does not parse: %v", m, enc, err)
+		}
+		if !reflect.DeepEqual(m, m2) {
+			t.Fatalf("roundtrip changed the message:\n  in %x\n got %#v\nthen %#v", b, m, m2)
+		}
+		if enc2 := AppendInner(nil, m2); !bytes.Equal(enc, enc2) {
+			t.Fatalf("encoding not stable: %x then %x", enc, enc2)
+		}
+		if canonical(m.Type()) {
+			if !bytes.HasPrefix(b, enc) {
+				t.Fatalf("re-encoding %x is not a prefix of the input %x", enc, b)
+			}
+		} else if len(enc) > len(b) {
+			t.Fatalf("re-encoding %x is longer than the input %x", enc, b)
+		}
+		if !openPayload(m.Type()) {
+			if m3, err := ParseInner(enc[:len(enc)-1]); !errors.Is(err, ErrTooShort) || m3 != nil {
+				t.Fatalf("%x less its last byte: %#v, %v; want ErrTooShort", enc, m3, err)
+			}
+			// A node's zero padding changes nothing.
+			padded := append(bytes.Clone(enc), make([]byte, SealedMinLen)...)
+			if m3, err := ParseInner(padded); err != nil || !reflect.DeepEqual(m3, m) {
+				t.Fatalf("padded %x: %#v, %v; want %#v", enc, m3, err, m)
+			}
+		}
+	})
+}
+
+func FuzzParseRegisterPayload(f *testing.F) {
+	for _, c := range registerPayloadCases {
+		b := mustUnhex(c.hex)
+		f.Add(b)
+		f.Add(b[:len(b)-1])
+		f.Add(append(b[:len(b):len(b)], 0x01))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseRegisterPayload(b)
+		if err != nil {
+			if p != nil || !errors.Is(err, ErrTooShort) {
+				t.Fatalf("ParseRegisterPayload = %#v, %v", p, err)
+			}
+			return
+		}
+		enc := AppendRegisterPayload(nil, p)
+		if !bytes.HasPrefix(b, enc) {
+			t.Fatalf("re-encoding %x is not a prefix of the input %x", enc, b)
+		}
+		if p2, err := ParseRegisterPayload(enc); err != nil || !reflect.DeepEqual(p, p2) {
+			t.Fatalf("roundtrip: %#v then %#v, %v", p, p2, err)
+		}
+		if _, err := ParseRegisterPayload(enc[:len(enc)-1]); !errors.Is(err, ErrTooShort) {
+			t.Fatalf("%x less its last byte: %v", enc, err)
+		}
+	})
+}
+
+func FuzzParseHandshakeResult(f *testing.F) {
+	for _, c := range handshakeResultCases {
+		b := mustUnhex(c.hex)
+		f.Add(b)
+		f.Add(b[:len(b)-1])
+		f.Add(append(b[:len(b):len(b)], 0x01))
+	}
+	for _, c := range addrCases {
+		f.Add(mustUnhex("0000" + sessHex + c.hex + "00000001" + "00000002" + "00000003"))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseHandshakeResult(b)
+		if err != nil {
+			if r != nil || (!errors.Is(err, ErrTooShort) && !errors.Is(err, ErrMalformed)) {
+				t.Fatalf("ParseHandshakeResult = %#v, %v", r, err)
+			}
+			return
+		}
+		if r.Code != 0 && (r.Session != SessionID{} || r.Observed.IsValid() || r.HeartbeatMS != 0 || r.ExpiryMS != 0 || r.PresenceSeq != 0) {
+			t.Fatalf("refusal %v carries registration fields: %#v", r.Code, r)
+		}
+		if r.Code == 0 && r.Message != "" {
+			t.Fatalf("registration carries a refusal message: %#v", r)
+		}
+		enc := AppendHandshakeResult(nil, r)
+		if r.Code != 0 && !bytes.HasPrefix(b, enc) {
+			t.Fatalf("re-encoding %x is not a prefix of the input %x", enc, b)
+		}
+		if len(enc) > len(b) {
+			t.Fatalf("re-encoding %x is longer than the input %x", enc, b)
+		}
+		if r2, err := ParseHandshakeResult(enc); err != nil || !reflect.DeepEqual(r, r2) {
+			t.Fatalf("roundtrip: %#v then %#v, %v", r, r2, err)
+		}
+		if _, err := ParseHandshakeResult(enc[:len(enc)-1]); !errors.Is(err, ErrTooShort) {
+			t.Fatalf("%x less its last byte: %v", enc, err)
+		}
+	})
+}
+
+// fuzzAddr makes an address from fuzz input, and the value it decodes to
+// (IPv4-mapped addresses come back unmapped).
+func fuzzAddr(raw []byte, u64 uint64) (in, want netip.AddrPort) {
+	var b16 [16]byte
+	copy(b16[:], raw)
+	port := uint16(u64 >> 16)
+	ip := netip.AddrFrom16(b16)
+	if u64&1 == 0 {
+		ip = netip.AddrFrom4([4]byte(b16[:4]))
+	}
+	return netip.AddrPortFrom(ip, port), netip.AddrPortFrom(ip.Unmap(), port)
+}
+
+// clip is what a one-byte-length string field keeps of s.
+func clip(s string) string { return s[:min(len(s), 255)] }
+
+// fuzzMessage builds message number sel (modulo the number of types) from
+// fuzz input, and the value it must decode to.
+func fuzzMessage(sel uint8, u32 uint32, u64 uint64, raw []byte, s1, s2 string) (m, want Message) {
+	var key Key
+	copy(key[:], raw)
+	var sess SessionID
+	copy(sess[:], raw[min(len(raw), KeyLen):])
+	var data [8]byte
+	copy(data[:], raw[min(len(raw), 8):])
+	var cookie Cookie
+	copy(cookie[:], raw[min(len(raw), 1):])
+	body := append([]byte{}, raw...) // parsers return empty, not nil, fields
+	addr, addrBack := fuzzAddr(raw, u64)
+	names := func(i int) string {
+		if i%2 == 0 {
+			return s1
+		}
+		return s2
+	}
+	peers := func(n int) (in, back []Peer) {
+		for i := range n {
+			k := key
+			k[0] ^= byte(i)
+			in = append(in, Peer{Key: k, Name: names(i)})
+			back = append(back, Peer{Key: k, Name: clip(names(i))})
+		}
+		return in, back
+	}
+	same := func(m Message) (Message, Message) { return m, m }
+
+	switch sel % 22 {
+	case 0:
+		return same(&Hello{Nonce: u64})
+	case 1:
+		var sk [32]byte
+		copy(sk[:], raw[min(len(raw), 3):])
+		return same(&CookieReply{Nonce: u64, Cookie: cookie, ServerKey: sk})
+	case 2:
+		// The Noise message cannot be empty.
+		return same(&Handshake{Cookie: cookie, Noise: append([]byte{byte(u32)}, raw...)})
+	case 3:
+		return same(&HandshakeReply{Noise: append([]byte{byte(u32)}, raw...)})
+	case 4:
+		return same(&Sealed{Session: sess, Counter: u64, Box: body})
+	case 5:
+		return same(&Relay{Session: sess, Dst: key, Payload: body})
+	case 6:
+		return same(&Relayed{Src: key, Payload: body})
+	case 7:
+		e := &Error{Code: Code(u32 >> 16), Request: Type(u32), TxID: u32, Message: s1}
+		w := *e
+		w.Message = clip(s1)
+		return e, &w
+	case 8:
+		return same(&Heartbeat{})
+	case 9:
+		return same(&Leave{})
+	case 10:
+		return same(&PeersRequest{})
+	case 11:
+		return &HeartbeatAck{Observed: addr, PresenceSeq: u32}, &HeartbeatAck{Observed: addrBack, PresenceSeq: u32}
+	case 12:
+		in, back := &Presence{Seq: u32}, &Presence{Seq: u32}
+		for i := range int(u64 % 20) {
+			c := Change{Kind: PresenceJoin, Reason: LeaveReason(u32 >> (i % 32)), Key: key, Name: names(i)}
+			if u64>>(8+i)&1 == 1 {
+				c.Kind = PresenceLeft
+			}
+			c.Key[1] ^= byte(i)
+			in.Changes = append(in.Changes, c)
+			c.Name = clip(c.Name)
+			back.Changes = append(back.Changes, c)
+		}
+		return in, back
+	case 13:
+		parts := max(uint16(u64>>16), 1)
+		in, back := peers(int(u32 % 10))
+		return &Peers{Seq: u32, Part: uint16(u64) % parts, Parts: parts, Peers: in},
+			&Peers{Seq: u32, Part: uint16(u64) % parts, Parts: parts, Peers: back}
+	case 14:
+		return &Lookup{TxID: u32, Key: key, Name: s1}, &Lookup{TxID: u32, Key: key, Name: clip(s1)}
+	case 15:
+		st := LookupStatus(u64 % 3)
+		return &LookupReply{TxID: u32, Status: st, Key: key, Name: s1}, &LookupReply{TxID: u32, Status: st, Key: key, Name: clip(s1)}
+	case 16:
+		return &Signal{Dst: key, Body: body}, &Signal{Dst: key, Body: body[:min(len(body), 0xffff)]}
+	case 17:
+		return &Signaled{Src: key, Name: s1, Body: body}, &Signaled{Src: key, Name: clip(s1), Body: body}
+	case 18:
+		return same(&PathChallenge{Data: data})
+	case 19:
+		return same(&PathResponse{Data: data})
+	case 20:
+		return &Who{TxID: u32, Room: s1, After: s2}, &Who{TxID: u32, Room: clip(s1), After: clip(s2)}
+	default:
+		in, back := peers(int(u32 % 10))
+		more := u64&1 == 1
+		return &WhoReply{TxID: u32, Room: s2, Total: uint32(u64 >> 32), More: more, Members: in},
+			&WhoReply{TxID: u32, Room: clip(s2), Total: uint32(u64 >> 32), More: more, Members: back}
+	}
+}
+
+// FuzzRoundtrip builds every message, and the two handshake payloads, from
+// fuzzed field values and checks that each decodes to what was encoded
+// (strings longer than their length prefix allows are cut, addresses are
+// unmapped): the encoders' side of the fuzzing.
+func FuzzRoundtrip(f *testing.F) {
+	names := []string{"alice", "bob", "Zoë", "#lobby", ""}
+	for _, c := range registerPayloadCases {
+		names = append(names, c.p.Name)
+	}
+	for sel := range 22 {
+		for i, raw := range [][]byte{mustUnhex(keyHex + sessHex + pathHex), mustUnhex(noiseHex), mustUnhex(sigHelloHex), nil} {
+			f.Add(uint8(sel), uint32(0xcafe0001)+uint32(i), uint64(0x0102030405060708)<<i, raw, names[(sel+i)%len(names)], names[(sel+i+1)%len(names)])
+		}
+	}
+	f.Add(uint8(12), uint32(0xffffffff), uint64(19), []byte{}, strings.Repeat("x", 300), "y")
+	f.Fuzz(func(t *testing.T, sel uint8, u32 uint32, u64 uint64, raw []byte, s1, s2 string) {
+		m, want := fuzzMessage(sel, u32, u64, raw, s1, s2)
+		if outerOnly[m.Type()] || m.Type() == TypeError {
+			enc := Marshal(m)
+			got, err := Parse(enc)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("Parse(Marshal(%#v)) = %#v, %v; want %#v", m, got, err, want)
+			}
+		}
+		if !outerOnly[m.Type()] {
+			enc := AppendInner(nil, m)
+			got, err := ParseInner(enc)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("ParseInner(AppendInner(%#v)) = %#v, %v; want %#v", m, got, err, want)
+			}
+		}
+
+		var key Key
+		copy(key[:], raw)
+		p, err := ParseRegisterPayload(AppendRegisterPayload(nil, &RegisterPayload{Key: key, Name: s1}))
+		if err != nil || p.Key != key || p.Name != clip(s1) {
+			t.Fatalf("RegisterPayload %x %q: %#v, %v", key, s1, p, err)
+		}
+
+		addr, back := fuzzAddr(raw, u64)
+		var sess SessionID
+		copy(sess[:], raw)
+		r := &HandshakeResult{Session: sess, Observed: addr, HeartbeatMS: u32, ExpiryMS: uint32(u64), PresenceSeq: uint32(u64 >> 32)}
+		wantR := *r
+		wantR.Observed = back
+		if code := Code(u32 >> 16); code != 0 {
+			r.Code, r.Message = code, s2
+			wantR = HandshakeResult{Code: code, Message: clip(s2)}
+		}
+		gotR, err := ParseHandshakeResult(AppendHandshakeResult(nil, r))
+		if err != nil || !reflect.DeepEqual(gotR, &wantR) {
+			t.Fatalf("HandshakeResult %#v: %#v, %v; want %#v", r, gotR, err, wantR)
 		}
 	})
 }
@@ -121,14 +452,18 @@ func FuzzParsePeerSignal(f *testing.F) {
 		if err != nil || !reflect.DeepEqual(s, s2) {
 			t.Fatalf("roundtrip: %#v then %#v, %v", s, s2, err)
 		}
-		// Through the rendezvous and back.
-		sig := Marshal(&Signaled{Src: testKey, Name: "bob", Body: enc})
-		m, err := Parse(sig)
+		// Through the rendezvous and back: a padded Signal from the
+		// sender, a Signaled to the receiver.
+		sig, err := ParseInner(append(AppendInner(nil, &Signal{Dst: testKey2, Body: enc}), make([]byte, SealedMinLen)...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ParseInner(AppendInner(nil, &Signaled{Src: testKey, Name: "bob", Body: sig.(*Signal).Body}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if s3, err := ParsePeerSignal(m.(*Signaled).Body); err != nil || !reflect.DeepEqual(s, s3) {
-			t.Fatalf("via Signaled: %#v, %v", s3, err)
+			t.Fatalf("via Signal and Signaled: %#v, %v", s3, err)
 		}
 	})
 }
@@ -234,12 +569,14 @@ func FuzzValidateName(f *testing.F) {
 	for _, c := range nameCases {
 		f.Add(c.name)
 	}
-	for _, c := range msgCases {
-		switch m := c.msg.(type) {
-		case *Register:
-			f.Add(m.Name)
-		case *Presence:
-			f.Add(m.Name)
+	for _, c := range registerPayloadCases {
+		f.Add(c.p.Name)
+	}
+	for _, c := range innerCases {
+		if p, ok := c.msg.(*Presence); ok {
+			for _, ch := range p.Changes {
+				f.Add(ch.Name)
+			}
 		}
 	}
 	f.Fuzz(func(t *testing.T, name string) {
@@ -262,10 +599,15 @@ func FuzzValidateName(f *testing.F) {
 				t.Fatalf("ValidateName accepted %q with %U", name, r)
 			}
 		}
-		// A valid name survives the one-byte-length string encoding.
-		reg := &Register{Key: testKey, Name: name}
-		if m, err := Parse(Marshal(reg)); err != nil || m.(*Register).Name != name {
-			t.Fatalf("name %q does not survive Register: %v", name, err)
+		// A valid name survives the one-byte-length string encoding, in
+		// the registration and in what the rendezvous sends back.
+		p, err := ParseRegisterPayload(AppendRegisterPayload(nil, &RegisterPayload{Key: testKey, Name: name}))
+		if err != nil || p.Name != name {
+			t.Fatalf("name %q does not survive RegisterPayload: %v", name, err)
+		}
+		m, err := ParseInner(AppendInner(nil, &Signaled{Src: testKey, Name: name}))
+		if err != nil || m.(*Signaled).Name != name {
+			t.Fatalf("name %q does not survive Signaled: %v", name, err)
 		}
 		// The key of a valid name is a valid name of the same length, and
 		// is its own key.

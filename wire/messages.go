@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 )
 
 // KeyLen is the length of an Ed25519 public key, a node's identity.
@@ -26,9 +27,10 @@ func (k Key) Short() string { return hex.EncodeToString(k[:4]) }
 // IsZero reports whether k is all zeroes.
 func (k Key) IsZero() bool { return k == Key{} }
 
-// SessionID is the secret the rendezvous hands a node at registration; the
-// node puts it in every later request so a spoofed source address alone
-// cannot act for it.
+// SessionID names a node's registration in the clear (Sealed and Relay
+// headers), so the rendezvous can find its keys. It is not a secret: a
+// Sealed datagram is believed for its AEAD tag, a Relay for coming from
+// the session's validated address.
 type SessionID [8]byte
 
 // CookieLen is the length of an address cookie. Its content is the
@@ -65,100 +67,238 @@ func parseHello(b []byte) (Message, error) {
 	return m, r.err
 }
 
-// CookieReply answers a Hello. Body: nonce(8) cookie(20).
+// CookieReply answers a Hello with a cookie and the rendezvous's public
+// key (unauthenticated here: a node pins it, or checks it against the key
+// it was given, and the handshake proves it).
+// Body: nonce(8) cookie(20) server_key(32).
 type CookieReply struct {
-	Nonce  uint64
-	Cookie Cookie
+	Nonce     uint64
+	Cookie    Cookie
+	ServerKey [32]byte
 }
 
 func (*CookieReply) Type() Type { return TypeCookie }
 func (m *CookieReply) AppendBody(b []byte) []byte {
 	b = appendU64(b, m.Nonce)
-	return append(b, m.Cookie[:]...)
+	b = append(b, m.Cookie[:]...)
+	return append(b, m.ServerKey[:]...)
 }
 func parseCookie(b []byte) (Message, error) {
 	r := reader{b: b}
 	m := &CookieReply{Nonce: r.u64()}
 	copy(m.Cookie[:], r.take(CookieLen))
+	copy(m.ServerKey[:], r.take(32))
 	return m, r.err
 }
 
-// Register binds Name to Key and the sender's address.
-// Body: cookie(20) key(32) name(str) sig(64).
-// Sig is Ed25519 over RegisterSigned(cookie, key, name).
-type Register struct {
+// Handshake registers: the cookie of a CookieReply, then the first message
+// of the Noise handshake (package ctrl), whose encrypted payload is a
+// RegisterPayload. Body: cookie(20) noise(rest).
+type Handshake struct {
 	Cookie Cookie
-	Key    Key
-	Name   string
-	Sig    [SigLen]byte
+	Noise  []byte // aliases the parsed datagram
 }
 
-// RegisterContext is the domain-separation prefix of a registration signature.
-const RegisterContext = "natchat register v1\x00"
-
-// RegisterSigned returns the bytes a registration signature covers.
-func RegisterSigned(c Cookie, k Key, name string) []byte {
-	b := make([]byte, 0, len(RegisterContext)+CookieLen+KeyLen+1+len(name))
-	b = append(b, RegisterContext...)
-	b = append(b, c[:]...)
-	b = append(b, k[:]...)
-	return appendStr(b, name)
-}
-
-func (*Register) Type() Type { return TypeRegister }
-func (m *Register) AppendBody(b []byte) []byte {
+func (*Handshake) Type() Type { return TypeHandshake }
+func (m *Handshake) AppendBody(b []byte) []byte {
 	b = append(b, m.Cookie[:]...)
-	b = append(b, m.Key[:]...)
-	b = appendStr(b, m.Name)
-	return append(b, m.Sig[:]...)
+	return append(b, m.Noise...)
 }
-func parseRegister(b []byte) (Message, error) {
+func parseHandshake(b []byte) (Message, error) {
 	r := reader{b: b}
-	m := &Register{}
+	m := &Handshake{}
 	copy(m.Cookie[:], r.take(CookieLen))
-	m.Key = r.key()
-	m.Name = r.str()
-	copy(m.Sig[:], r.take(SigLen))
+	m.Noise = r.b
+	if r.err == nil && len(m.Noise) == 0 {
+		return nil, fmt.Errorf("%w: handshake without a noise message", ErrTooShort)
+	}
 	return m, r.err
 }
 
-// Registered accepts a registration.
-// Body: session(8) observed(addr) heartbeat_ms(4) expiry_ms(4) presence_seq(4).
-type Registered struct {
-	Session     SessionID
+// HandshakeReply answers a Handshake: the second Noise message, whose
+// encrypted payload is a HandshakeResult. Body: noise(rest).
+type HandshakeReply struct {
+	Noise []byte // aliases the parsed datagram
+}
+
+func (*HandshakeReply) Type() Type                   { return TypeHandshakeReply }
+func (m *HandshakeReply) AppendBody(b []byte) []byte { return append(b, m.Noise...) }
+func parseHandshakeReply(b []byte) (Message, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty handshake reply", ErrTooShort)
+	}
+	return &HandshakeReply{Noise: b}, nil
+}
+
+// RegisterPayload is what a node registers, inside the first Noise message:
+// its Ed25519 identity key (the handshake's static key must be its X25519
+// image) and its name. Layout: key(32) name(str).
+type RegisterPayload struct {
+	Key  Key
+	Name string
+}
+
+// AppendRegisterPayload appends p's encoding.
+func AppendRegisterPayload(b []byte, p *RegisterPayload) []byte {
+	b = append(b, p.Key[:]...)
+	return appendStr(b, p.Name)
+}
+
+// ParseRegisterPayload decodes a RegisterPayload.
+func ParseRegisterPayload(b []byte) (*RegisterPayload, error) {
+	r := reader{b: b}
+	p := &RegisterPayload{Key: r.key(), Name: r.str()}
+	if r.err != nil {
+		return nil, fmt.Errorf("register payload: %w", r.err)
+	}
+	return p, nil
+}
+
+// HandshakeResult is the rendezvous's answer inside the second Noise
+// message: a refusal (Code not 0, with Message), or the registration.
+// Layout: code(2) then, when code is 0: session(8) observed(addr)
+// heartbeat_ms(4) expiry_ms(4) presence_seq(4); else message(str).
+type HandshakeResult struct {
+	Code        Code           // 0: registered
+	Message     string         // why, when refused
+	Session     SessionID      // the session ID, for Sealed and Relay
 	Observed    netip.AddrPort // the node's address as the rendezvous saw it
 	HeartbeatMS uint32         // interval the rendezvous suggests
 	ExpiryMS    uint32         // silence after which the node is dropped
 	PresenceSeq uint32         // sequence number of the node's presence feed
 }
 
-func (*Registered) Type() Type { return TypeRegistered }
-func (m *Registered) AppendBody(b []byte) []byte {
-	b = append(b, m.Session[:]...)
-	b = AppendAddr(b, m.Observed)
-	b = appendU32(b, m.HeartbeatMS)
-	b = appendU32(b, m.ExpiryMS)
-	return appendU32(b, m.PresenceSeq)
+// AppendHandshakeResult appends r's encoding.
+func AppendHandshakeResult(b []byte, r *HandshakeResult) []byte {
+	b = appendU16(b, uint16(r.Code))
+	if r.Code != 0 {
+		return appendStr(b, r.Message)
+	}
+	b = append(b, r.Session[:]...)
+	b = AppendAddr(b, r.Observed)
+	b = appendU32(b, r.HeartbeatMS)
+	b = appendU32(b, r.ExpiryMS)
+	return appendU32(b, r.PresenceSeq)
 }
-func parseRegistered(b []byte) (Message, error) {
+
+// ParseHandshakeResult decodes a HandshakeResult.
+func ParseHandshakeResult(b []byte) (*HandshakeResult, error) {
 	r := reader{b: b}
-	m := &Registered{Session: r.session(), Observed: r.addr()}
-	m.HeartbeatMS = r.u32()
-	m.ExpiryMS = r.u32()
-	m.PresenceSeq = r.u32()
+	res := &HandshakeResult{Code: Code(r.u16())}
+	if res.Code != 0 {
+		res.Message = r.str()
+	} else {
+		res.Session = r.session()
+		res.Observed = r.addr()
+		res.HeartbeatMS = r.u32()
+		res.ExpiryMS = r.u32()
+		res.PresenceSeq = r.u32()
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("handshake result: %w", r.err)
+	}
+	return res, nil
+}
+
+// SealedHeaderLen is the length of a Sealed datagram's header: the common
+// header, the session ID and the counter. It is the associated data of
+// the seal; the box (ciphertext and tag) follows.
+const SealedHeaderLen = HeaderLen + 8 + 8
+
+// SealedMinLen is the least length of a Sealed datagram a node sends: it
+// pads its plaintext up to it, so that a path challenge sent in answer to
+// any of them is never larger than what caused it.
+const SealedMinLen = 64
+
+// Sealed is an authenticated control datagram (package ctrl seals and
+// opens it). Body: session(8) counter(8) box(rest).
+type Sealed struct {
+	Session SessionID
+	Counter uint64
+	Box     []byte // aliases the parsed datagram
+}
+
+func (*Sealed) Type() Type { return TypeSealed }
+func (m *Sealed) AppendBody(b []byte) []byte {
+	b = append(b, m.Session[:]...)
+	b = appendU64(b, m.Counter)
+	return append(b, m.Box...)
+}
+func parseSealed(b []byte) (Message, error) {
+	r := reader{b: b}
+	m := &Sealed{Session: r.session(), Counter: r.u64()}
+	m.Box = r.b
 	return m, r.err
 }
 
-// Heartbeat keeps a registration and the NAT mapping alive. Body: session(8).
-type Heartbeat struct{ Session SessionID }
+// AppendSealedHeader appends a Sealed datagram's header (the associated
+// data of its seal); the caller appends the box.
+func AppendSealedHeader(b []byte, s SessionID, counter uint64) []byte {
+	b = append(b, Magic, Version, byte(TypeSealed))
+	b = append(b, s[:]...)
+	return appendU64(b, counter)
+}
+
+// AppendInner appends m as the plaintext of a Sealed datagram: its type,
+// then its body.
+func AppendInner(b []byte, m Message) []byte {
+	return m.AppendBody(append(b, byte(m.Type())))
+}
+
+// ParseInner decodes the plaintext of a Sealed datagram. Trailing bytes
+// (padding) are ignored; a Sealed, Handshake or Relay inside is refused.
+func ParseInner(b []byte) (Message, error) {
+	if len(b) < 1 {
+		return nil, fmt.Errorf("%w: empty sealed plaintext", ErrTooShort)
+	}
+	t := Type(b[0])
+	switch t {
+	case TypeSealed, TypeHandshake, TypeHandshakeReply, TypeHello, TypeCookie, TypeRelay, TypeRelayed:
+		return nil, fmt.Errorf("%w: %s inside a sealed datagram", ErrUnknownType, t)
+	}
+	p := parsers[t]
+	if p == nil {
+		return nil, fmt.Errorf("%w: 0x%02x", ErrUnknownType, uint8(t))
+	}
+	m, err := p(b[1:])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t, err)
+	}
+	return m, nil
+}
+
+// PathChallenge asks a node to prove it receives at the address it sent
+// from. Body: data(8).
+type PathChallenge struct{ Data [8]byte }
+
+func (*PathChallenge) Type() Type                   { return TypePathChallenge }
+func (m *PathChallenge) AppendBody(b []byte) []byte { return append(b, m.Data[:]...) }
+func parsePathChallenge(b []byte) (Message, error) {
+	r := reader{b: b}
+	m := &PathChallenge{}
+	copy(m.Data[:], r.take(8))
+	return m, r.err
+}
+
+// PathResponse echoes a PathChallenge's data. Body: data(8).
+type PathResponse struct{ Data [8]byte }
+
+func (*PathResponse) Type() Type                   { return TypePathResponse }
+func (m *PathResponse) AppendBody(b []byte) []byte { return append(b, m.Data[:]...) }
+func parsePathResponse(b []byte) (Message, error) {
+	r := reader{b: b}
+	m := &PathResponse{}
+	copy(m.Data[:], r.take(8))
+	return m, r.err
+}
+
+// Heartbeat keeps a registration and the NAT mapping alive (sealed).
+// Body: empty.
+type Heartbeat struct{}
 
 func (*Heartbeat) Type() Type                   { return TypeHeartbeat }
-func (m *Heartbeat) AppendBody(b []byte) []byte { return append(b, m.Session[:]...) }
-func parseHeartbeat(b []byte) (Message, error) {
-	r := reader{b: b}
-	m := &Heartbeat{Session: r.session()}
-	return m, r.err
-}
+func (m *Heartbeat) AppendBody(b []byte) []byte { return b }
+func parseHeartbeat(b []byte) (Message, error)  { return &Heartbeat{}, nil }
 
 // HeartbeatAck answers a Heartbeat. Body: observed(addr) presence_seq(4).
 // A node whose last presence event is older than PresenceSeq lost one and
@@ -178,16 +318,12 @@ func parseHeartbeatAck(b []byte) (Message, error) {
 	return m, r.err
 }
 
-// Leave ends a registration at once. Body: session(8).
-type Leave struct{ Session SessionID }
+// Leave ends a registration at once (sealed). Body: empty.
+type Leave struct{}
 
 func (*Leave) Type() Type                   { return TypeLeave }
-func (m *Leave) AppendBody(b []byte) []byte { return append(b, m.Session[:]...) }
-func parseLeave(b []byte) (Message, error) {
-	r := reader{b: b}
-	m := &Leave{Session: r.session()}
-	return m, r.err
-}
+func (m *Leave) AppendBody(b []byte) []byte { return b }
+func parseLeave(b []byte) (Message, error)  { return &Leave{}, nil }
 
 // PresenceKind says what a Presence event reports.
 type PresenceKind uint8
@@ -218,42 +354,63 @@ func (r LeaveReason) String() string {
 	return ""
 }
 
-// Presence reports one peer joining or leaving a room the node shares with it.
-// Body: seq(4) kind(1) reason(1) key(32) name(str).
-type Presence struct {
-	Seq    uint32
+// Change is one peer joining or leaving the set of peers a node sees.
+type Change struct {
 	Kind   PresenceKind
 	Reason LeaveReason
 	Key    Key
 	Name   string
 }
 
+// Presence reports the changes to the peers a node sees since the last
+// Presence, in order (the rendezvous gathers them for a short while and
+// sends them together) (sealed). Seq numbers the node's Presence datagrams.
+// Body: seq(4) count(1) {kind(1) reason(1) key(32) name(str)}*count.
+type Presence struct {
+	Seq     uint32
+	Changes []Change
+}
+
+// MaxChanges bounds the changes in one Presence; the rendezvous also
+// keeps each Presence body within MaxPeersBody bytes (names are up to 128
+// bytes), so that it fits any path.
+const MaxChanges = 16
+
 func (*Presence) Type() Type { return TypePresence }
 func (m *Presence) AppendBody(b []byte) []byte {
 	b = appendU32(b, m.Seq)
-	b = append(b, byte(m.Kind), byte(m.Reason))
-	b = append(b, m.Key[:]...)
-	return appendStr(b, m.Name)
+	n := min(len(m.Changes), 255)
+	b = append(b, byte(n))
+	for _, c := range m.Changes[:n] {
+		b = append(b, byte(c.Kind), byte(c.Reason))
+		b = append(b, c.Key[:]...)
+		b = appendStr(b, c.Name)
+	}
+	return b
 }
 func parsePresence(b []byte) (Message, error) {
 	r := reader{b: b}
-	m := &Presence{Seq: r.u32(), Kind: PresenceKind(r.u8()), Reason: LeaveReason(r.u8()), Key: r.key(), Name: r.str()}
-	if r.err == nil && m.Kind != PresenceJoin && m.Kind != PresenceLeft {
-		return nil, fmt.Errorf("%w: presence kind %d", ErrMalformed, m.Kind)
+	m := &Presence{Seq: r.u32()}
+	n := int(r.u8())
+	for i := 0; i < n && r.err == nil; i++ {
+		c := Change{Kind: PresenceKind(r.u8()), Reason: LeaveReason(r.u8()), Key: r.key(), Name: r.str()}
+		if r.err == nil && c.Kind != PresenceJoin && c.Kind != PresenceLeft {
+			return nil, fmt.Errorf("%w: presence kind %d", ErrMalformed, c.Kind)
+		}
+		m.Changes = append(m.Changes, c)
 	}
-	return m, r.err
+	if r.err != nil {
+		return nil, r.err
+	}
+	return m, nil
 }
 
-// PeersRequest asks for the presence snapshot. Body: session(8).
-type PeersRequest struct{ Session SessionID }
+// PeersRequest asks for the presence snapshot (sealed). Body: empty.
+type PeersRequest struct{}
 
 func (*PeersRequest) Type() Type                   { return TypePeersRequest }
-func (m *PeersRequest) AppendBody(b []byte) []byte { return append(b, m.Session[:]...) }
-func parsePeersRequest(b []byte) (Message, error) {
-	r := reader{b: b}
-	m := &PeersRequest{Session: r.session()}
-	return m, r.err
-}
+func (m *PeersRequest) AppendBody(b []byte) []byte { return b }
+func parsePeersRequest(b []byte) (Message, error)  { return &PeersRequest{}, nil }
 
 // Peer is one entry of a snapshot.
 type Peer struct {
@@ -301,25 +458,93 @@ func parsePeers(b []byte) (Message, error) {
 	return m, r.err
 }
 
-// Lookup asks for a node by name (Key zero) or by key (Name empty).
-// Body: session(8) txid(4) key(32) name(str).
-type Lookup struct {
-	Session SessionID
+// Who asks for one page of the members of a room the node is in (sealed):
+// those whose name sorts after After (by NameKey), up to one datagram's
+// worth. Body: txid(4) room(str) after(str).
+type Who struct {
+	TxID  uint32
+	Room  string
+	After string // "": from the start
+}
+
+func (*Who) Type() Type { return TypeWho }
+func (m *Who) AppendBody(b []byte) []byte {
+	b = appendU32(b, m.TxID)
+	b = appendStr(b, m.Room)
+	return appendStr(b, m.After)
+}
+func parseWho(b []byte) (Message, error) {
+	r := reader{b: b}
+	m := &Who{TxID: r.u32(), Room: r.str(), After: r.str()}
+	return m, r.err
+}
+
+// WhoReply is one page of a room's members, sorted by name, and the number
+// of members online (sealed). More says that members sort after the last
+// one here: ask again with After set to its name.
+// Body: txid(4) room(str) total(4) more(1) count(1) {key(32) name(str)}*count.
+type WhoReply struct {
 	TxID    uint32
-	Key     Key
-	Name    string
+	Room    string
+	Total   uint32
+	More    bool
+	Members []Peer
+}
+
+func (*WhoReply) Type() Type { return TypeWhoReply }
+func (m *WhoReply) AppendBody(b []byte) []byte {
+	b = appendU32(b, m.TxID)
+	b = appendStr(b, m.Room)
+	b = appendU32(b, m.Total)
+	more := byte(0)
+	if m.More {
+		more = 1
+	}
+	b = append(b, more)
+	n := min(len(m.Members), 255)
+	b = append(b, byte(n))
+	for _, p := range m.Members[:n] {
+		b = append(b, p.Key[:]...)
+		b = appendStr(b, p.Name)
+	}
+	return b
+}
+func parseWhoReply(b []byte) (Message, error) {
+	r := reader{b: b}
+	m := &WhoReply{TxID: r.u32(), Room: r.str(), Total: r.u32()}
+	switch r.u8() {
+	case 0:
+	case 1:
+		m.More = true
+	default:
+		if r.err == nil {
+			return nil, fmt.Errorf("%w: who_reply more flag", ErrMalformed)
+		}
+	}
+	n := int(r.u8())
+	for i := 0; i < n && r.err == nil; i++ {
+		m.Members = append(m.Members, Peer{Key: r.key(), Name: r.str()})
+	}
+	return m, r.err
+}
+
+// Lookup asks for a node by name (Key zero) or by key (Name empty)
+// (sealed). Body: txid(4) key(32) name(str).
+type Lookup struct {
+	TxID uint32
+	Key  Key
+	Name string
 }
 
 func (*Lookup) Type() Type { return TypeLookup }
 func (m *Lookup) AppendBody(b []byte) []byte {
-	b = append(b, m.Session[:]...)
 	b = appendU32(b, m.TxID)
 	b = append(b, m.Key[:]...)
 	return appendStr(b, m.Name)
 }
 func parseLookup(b []byte) (Message, error) {
 	r := reader{b: b}
-	m := &Lookup{Session: r.session(), TxID: r.u32(), Key: r.key(), Name: r.str()}
+	m := &Lookup{TxID: r.u32(), Key: r.key(), Name: r.str()}
 	return m, r.err
 }
 
@@ -417,24 +642,24 @@ func parseRelayed(b []byte) (Message, error) {
 	return m, r.err
 }
 
-// Signal carries peer-to-peer signaling (a PeerSignal) to Dst.
-// Body: session(8) dst(32) signal(rest).
+// Signal carries peer-to-peer signaling (a PeerSignal) to Dst (sealed).
+// Body: dst(32) len(2) signal(len): the length, because a node pads what it
+// seals.
 type Signal struct {
-	Session SessionID
-	Dst     Key
-	Body    []byte // an encoded PeerSignal; aliases the datagram
+	Dst  Key
+	Body []byte // an encoded PeerSignal; aliases the datagram
 }
 
 func (*Signal) Type() Type { return TypeSignal }
 func (m *Signal) AppendBody(b []byte) []byte {
-	b = append(b, m.Session[:]...)
 	b = append(b, m.Dst[:]...)
-	return append(b, m.Body...)
+	b = appendU16(b, uint16(min(len(m.Body), 0xffff)))
+	return append(b, m.Body[:min(len(m.Body), 0xffff)]...)
 }
 func parseSignal(b []byte) (Message, error) {
 	r := reader{b: b}
-	m := &Signal{Session: r.session(), Dst: r.key()}
-	m.Body = r.b
+	m := &Signal{Dst: r.key()}
+	m.Body = r.take(int(r.u16()))
 	return m, r.err
 }
 
@@ -478,6 +703,9 @@ const (
 	CodeReplay        Code = 10 // a registration was replayed after leave
 	CodeOffline       Code = 11 // the destination is not online
 	CodeUnknownPeer   Code = 12 // no node has that key
+	CodeBadHandshake  Code = 13 // the handshake did not check out: say Hello again
+	CodeQuota         Code = 14 // too many new names from this network; try later
+	CodeNotMember     Code = 15 // the node is not in that room
 )
 
 var codeNames = map[Code]string{
@@ -493,6 +721,9 @@ var codeNames = map[Code]string{
 	CodeReplay:        "replay",
 	CodeOffline:       "peer_offline",
 	CodeUnknownPeer:   "unknown_peer",
+	CodeBadHandshake:  "bad_handshake",
+	CodeQuota:         "quota",
+	CodeNotMember:     "not_member",
 }
 
 func (c Code) String() string {
@@ -537,9 +768,12 @@ func ErrorFits(e *Error, limit int) []byte {
 	if limit < fixed {
 		return nil
 	}
-	if len(e.Message) > limit-fixed {
+	if n := min(limit-fixed, 255); len(e.Message) > n {
 		c := *e
-		c.Message = c.Message[:limit-fixed]
+		for n > 0 && !utf8.RuneStart(c.Message[n]) {
+			n-- // cut between characters, not inside one
+		}
+		c.Message = c.Message[:n]
 		e = &c
 	}
 	return Marshal(e)

@@ -30,8 +30,9 @@ import (
 // Magic is the first byte of every rendezvous-protocol datagram.
 const Magic = 0xAC
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the protocol version this package speaks. Version 2 has the
+// authenticated control channel (Handshake, Sealed).
+const Version = 2
 
 // HeaderLen is the length of the common header.
 const HeaderLen = 3
@@ -41,24 +42,32 @@ type Type uint8
 
 // Message types. Direction: N = node, R = rendezvous.
 const (
-	TypeHello        Type = 0x01 // N→R: ask for an address cookie
-	TypeCookie       Type = 0x02 // R→N: the cookie
-	TypeRegister     Type = 0x03 // N→R: register name+key, signed, with cookie
-	TypeRegistered   Type = 0x04 // R→N: accepted
-	TypeHeartbeat    Type = 0x05 // N→R
-	TypeHeartbeatAck Type = 0x06 // R→N
-	TypeLeave        Type = 0x07 // N→R: notified leave
-	TypePresence     Type = 0x08 // R→N: one join or leave
-	TypePeersRequest Type = 0x09 // N→R: ask for the presence snapshot
-	TypePeers        Type = 0x0A // R→N: one part of the presence snapshot
-	TypeLookup       Type = 0x0B // N→R: find a node by name or key
-	TypeLookupReply  Type = 0x0C // R→N
-	TypeRelay        Type = 0x0D // N→R: opaque packet for a peer
-	TypeRelayed      Type = 0x0E // R→N: opaque packet from a peer
-	TypeSignal       Type = 0x0F // N→R: signaling for a peer (ICE)
-	TypeSignaled     Type = 0x10 // R→N: signaling from a peer, with its name
-	TypeError        Type = 0x11 // R→N: a request was refused (frozen layout)
-	// 0x12–0x1F are reserved for the offline mailbox and rooms.
+	//
+	// In the clear:
+	TypeHello          Type = 0x01 // N→R: ask for an address cookie
+	TypeCookie         Type = 0x02 // R→N: the cookie and the rendezvous's key
+	TypeHandshake      Type = 0x03 // N→R: cookie + first Noise message (register)
+	TypeHandshakeReply Type = 0x04 // R→N: second Noise message (the session, or a refusal)
+	TypeRelay          Type = 0x0D // N→R: opaque packet for a peer
+	TypeRelayed        Type = 0x0E // R→N: opaque packet from a peer
+	TypeError          Type = 0x11 // R→N: a request was refused (frozen layout)
+	TypeSealed         Type = 0x12 // both ways: an authenticated control message
+	// Inside a Sealed datagram only:
+	TypeHeartbeat     Type = 0x05 // N→R
+	TypeHeartbeatAck  Type = 0x06 // R→N
+	TypeLeave         Type = 0x07 // N→R: notified leave
+	TypePresence      Type = 0x08 // R→N: joins and leaves
+	TypePeersRequest  Type = 0x09 // N→R: ask for the presence snapshot
+	TypePeers         Type = 0x0A // R→N: one part of the presence snapshot
+	TypeLookup        Type = 0x0B // N→R: find a node by name or key
+	TypeLookupReply   Type = 0x0C // R→N
+	TypeSignal        Type = 0x0F // N→R: signaling for a peer (ICE)
+	TypeSignaled      Type = 0x10 // R→N: signaling from a peer, with its name
+	TypePathChallenge Type = 0x13 // R→N: prove you receive at this address
+	TypePathResponse  Type = 0x14 // N→R: the challenge, echoed
+	TypeWho           Type = 0x15 // N→R: ask for a page of a room's members
+	TypeWhoReply      Type = 0x16 // R→N: the page, and the room's size
+	// 0x17–0x1F are reserved for the offline mailbox and rooms.
 )
 
 func (t Type) String() string {
@@ -67,10 +76,20 @@ func (t Type) String() string {
 		return "hello"
 	case TypeCookie:
 		return "cookie"
-	case TypeRegister:
-		return "register"
-	case TypeRegistered:
-		return "registered"
+	case TypeHandshake:
+		return "handshake"
+	case TypeHandshakeReply:
+		return "handshake_reply"
+	case TypeSealed:
+		return "sealed"
+	case TypePathChallenge:
+		return "path_challenge"
+	case TypePathResponse:
+		return "path_response"
+	case TypeWho:
+		return "who"
+	case TypeWhoReply:
+		return "who_reply"
 	case TypeHeartbeat:
 		return "heartbeat"
 	case TypeHeartbeatAck:
@@ -155,6 +174,17 @@ func Append(b []byte, m Message) []byte {
 // Marshal returns m encoded in a new slice.
 func Marshal(m Message) []byte { return Append(make([]byte, 0, 64), m) }
 
+// outer reports whether t travels outside a Sealed datagram: the
+// handshake, the relay, clear errors and Sealed itself. Every other
+// message exists only inside a Sealed one (ParseInner).
+func outer(t Type) bool {
+	switch t {
+	case TypeHello, TypeCookie, TypeHandshake, TypeHandshakeReply, TypeSealed, TypeRelay, TypeRelayed, TypeError:
+		return true
+	}
+	return false
+}
+
 // Parse decodes one datagram. It never panics on any input; errors wrap the
 // sentinel errors above.
 func Parse(b []byte) (Message, error) {
@@ -176,7 +206,7 @@ func Parse(b []byte) (Message, error) {
 		return nil, verr
 	}
 	p := parsers[t]
-	if p == nil {
+	if p == nil || !outer(t) {
 		return nil, fmt.Errorf("%w: 0x%02x", ErrUnknownType, uint8(t))
 	}
 	m, err := p(b[HeaderLen:])
@@ -191,8 +221,13 @@ var parsers [256]func([]byte) (Message, error)
 func init() {
 	parsers[TypeHello] = parseHello
 	parsers[TypeCookie] = parseCookie
-	parsers[TypeRegister] = parseRegister
-	parsers[TypeRegistered] = parseRegistered
+	parsers[TypeHandshake] = parseHandshake
+	parsers[TypeHandshakeReply] = parseHandshakeReply
+	parsers[TypeSealed] = parseSealed
+	parsers[TypePathChallenge] = parsePathChallenge
+	parsers[TypePathResponse] = parsePathResponse
+	parsers[TypeWho] = parseWho
+	parsers[TypeWhoReply] = parseWhoReply
 	parsers[TypeHeartbeat] = parseHeartbeat
 	parsers[TypeHeartbeatAck] = parseHeartbeatAck
 	parsers[TypeLeave] = parseLeave

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/diode"
 
+	"natchat/ctrl"
 	"natchat/internal/cmdutil"
 	"natchat/node"
 	"natchat/node/api"
@@ -32,16 +34,17 @@ func main() { cmdutil.Exit("node", run(os.Args[1:])) }
 
 // options are the command line's.
 type options struct {
-	name, rv, listen, identity, state, logLevel, logFile string
-	headless, noDirect, version                          bool
-	heartbeat, delivery                                  time.Duration
+	name, rv, rvKey, listen, identity, state, logLevel, logFile string
+	headless, noDirect, version                                 bool
+	heartbeat, delivery                                         time.Duration
 }
 
 func parse(args []string) (*options, error) {
 	var o options
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.StringVar(&o.name, "name", "", "your name: 1-32 printable characters, no spaces (required)")
-	fs.StringVar(&o.rv, "rv", "", "rendezvous host:port (required)")
+	fs.StringVar(&o.rv, "rv", "", "rendezvous host:port, or host:port#KEY with its key (required)")
+	fs.StringVar(&o.rvKey, "rv-key", "", "the rendezvous's key, as `rendezvous -print-key` prints it (default: pinned on first contact)")
 	fs.StringVar(&o.listen, "listen", ":0", "local UDP address for the node's one socket")
 	fs.StringVar(&o.identity, "identity", "", "identity key file (default: natchat/NAME.key in the user config dir)")
 	fs.StringVar(&o.state, "state", "", "state directory: outbox, messages shown, pinned keys (default: natchat/KEY under the user state dir)")
@@ -71,8 +74,19 @@ func parse(args []string) (*options, error) {
 	if err := wire.ValidateName(o.name); err != nil {
 		return nil, cmdutil.Usagef("-name %q: %v", o.name, err)
 	}
+	if addr, key, ok := strings.Cut(o.rv, "#"); ok {
+		if o.rvKey != "" && o.rvKey != key {
+			return nil, cmdutil.Usagef("-rv %q carries a key other than -rv-key's", o.rv)
+		}
+		o.rv, o.rvKey = addr, key
+	}
 	if err := cmdutil.CheckHostPort("rv", o.rv, false); err != nil {
 		return nil, err
+	}
+	if o.rvKey != "" {
+		if _, err := ctrl.ParsePublicKey(o.rvKey); err != nil {
+			return nil, cmdutil.Usagef("-rv-key: %v", err)
+		}
 	}
 	if err := cmdutil.CheckHostPort("listen", o.listen, true); err != nil {
 		return nil, err
@@ -131,8 +145,12 @@ func run(args []string) error {
 	}
 	log = log.With().Str("node", o.name).Logger()
 	log.Info().Stringer("local", conn.LocalAddr()).Str("rv", o.rv).Str("state", o.state).Msg("starting")
+	var rvKey ctrl.PublicKey
+	if o.rvKey != "" {
+		rvKey, _ = ctrl.ParsePublicKey(o.rvKey) // checked in parse
+	}
 	n, err := node.New(node.Options{
-		Name: o.name, Rendezvous: o.rv, Conn: conn, Identity: key, Store: st,
+		Name: o.name, Rendezvous: o.rv, RendezvousKey: rvKey, Conn: conn, Identity: key, Store: st,
 		Heartbeat: o.heartbeat, DeliveryTimeout: o.delivery, Logger: log, NoDirect: o.noDirect,
 	})
 	if err != nil {

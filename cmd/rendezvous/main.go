@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
@@ -42,6 +43,12 @@ func run(args []string) error {
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this TCP host:port (off when empty)")
 	pps := fs.Int("relay-pps", relay.DefaultPacketsPerSec, "relayed packets per second per node (-1 unlimited)")
 	bps := fs.Int("relay-bps", relay.DefaultBytesPerSec, "relayed bytes per second per node (-1 unlimited)")
+	newNames := fs.Int("new-names", 30, "new names registered per network (/24, /56) per hour (-1 unlimited)")
+	lookupRate := fs.Int("lookup-rate", 20, "lookups per second per node (-1 unlimited)")
+	introRate := fs.Int("intro-rate", 10, "introductions (signalling a new peer) per second per node (-1 unlimited)")
+	bindingTTL := fs.Duration("binding-ttl", 180*24*time.Hour, "release a name not registered for this long (-1s: never)")
+	bigRoom := fs.Int("big-room", 200, "rooms above this size no longer broadcast every join and leave")
+	printKey := fs.Bool("print-key", false, "print the rendezvous's public key (creating it in -data if need be) and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := cmdutil.Parse(fs, args); err != nil {
@@ -70,10 +77,27 @@ func run(args []string) error {
 		return cmdutil.Usagef("-relay-pps and -relay-bps must be positive or -1")
 	case *data == "":
 		return cmdutil.Usagef("-data must not be empty")
+	case *newNames == 0 || *lookupRate == 0 || *introRate == 0:
+		return cmdutil.Usagef("-new-names, -lookup-rate and -intro-rate must be positive or -1")
+	case *bindingTTL == 0:
+		return cmdutil.Usagef("-binding-ttl must be positive (or negative: never)")
+	case *bigRoom <= 0:
+		return cmdutil.Usagef("-big-room must be positive")
+	}
+	key, created, err := rendezvous.LoadOrCreateKey(*data)
+	if err != nil {
+		return err
+	}
+	if *printKey {
+		os.Stdout.WriteString(key.Public.String() + "\n")
+		return nil
 	}
 	log, err := cmdutil.Logger(os.Stderr, *logLevel)
 	if err != nil {
 		return cmdutil.Usagef("%v", err)
+	}
+	if created {
+		log.Info().Str("file", filepath.Join(*data, rendezvous.KeyFile)).Msg("created the rendezvous's key")
 	}
 	store, err := rendezvous.OpenStore(*data)
 	if err != nil {
@@ -88,6 +112,8 @@ func run(args []string) error {
 		Conn: conn, Store: store, Logger: log,
 		Expiry: *expiry, Heartbeat: *heartbeat, DefaultRoom: *room,
 		Relay: relay.Limits{PacketsPerSec: *pps, BytesPerSec: *bps},
+		Key:   key, NewNames: *newNames, LookupRate: *lookupRate, IntroRate: *introRate,
+		BindingTTL: *bindingTTL, BigRoom: *bigRoom,
 	})
 	if err != nil {
 		conn.Close()
@@ -103,6 +129,9 @@ func run(args []string) error {
 		}
 		defer stopMetrics()
 	}
-	log.Info().Stringer("addr", conn.LocalAddr()).Str("data", *data).Str("version", cmdutil.Version).Msg("rendezvous listening")
+	log.Info().Stringer("addr", conn.LocalAddr()).Str("data", *data).Str("version", cmdutil.Version).
+		Str("key", key.Public.String()).Str("fingerprint", key.Public.Fingerprint()).Msg("rendezvous listening")
+	fmt.Fprintf(os.Stderr, "rendezvous key %s (fingerprint %s): nodes may pin it with -rv HOST:PORT#%s\n",
+		key.Public, key.Public.Fingerprint(), key.Public)
 	return srv.Run(ctx)
 }

@@ -12,8 +12,14 @@ type Send struct {
 	Text string
 }
 
-// Who asks for a Peers event.
-type Who struct{}
+// Who asks for a Peers event: the node's own view. With Room, it asks the
+// rendezvous instead for one page of that room's members, answered by a
+// Members event: the first page, or with After the page after that name
+// (a Members event's Next).
+type Who struct {
+	Room  string
+	After string
+}
 
 // ShowFingerprint asks for a Fingerprint event: this node's own when Name
 // is empty, else Name's.

@@ -63,6 +63,7 @@ const (
 	TypeTrusted       = "trusted"
 	TypeEventsDropped = "events_dropped"
 	TypeHelp          = "help"
+	TypeMembers       = "members"
 )
 
 // Paths, in the path field of path, message and peers events.
@@ -90,11 +91,14 @@ const (
 	CodeUndelivered           = "undelivered"            // no receipt within the delivery timeout
 	CodeRendezvousUnreachable = "rendezvous_unreachable" // no answer from the rendezvous; it keeps trying
 	CodeKeyChanged            = "key_changed"            // a peer's key differs from the one pinned for its name
+	CodeRendezvousKeyChanged  = "rendezvous_key_changed" // the rendezvous offers another key than the one pinned; not registering
 	CodeNameTaken             = "name_taken"             // the name is bound to another key (fatal)
 	CodeKeyInUse              = "key_in_use"             // the key is bound to another name (fatal)
 	CodeBadSignature          = "bad_signature"          // the rendezvous rejected our signature (fatal)
 	CodeVersionMismatch       = "version_mismatch"       // the rendezvous speaks another version (fatal)
 	CodeState                 = "state"                  // the node's state store failed
+	CodeNotMember             = "not_member"             // /who ROOM for a room we are not in
+	CodeQuota                 = "quota"                  // the rendezvous takes no more new names from our network this hour; the node asks every minute
 )
 
 // Registered: the rendezvous accepted us. Public is our address as it saw
@@ -131,6 +135,22 @@ type PeerInfo struct {
 type Peers struct {
 	Header
 	Peers []PeerInfo `json:"peers"`
+}
+
+// Member is one row of Members.
+type Member struct {
+	Name string `json:"name"`
+}
+
+// Members answers /who ROOM: one page of the room's members online (we
+// included), sorted by name, and Total, how many are online in the room.
+// Next, when not empty, asks for the next page: /who ROOM NEXT.
+type Members struct {
+	Header
+	Room    string   `json:"room"`
+	Total   int      `json:"total"`
+	Members []Member `json:"members"`
+	Next    string   `json:"next,omitempty"`
 }
 
 // Sent: a message was accepted for sending and is stored in the outbox.
@@ -241,6 +261,7 @@ func (*Fingerprint) EventType() string   { return TypeFingerprint }
 func (*Trusted) EventType() string       { return TypeTrusted }
 func (*EventsDropped) EventType() string { return TypeEventsDropped }
 func (*Help) EventType() string          { return TypeHelp }
+func (*Members) EventType() string       { return TypeMembers }
 
 // droppable reports whether e only describes state that /who can tell
 // again, so that a subscriber far behind may lose it.

@@ -312,8 +312,12 @@ func (p *Net) onSignal(k wire.Key, body []byte) {
 		if d == nil {
 			return
 		}
+		cs := filterCandidates(ps.Candidates, p.opts.Rendezvous, maxOfferCandidates)
+		if len(cs) < len(ps.Candidates) {
+			p.log.Debug().Str("key", k.Short()).Int("offered", len(ps.Candidates)).Int("kept", len(cs)).Msg("peer's candidates filtered")
+		}
 		d.peer.HandleSignal(punch.Signal{Generation: ps.Generation, Ufrag: ps.Ufrag, Pwd: ps.Pwd,
-			Candidates: ps.Candidates, Failed: ps.Flags&wire.SignalFailed != 0})
+			Candidates: cs, Failed: ps.Flags&wire.SignalFailed != 0})
 	case wire.SignalHello:
 		p.ensureDirect(k, false)
 	}

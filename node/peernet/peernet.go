@@ -66,8 +66,9 @@ type Options struct {
 	Net transport.Net
 	// OnPath is told each change of a peer's path (see link.Options).
 	OnPath func(wire.Key, link.Path)
-	// MaxDirect caps the peers punched at once. 0: 256. Offers from peers
-	// we have no session with are ignored past MaxDirect/2.
+	// MaxDirect caps the peers punched at once (an ICE agent each). 0: 128.
+	// Offers from peers we have never had a session with (strangers'
+	// introductions) are ignored past MaxDirect/2: 64 by default.
 	MaxDirect int
 	Logger    zerolog.Logger
 }
@@ -120,7 +121,7 @@ func New(o Options) (*Net, error) {
 		return nil, errors.New("peernet: Options.Conn and Options.Rendezvous are required")
 	}
 	if o.MaxDirect <= 0 {
-		o.MaxDirect = 256
+		o.MaxDirect = 128
 	}
 	o.Rendezvous = netip.AddrPortFrom(o.Rendezvous.Addr().Unmap(), o.Rendezvous.Port())
 	p := &Net{

@@ -1,8 +1,12 @@
 // Package rvclient is the node's client of the rendezvous: the
-// registration state machine (Hello, cookie, signed Register, heartbeats,
-// registering again when the rendezvous forgets us), presence (events and
-// snapshots, kept in sequence), name lookups, and the signalling channel to
-// peers.
+// registration state machine (Hello, cookie, a Noise handshake with the
+// rendezvous's pinned key, heartbeats, registering again when the
+// rendezvous forgets us), presence (changes and snapshots, kept in
+// sequence), name lookups, and the signalling channel to peers. After the
+// handshake every control message, both ways, is sealed (package ctrl):
+// the client acts on nothing from the rendezvous's address that did not
+// authenticate, but for the few refusals that can come before a session
+// exists, which it believes only in answer to its own outstanding request.
 //
 // It does no socket I/O of its own: the node's peer network hands it every
 // rendezvous datagram (Handle) and sends what it writes (Options.Send). Its
@@ -19,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -27,6 +32,7 @@ import (
 	"github.com/pion/stun/v2"
 	"github.com/rs/zerolog"
 
+	"natchat/ctrl"
 	"natchat/wire"
 )
 
@@ -52,7 +58,26 @@ type Observer interface {
 	// Signaled: signalling from peer k, which the rendezvous calls name;
 	// body aliases the datagram: copy it to keep it.
 	Signaled(k wire.Key, name string, body []byte)
+	// ServerKeyChanged: the rendezvous offers another key than the one
+	// pinned (or given); the client does not talk to it and keeps trying.
+	// Called once per offered key.
+	ServerKeyChanged(pinned, offered ctrl.PublicKey)
+	// ServerKeyLearned: the first handshake with a rendezvous whose key
+	// was not known completed with this key (trust on first use): pin it.
+	ServerKeyLearned(k ctrl.PublicKey)
 }
+
+// DeferObserver is an Observer that also wants to hear of a registration
+// refused for now (code "quota": too many new names from
+// our network this hour): the client asks again every minute. Deferred is
+// called once per Client.
+type DeferObserver interface {
+	Deferred(code, message string)
+}
+
+// deferRetry is how long after a registration refused for now the client
+// asks again.
+const deferRetry = time.Minute
 
 // Options configure a Client. Name, Identity, Send and Observer are
 // required.
@@ -70,6 +95,10 @@ type Options struct {
 	Heartbeat time.Duration
 	// Rendezvous names the rendezvous in messages ("host:port").
 	Rendezvous string
+	// ServerKey is the rendezvous's key, pinned or given by the user. Zero:
+	// not known yet; the first CookieReply's key is tried and, once a
+	// handshake with it completes, reported through ServerKeyLearned.
+	ServerKey ctrl.PublicKey
 	// UnreachableAfter is how long without an answer before Unreachable.
 	// 0: 10 s.
 	UnreachableAfter time.Duration
@@ -86,11 +115,15 @@ type regState int
 
 const (
 	stHello      regState = iota // asking for a cookie
-	stRegister                   // cookie in hand, registering
+	stRegister                   // cookie in hand, handshake sent
 	stRegistered                 // registered; heartbeating
 	stRefused                    // refused for good
 	stLeft                       // left; sends nothing more
 )
+
+// suspectWait is how long an authenticated answer to a heartbeat may take
+// after an unauthenticated "not registered" before the client believes it.
+const suspectWait = 1500 * time.Millisecond
 
 // ErrLookupTimeout means the rendezvous did not answer a lookup in time.
 var ErrLookupTimeout = errors.New("rendezvous did not answer")
@@ -112,6 +145,16 @@ type Client struct {
 	// Guarded by mu:
 	state      regState
 	sess       wire.SessionID
+	keys       *ctrl.Keys // the session's, while registered
+	serverKey  ctrl.PublicKey
+	tofu       bool                    // serverKey came from a CookieReply: pin it once a handshake succeeds
+	told       map[ctrl.PublicKey]bool // key mismatches reported
+	ini        *ctrl.Initiator         // the handshake in flight
+	hsMsg      []byte                  // its Handshake datagram, retransmitted as is
+	suspect    time.Time               // an unauthenticated not_registered came: a heartbeat went to check
+	badCookie  time.Time               // an unauthenticated bad_cookie came for this handshake: believed if no answer follows
+	hold       time.Time               // registration refused for now (quota): no Hello before this
+	deferred   bool                    // DeferObserver told
 	observed   netip.AddrPort
 	nonce      uint64
 	cookie     wire.Cookie
@@ -133,7 +176,9 @@ type Client struct {
 	snapAsk time.Time
 	snapTry int
 	stale   map[wire.Key]time.Time // online peers a snapshot lacked: when to drop them
+	grace   time.Time              // until when a peer missing from a snapshot may still be re-registering
 	lookups map[uint32]chan *wire.LookupReply
+	whos    map[uint32]chan whoResult
 	txid    uint32
 	pending []func(Observer) // observer calls decided, not yet made
 }
@@ -165,17 +210,20 @@ func New(o Options) (*Client, error) {
 		o.Now = time.Now
 	}
 	return &Client{
-		opts:    o,
-		log:     o.Logger,
-		key:     wire.Key(o.Identity.Public().(ed25519.PublicKey)),
-		now:     o.Now,
-		wake:    make(chan struct{}, 1),
-		fatal:   make(chan error, 1),
-		regWait: make(chan struct{}),
-		online:  make(map[wire.Key]string),
-		names:   make(map[wire.Key]string),
-		stale:   make(map[wire.Key]time.Time),
-		lookups: make(map[uint32]chan *wire.LookupReply),
+		opts:      o,
+		serverKey: o.ServerKey,
+		told:      make(map[ctrl.PublicKey]bool),
+		log:       o.Logger,
+		key:       wire.Key(o.Identity.Public().(ed25519.PublicKey)),
+		now:       o.Now,
+		wake:      make(chan struct{}, 1),
+		fatal:     make(chan error, 1),
+		regWait:   make(chan struct{}),
+		online:    make(map[wire.Key]string),
+		names:     make(map[wire.Key]string),
+		stale:     make(map[wire.Key]time.Time),
+		lookups:   make(map[uint32]chan *wire.LookupReply),
+		whos:      make(map[uint32]chan whoResult),
 	}, nil
 }
 
@@ -252,9 +300,8 @@ func (c *Client) Leave() {
 	if c.state != stRegistered {
 		return
 	}
-	leave := wire.Marshal(&wire.Leave{Session: c.sess})
-	c.opts.Send(leave)
-	c.opts.Send(leave)
+	c.sendSealedLocked(&wire.Leave{})
+	c.sendSealedLocked(&wire.Leave{}) // a second copy (its own counter): a lost leave reads as a timeout
 	c.session.Store(nil)
 	c.state = stLeft
 	c.regWait = make(chan struct{})
@@ -353,12 +400,40 @@ func (c *Client) sendHelloLocked(now time.Time) {
 	}
 }
 
+// sendRegisterLocked sends the Handshake (the first one made for this
+// cookie, or the same bytes again).
 func (c *Client) sendRegisterLocked(now time.Time) {
-	r := &wire.Register{Cookie: c.cookie, Key: c.key, Name: c.opts.Name}
-	copy(r.Sig[:], ed25519.Sign(c.opts.Identity, wire.RegisterSigned(r.Cookie, r.Key, r.Name)))
 	c.lastSend = now
 	c.attempts++
-	c.opts.Send(wire.Marshal(r))
+	if c.hsMsg == nil {
+		ini, err := ctrl.NewInitiator(c.opts.Identity, c.serverKey, c.cookie)
+		if err != nil {
+			c.log.Error().Err(err).Msg("handshake")
+			return
+		}
+		first, err := ini.First(wire.AppendRegisterPayload(nil, &wire.RegisterPayload{Key: c.key, Name: c.opts.Name}))
+		if err != nil {
+			c.log.Error().Err(err).Msg("handshake")
+			return
+		}
+		c.ini = ini
+		c.hsMsg = wire.Marshal(&wire.Handshake{Cookie: c.cookie, Noise: first})
+	}
+	c.opts.Send(c.hsMsg)
+}
+
+// sendSealedLocked seals m with the session's keys, padding it so that the
+// datagram is at least wire.SealedMinLen (a path challenge answering it is
+// never larger), and sends it.
+func (c *Client) sendSealedLocked(m wire.Message) {
+	if c.keys == nil {
+		return
+	}
+	pt := wire.AppendInner(make([]byte, 0, wire.SealedMinLen), m)
+	for len(pt)+wire.SealedHeaderLen+ctrl.Overhead < wire.SealedMinLen {
+		pt = append(pt, 0)
+	}
+	c.opts.Send(c.keys.Seal(nil, c.sess, pt))
 }
 
 // lostLocked drops back to the Hello state.
@@ -367,6 +442,7 @@ func (c *Client) lostLocked(now time.Time) {
 		c.regWait = make(chan struct{})
 	}
 	c.session.Store(nil)
+	c.keys, c.ini, c.hsMsg = nil, nil, nil
 	c.state, c.attempts = stHello, 0
 	c.sendHelloLocked(now)
 }
@@ -391,27 +467,50 @@ func (c *Client) tickLocked(now time.Time) time.Duration {
 	case stRefused, stLeft:
 		return time.Hour
 	case stHello, stRegister:
+		if now.Before(c.hold) {
+			return c.hold.Sub(now)
+		}
+		if c.state == stRegister && !c.badCookie.IsZero() && now.Sub(c.badCookie) >= suspectWait {
+			// The cookie was refused and no answer came since: believe it.
+			c.state, c.attempts = stHello, 0
+			c.ini, c.hsMsg = nil, nil
+			c.lastSend = time.Time{} // a Hello now
+		}
 		// Retransmit with backoff: 0.5 s, 1 s, 2 s, then every 3 s (or
 		// half a heartbeat, if shorter, so a rendezvous back from an
 		// outage sees us again within one heartbeat interval).
-		if due := c.lastSend.Add(c.retryLocked()); now.Before(due) {
-			return due.Sub(now)
+		if due := c.lastSend.Add(c.retryLocked()); !now.Before(due) {
+			if c.state == stRegister && c.attempts >= 4 {
+				c.state, c.attempts = stHello, 0 // the cookie may have aged
+				c.ini, c.hsMsg = nil, nil
+			}
+			if !c.everReg && !c.unreachErr && now.Sub(c.started) > c.opts.UnreachableAfter {
+				c.unreachErr = true
+				msg := fmt.Sprintf("no answer from rendezvous %s yet; still trying", c.opts.Rendezvous)
+				c.notifyLocked(func(o Observer) { o.Unreachable(msg) })
+			}
+			if c.state == stHello {
+				c.sendHelloLocked(now)
+			} else {
+				c.sendRegisterLocked(now)
+			}
 		}
-		if c.state == stRegister && c.attempts >= 4 {
-			c.state, c.attempts = stHello, 0 // the cookie may have aged
+		wait := c.lastSend.Add(c.retryLocked()).Sub(now)
+		if c.state == stRegister && !c.badCookie.IsZero() {
+			wait = min(wait, c.badCookie.Add(suspectWait).Sub(now))
 		}
-		if !c.everReg && !c.unreachErr && now.Sub(c.started) > c.opts.UnreachableAfter {
-			c.unreachErr = true
-			msg := fmt.Sprintf("no answer from rendezvous %s yet; still trying", c.opts.Rendezvous)
-			c.notifyLocked(func(o Observer) { o.Unreachable(msg) })
-		}
-		if c.state == stHello {
-			c.sendHelloLocked(now)
-		} else {
-			c.sendRegisterLocked(now)
-		}
-		return c.retryLocked()
+		return wait
 	default:
+		if !c.suspect.IsZero() {
+			if now.Sub(c.suspect) >= suspectWait {
+				// The rendezvous did not answer the check: it forgot us.
+				c.log.Info().Msg("rendezvous forgot our session; registering again")
+				c.suspect = time.Time{}
+				c.lostLocked(now)
+				return c.retryLocked()
+			}
+			return c.suspect.Add(suspectWait).Sub(now)
+		}
 		if !c.synced {
 			// The snapshot (or an event) was lost: ask again.
 			if due := c.snapshotDueLocked(); !now.Before(due) {
@@ -436,7 +535,7 @@ func (c *Client) tickLocked(now time.Time) time.Duration {
 		}
 		c.missed++
 		c.lastSend = now
-		c.opts.Send(wire.Marshal(&wire.Heartbeat{Session: c.sess}))
+		c.sendSealedLocked(&wire.Heartbeat{})
 		return h
 	}
 }
@@ -464,7 +563,10 @@ func (c *Client) WaitRegistered(ctx context.Context) (wire.SessionID, error) {
 
 // Handle takes one rendezvous-protocol datagram from the rendezvous's
 // address (the peer network has checked the source; Relayed datagrams go
-// to the link, not here). It never blocks.
+// to the link, not here). It never blocks. Only the replies to the
+// client's own requests in the clear (CookieReply, HandshakeReply, Error)
+// and sealed datagrams that authenticate with the session's keys are
+// acted on.
 func (c *Client) Handle(b []byte) {
 	now := c.now()
 	msg, err := wire.Parse(b)
@@ -477,12 +579,36 @@ func (c *Client) Handle(b []byte) {
 	switch m := msg.(type) {
 	case *wire.CookieReply:
 		c.onCookieLocked(m, now)
-	case *wire.Registered:
-		c.onRegisteredLocked(m, now)
+	case *wire.HandshakeReply:
+		c.onHandshakeReplyLocked(m, now)
+	case *wire.Error:
+		c.onClearErrorLocked(m, now)
+	case *wire.Sealed:
+		c.onSealedLocked(m, b, now)
+	}
+	c.mu.Unlock()
+	c.flush()
+}
+
+// onSealedLocked opens a sealed datagram of our session and acts on it.
+func (c *Client) onSealedLocked(m *wire.Sealed, b []byte, now time.Time) {
+	if c.state != stRegistered || c.keys == nil || m.Session != c.sess {
+		return
+	}
+	pt, err := c.keys.Open(nil, b)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("sealed datagram refused")
+		return
+	}
+	inner, err := wire.ParseInner(pt)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("sealed datagram did not parse")
+		return
+	}
+	c.suspect = time.Time{} // the rendezvous knows our session
+	switch m := inner.(type) {
 	case *wire.HeartbeatAck:
 		c.onHeartbeatAckLocked(m, now)
-	case *wire.Error:
-		c.onErrorLocked(m, now)
 	case *wire.Presence:
 		c.onPresenceLocked(m, now)
 	case *wire.Peers:
@@ -492,31 +618,51 @@ func (c *Client) Handle(b []byte) {
 			delete(c.lookups, m.TxID)
 			ch <- m // cap 1, one reply per txid
 		}
+	case *wire.WhoReply:
+		if ch := c.whos[m.TxID]; ch != nil {
+			delete(c.whos, m.TxID)
+			ch <- whoResult{reply: m}
+		}
 	case *wire.Signaled:
-		if c.state == stRegistered {
-			k, name, body := m.Src, m.Name, m.Body
-			if wire.ValidateName(name) == nil {
-				c.learnLocked(k, name)
+		k, name, body := m.Src, m.Name, m.Body
+		if wire.ValidateName(name) == nil {
+			c.learnLocked(k, name)
+		}
+		c.notifyLocked(func(o Observer) { o.Signaled(k, name, body) })
+	case *wire.PathChallenge:
+		// Our address changed (NAT rebinding): prove we receive here.
+		c.sendSealedLocked(&wire.PathResponse{Data: m.Data})
+	case *wire.Error:
+		c.log.Debug().Stringer("code", m.Code).Str("msg", m.Message).Stringer("request", m.Request).Msg("rendezvous refused a request")
+		switch m.Request {
+		case wire.TypeLookup:
+			if ch := c.lookups[m.TxID]; ch != nil {
+				delete(c.lookups, m.TxID)
+				close(ch) // the lookup fails now, and is retried
 			}
-			c.notifyLocked(func(o Observer) { o.Signaled(k, name, body) })
+		case wire.TypeWho:
+			if ch := c.whos[m.TxID]; ch != nil {
+				delete(c.whos, m.TxID)
+				ch <- whoResult{err: m}
+			}
 		}
 	}
-	c.mu.Unlock()
-	c.flush()
 }
 
 func (c *Client) onBadDatagram(msg wire.Message, err error) {
 	var verr *wire.VersionError
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !errors.As(err, &verr) || (c.state != stHello && c.state != stRegister) {
-		// Once registered, a datagram from the rendezvous's address with
-		// another version can only be spoofed: it must not stop the node.
+	e, isErr := msg.(*wire.Error)
+	if !errors.As(err, &verr) || !isErr || c.state != stHello || e.TxID != uint32(c.nonce) {
+		// A datagram of another version is believed only as the answer to
+		// our own Hello, echoing its nonce: anyone who can spoof the
+		// rendezvous's address could send one at any time.
 		c.log.Debug().Err(err).Msg("bad datagram from rendezvous")
 		return
 	}
 	text := fmt.Sprintf("rendezvous speaks protocol v%d, this node speaks v%d: upgrade the older side", verr.Got, wire.Version)
-	if e, ok := msg.(*wire.Error); ok && e.Message != "" {
+	if e.Message != "" {
 		text += " (" + e.Message + ")"
 	}
 	c.refuseLocked(wire.CodeVersion.String(), text)
@@ -540,9 +686,127 @@ func (c *Client) onCookieLocked(m *wire.CookieReply, now time.Time) {
 	if c.state != stHello || m.Nonce != c.nonce {
 		return
 	}
+	offered := ctrl.PublicKey(m.ServerKey)
+	switch {
+	case c.serverKey.IsZero():
+		c.serverKey, c.tofu = offered, true // first contact: tried, pinned once a handshake with it succeeds
+	case offered != c.serverKey:
+		// Not the rendezvous we know (or a spoofed reply): do not talk to
+		// it; keep asking.
+		if !c.told[offered] {
+			c.told[offered] = true
+			pinned := c.serverKey
+			c.log.Warn().Str("pinned", pinned.Fingerprint()).Str("offered", offered.Fingerprint()).Msg("rendezvous offers another key; not registering")
+			c.notifyLocked(func(o Observer) { o.ServerKeyChanged(pinned, offered) })
+		}
+		return
+	}
 	c.cookie = m.Cookie
+	c.ini, c.hsMsg = nil, nil
 	c.state, c.attempts = stRegister, 0
+	c.badCookie = time.Time{}
 	c.sendRegisterLocked(now)
+}
+
+// onHandshakeReplyLocked completes the handshake: the answer authenticates
+// with the rendezvous's key, so a refusal in it is believed.
+func (c *Client) onHandshakeReplyLocked(m *wire.HandshakeReply, now time.Time) {
+	if c.state != stRegister || c.ini == nil {
+		return
+	}
+	payload, keys, err := c.ini.Finish(m.Noise)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("handshake reply refused")
+		return
+	}
+	c.ini, c.hsMsg = nil, nil // one answer per handshake
+	res, err := wire.ParseHandshakeResult(payload)
+	if err != nil {
+		c.log.Warn().Err(err).Msg("rendezvous answered the handshake with garbage")
+		c.state, c.attempts = stHello, 0
+		return
+	}
+	if c.tofu {
+		c.tofu = false
+		k := c.serverKey
+		c.notifyLocked(func(o Observer) { o.ServerKeyLearned(k) })
+	}
+	switch res.Code {
+	case 0:
+	case wire.CodeNameTaken, wire.CodeBadName, wire.CodeKeyInUse, wire.CodeBadSignature, wire.CodeMalformed:
+		text := res.Message
+		if text == "" {
+			text = res.Code.String()
+		}
+		c.refuseLocked(res.Code.String(), text)
+		return
+	case wire.CodeQuota:
+		// Not final, but not soon either: say so once, and ask again in
+		// a minute.
+		c.log.Warn().Stringer("code", res.Code).Str("msg", res.Message).Msg("rendezvous refused the registration for now; trying again in a minute")
+		c.state, c.attempts = stHello, 0
+		c.hold = now.Add(deferRetry)
+		if !c.deferred {
+			c.deferred = true
+			code, text := res.Code.String(), res.Message
+			c.notifyLocked(func(o Observer) {
+				if d, ok := o.(DeferObserver); ok {
+					d.Deferred(code, text)
+				}
+			})
+		}
+		return
+	default:
+		// replay, ...: not final; try again now.
+		c.log.Warn().Stringer("code", res.Code).Str("msg", res.Message).Msg("rendezvous refused the registration; trying again")
+		c.state, c.attempts = stHello, 0
+		return
+	}
+	c.keys = keys
+	c.state, c.sess, c.observed, c.missed, c.attempts = stRegistered, res.Session, res.Observed, 0, 0
+	s := res.Session
+	c.session.Store(&s)
+	c.expiry = time.Duration(res.ExpiryMS) * time.Millisecond
+	c.grace = now.Add(min(max(c.expiry, time.Second), time.Minute))
+	c.seq, c.snap = 0, nil
+	// The rendezvous sends the snapshot right after the handshake; if it
+	// is lost, Run asks again.
+	c.synced, c.snapAsk, c.snapTry = false, now, 0
+	c.everReg, c.unreachErr = true, false
+	c.suspect = time.Time{}
+	c.lastSend = now
+	close(c.regWait)
+	c.log.Info().Stringer("public", res.Observed).Msg("registered")
+	public := res.Observed
+	c.notifyLocked(func(o Observer) { o.Registered(public) })
+	c.poke()
+}
+
+// onClearErrorLocked takes an Error in the clear. Nothing in it is
+// authenticated: final refusals come inside the handshake; these only
+// tell the client to start over, and are believed as far as that goes.
+func (c *Client) onClearErrorLocked(m *wire.Error, now time.Time) {
+	c.log.Debug().Stringer("code", m.Code).Str("msg", m.Message).Stringer("request", m.Request).Msg("rendezvous refused (unauthenticated)")
+	switch m.Code {
+	case wire.CodeBadCookie, wire.CodeBadHandshake:
+		// The cookie aged, or the rendezvous restarted; or a spoofer says
+		// so while the real answer is on its way: start over only if that
+		// answer does not come soon.
+		if c.state == stRegister && m.Request == wire.TypeHandshake && c.badCookie.IsZero() {
+			c.badCookie = now
+			c.poke()
+		}
+	case wire.CodeNotRegistered:
+		// The rendezvous restarted and forgot us, or a spoofer says so:
+		// ask with an authenticated heartbeat; only silence is believed.
+		if c.state == stRegistered && c.suspect.IsZero() {
+			c.suspect = now
+			c.sendSealedLocked(&wire.Heartbeat{})
+			c.poke()
+		}
+	case wire.CodeRateLimited:
+		c.log.Warn().Msg("rendezvous rate-limits us")
+	}
 }
 
 // HandleSTUN takes a STUN message from the rendezvous's address and reports
@@ -567,58 +831,6 @@ func (c *Client) HandleSTUN(b []byte) bool {
 	return true
 }
 
-func (c *Client) onRegisteredLocked(m *wire.Registered, now time.Time) {
-	if c.state == stRegistered && m.Session == c.sess {
-		return // a duplicate
-	}
-	if c.state != stRegister {
-		return
-	}
-	c.state, c.sess, c.observed, c.missed, c.attempts = stRegistered, m.Session, m.Observed, 0, 0
-	s := m.Session
-	c.session.Store(&s)
-	c.expiry = time.Duration(m.ExpiryMS) * time.Millisecond
-	c.seq, c.snap = 0, nil
-	// The rendezvous sends the snapshot right after Registered; if it is
-	// lost, Run asks again.
-	c.synced, c.snapAsk, c.snapTry = false, now, 0
-	c.everReg, c.unreachErr = true, false
-	c.lastSend = now
-	close(c.regWait)
-	c.log.Info().Stringer("public", m.Observed).Msg("registered")
-	public := m.Observed
-	c.notifyLocked(func(o Observer) { o.Registered(public) })
-	c.poke()
-}
-
-func (c *Client) onErrorLocked(m *wire.Error, now time.Time) {
-	c.log.Debug().Stringer("code", m.Code).Str("msg", m.Message).Stringer("request", m.Request).Msg("rendezvous refused")
-	switch m.Code {
-	case wire.CodeNotRegistered, wire.CodeBadCookie, wire.CodeReplay:
-		// The rendezvous restarted or forgot us, or the cookie aged: again.
-		if c.state == stRegistered || (c.state == stRegister && m.Code != wire.CodeNotRegistered) {
-			c.log.Info().Stringer("why", m.Code).Msg("registering again")
-			c.lostLocked(now)
-		}
-	case wire.CodeNameTaken, wire.CodeBadName, wire.CodeKeyInUse, wire.CodeBadSignature, wire.CodeVersion:
-		// Final refusals of our registration, believed only in answer to
-		// our outstanding Register (or Hello, for the version): anyone who
-		// can spoof the rendezvous's address could send these at any time.
-		if !(c.state == stRegister && m.Request == wire.TypeRegister) &&
-			!((c.state == stHello || c.state == stRegister) && m.Code == wire.CodeVersion) {
-			c.log.Debug().Stringer("code", m.Code).Msg("ignored a refusal we did not ask for")
-			return
-		}
-		text := m.Message
-		if text == "" {
-			text = m.Code.String()
-		}
-		c.refuseLocked(m.Code.String(), text)
-	case wire.CodeRateLimited:
-		c.log.Warn().Msg("rendezvous rate-limits us")
-	}
-}
-
 func (c *Client) onHeartbeatAckLocked(m *wire.HeartbeatAck, now time.Time) {
 	if c.state != stRegistered {
 		return
@@ -641,7 +853,7 @@ func (c *Client) askSnapshotLocked(now time.Time) {
 	c.snap = nil
 	c.snapAsk = now
 	c.snapTry++
-	c.opts.Send(wire.Marshal(&wire.PeersRequest{Session: c.sess}))
+	c.sendSealedLocked(&wire.PeersRequest{})
 }
 
 // snapshotDueLocked is when to ask again while unsynced: 1 s after the
@@ -653,30 +865,35 @@ func (c *Client) snapshotDueLocked() time.Time {
 // --- presence ---
 
 func (c *Client) onPresenceLocked(m *wire.Presence, now time.Time) {
-	if c.state != stRegistered || m.Seq <= c.seq || wire.ValidateName(m.Name) != nil {
+	if c.state != stRegistered || m.Seq <= c.seq {
 		return
 	}
 	if m.Seq != c.seq+1 && c.synced {
-		// We missed an event: resync from a snapshot, but apply this one.
+		// We missed an update: resync from a snapshot, but apply this one.
 		c.synced = false
 		c.askSnapshotLocked(now)
 	}
 	c.seq = m.Seq
-	k, name := m.Key, m.Name
-	delete(c.stale, k)
-	switch m.Kind {
-	case wire.PresenceJoin:
-		if _, ok := c.online[k]; !ok {
-			c.online[k] = name
-			delete(c.names, k)
-			c.notifyLocked(func(o Observer) { o.Joined(k, name) })
+	for _, ch := range m.Changes {
+		k, name := ch.Key, ch.Name
+		if wire.ValidateName(name) != nil || k == c.key {
+			continue
 		}
-	case wire.PresenceLeft:
-		delete(c.names, k) // looked up again if it comes back
-		if _, ok := c.online[k]; ok {
-			delete(c.online, k)
-			reason := m.Reason.String()
-			c.notifyLocked(func(o Observer) { o.Left(k, name, reason) })
+		delete(c.stale, k)
+		switch ch.Kind {
+		case wire.PresenceJoin:
+			if _, ok := c.online[k]; !ok {
+				c.online[k] = name
+				delete(c.names, k)
+				c.notifyLocked(func(o Observer) { o.Joined(k, name) })
+			}
+		case wire.PresenceLeft:
+			delete(c.names, k) // looked up again if it comes back
+			if _, ok := c.online[k]; ok {
+				delete(c.online, k)
+				reason := ch.Reason.String()
+				c.notifyLocked(func(o Observer) { o.Left(k, name, reason) })
+			}
 		}
 	}
 }
@@ -715,14 +932,23 @@ func (c *Client) onPeersLocked(m *wire.Peers, now time.Time) {
 	for _, p := range joined {
 		c.notifyLocked(func(o Observer) { o.Joined(p.Key, p.Name) })
 	}
-	// Peers we thought online but the snapshot lacks may be re-registering
-	// after a rendezvous restart: give them one expiry before saying so.
-	for k := range c.online {
-		if _, ok := in[k]; !ok {
-			if _, ok := c.stale[k]; !ok {
-				c.stale[k] = now.Add(max(c.expiry, time.Second))
-			}
+	// Peers we thought online but the snapshot lacks are gone, unless we
+	// registered again lately (the rendezvous may have restarted, and they
+	// may be registering again too): then they get until one expiry after
+	// our registration.
+	for k, name := range c.online {
+		if _, ok := in[k]; ok {
+			continue
 		}
+		if now.Before(c.grace) {
+			if _, ok := c.stale[k]; !ok {
+				c.stale[k] = c.grace
+			}
+			continue
+		}
+		delete(c.online, k)
+		delete(c.stale, k)
+		c.notifyLocked(func(o Observer) { o.Left(k, name, wire.ReasonTimeout.String()) })
 	}
 	c.poke()
 }
@@ -750,8 +976,7 @@ func (c *Client) Lookup(ctx context.Context, name string, key wire.Key) (*wire.L
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		session, err := c.WaitRegistered(ctx)
-		if err != nil {
+		if _, err := c.WaitRegistered(ctx); err != nil {
 			return nil, ErrLookupTimeout
 		}
 		ch := make(chan *wire.LookupReply, 1)
@@ -759,12 +984,19 @@ func (c *Client) Lookup(ctx context.Context, name string, key wire.Key) (*wire.L
 		c.txid++
 		tx := c.txid
 		c.lookups[tx] = ch
-		c.opts.Send(wire.Marshal(&wire.Lookup{Session: session, TxID: tx, Key: key, Name: name}))
+		c.sendSealedLocked(&wire.Lookup{TxID: tx, Key: key, Name: name})
 		c.mu.Unlock()
 		t := time.NewTimer(min(500*time.Millisecond<<attempt, 2*time.Second))
 		select {
-		case r := <-ch:
+		case r, ok := <-ch:
 			t.Stop()
+			if !ok {
+				// Refused (rate limited): wait, then again.
+				if !sleepCtx(ctx, min(250*time.Millisecond<<attempt, 2*time.Second)) {
+					return nil, ErrLookupTimeout
+				}
+				continue
+			}
 			if r.Status != wire.LookupUnknown {
 				if wire.ValidateName(r.Name) != nil || r.Key.IsZero() ||
 					(name != "" && wire.NameKey(r.Name) != wire.NameKey(name)) || (name == "" && r.Key != key) {
@@ -795,6 +1027,66 @@ func (c *Client) Lookup(ctx context.Context, name string, key wire.Key) (*wire.L
 	}
 }
 
+type whoResult struct {
+	reply *wire.WhoReply
+	err   *wire.Error
+}
+
+// ErrNotMember means the rendezvous refused a Who: we are not in that room.
+var ErrNotMember = errors.New("not in that room")
+
+// Who asks the rendezvous for one page of room's members: those whose
+// names sort after after ("" for the first page). Members with names that
+// break the naming rules are left out. It fails with ErrNotMember, or
+// ErrLookupTimeout when no answer comes within 10 s (a rate-limited
+// request is retried within that time).
+func (c *Client) Who(ctx context.Context, room, after string) (*wire.WhoReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		if _, err := c.WaitRegistered(ctx); err != nil {
+			return nil, ErrLookupTimeout
+		}
+		ch := make(chan whoResult, 1)
+		c.mu.Lock()
+		c.txid++
+		tx := c.txid
+		c.whos[tx] = ch
+		c.sendSealedLocked(&wire.Who{TxID: tx, Room: room, After: after})
+		c.mu.Unlock()
+		t := time.NewTimer(min(500*time.Millisecond<<attempt, 2*time.Second))
+		select {
+		case r := <-ch:
+			t.Stop()
+			switch {
+			case r.err != nil && r.err.Code == wire.CodeNotMember:
+				return nil, ErrNotMember
+			case r.err != nil:
+				if !sleepCtx(ctx, min(250*time.Millisecond<<attempt, 2*time.Second)) {
+					return nil, ErrLookupTimeout
+				}
+				continue
+			}
+			if r.reply.Room != room {
+				continue // not an answer to this question
+			}
+			r.reply.Members = slices.DeleteFunc(r.reply.Members, func(p wire.Peer) bool {
+				return wire.ValidateName(p.Name) != nil || p.Key.IsZero()
+			})
+			return r.reply, nil
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		c.mu.Lock()
+		delete(c.whos, tx)
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, ErrLookupTimeout
+		}
+	}
+}
+
 // NameOf returns the name of key k, asking the rendezvous if need be.
 func (c *Client) NameOf(ctx context.Context, k wire.Key) (string, error) {
 	if n, ok := c.KnownName(k); ok {
@@ -818,6 +1110,17 @@ func (c *Client) Signal(dst wire.Key, body []byte) bool {
 	if c.state != stRegistered {
 		return false
 	}
-	c.opts.Send(wire.Marshal(&wire.Signal{Session: c.sess, Dst: dst, Body: body}))
+	c.sendSealedLocked(&wire.Signal{Dst: dst, Body: body})
 	return true
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

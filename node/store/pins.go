@@ -136,3 +136,38 @@ func parsePin(nk string, v []byte) (Pin, error) {
 	}
 	return p, nil
 }
+
+// RendezvousKey returns the key pinned for the rendezvous at addr (as the
+// user gave it), if any. A corrupt record is an error, never "none".
+func (s *Store) RendezvousKey(addr string) (k [32]byte, ok bool, err error) {
+	if s.isClosed() {
+		return k, false, ErrClosed
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketRVKeys).Get([]byte(addr))
+		if v == nil {
+			return nil
+		}
+		if len(v) != len(k) {
+			return fmt.Errorf("%w: rendezvous key of %d bytes", ErrCorrupt, len(v))
+		}
+		copy(k[:], v)
+		ok = true
+		return nil
+	})
+	return k, ok, err
+}
+
+// SetRendezvousKey pins k for the rendezvous at addr, durably (fsync'd)
+// before it returns.
+func (s *Store) SetRendezvousKey(addr string, k [32]byte) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if addr == "" || len(addr) > 1024 {
+		return fmt.Errorf("store: rendezvous address %q", addr)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRVKeys).Put([]byte(addr), bytes.Clone(k[:]))
+	})
+}

@@ -128,3 +128,34 @@ func TestPinCorrupt(t *testing.T) {
 		})
 	}
 }
+
+func TestRendezvousKeyPin(t *testing.T) {
+	dir := t.TempDir()
+	self := wire.Key{1}
+	s, err := Open(dir, self, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.RendezvousKey("rv.example:3478"); ok || err != nil {
+		t.Fatalf("before any pin: %v %v", ok, err)
+	}
+	k := [32]byte{9, 9}
+	if err := s.SetRendezvousKey("rv.example:3478", k); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(dir, self, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, ok, err := s.RendezvousKey("rv.example:3478"); !ok || err != nil || got != k {
+		t.Fatalf("after reopen: %x %v %v", got, ok, err)
+	}
+	if _, ok, _ := s.RendezvousKey("other:3478"); ok {
+		t.Fatal("a pin for another rendezvous")
+	}
+	if err := s.SetRendezvousKey("", k); err == nil {
+		t.Fatal("empty address accepted")
+	}
+}

@@ -22,6 +22,7 @@
 //	shown       peer key (32) message ID (8) → time shown (8)
 //	pin-names   wire.NameKey(name) → key (32) since (8) name as first seen
 //	pin-keys    key (32) → wire.NameKey(name)
+//	rendezvous-keys  the rendezvous's address as given (-rv) → its key (32)
 //
 // The outbox order is the bucket's own sequence (bbolt NextSequence), so
 // iteration is insertion order and neither order nor per-conversation
@@ -129,8 +130,9 @@ var (
 	bucketShown    = []byte("shown")
 	bucketPinNames = []byte("pin-names")
 	bucketPinKeys  = []byte("pin-keys")
+	bucketRVKeys   = []byte("rendezvous-keys")
 
-	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys}
+	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys, bucketRVKeys}
 
 	metaVersion = []byte("version")
 	metaOwner   = []byte("owner")

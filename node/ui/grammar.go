@@ -36,7 +36,7 @@ type spec struct {
 // commands is the grammar, in the order /help lists it.
 var commands = []spec{
 	{name: "/msg", usage: "/msg NAME TEXT", summary: "send TEXT to NAME; plain lines then go to NAME too", parse: parseMsg},
-	{name: "/who", usage: "/who", summary: "who is online, and the path to each", parse: noArgs(api.Who{})},
+	{name: "/who", usage: "/who [#ROOM [AFTER]]", summary: "who is online, and the path to each; with #ROOM, a page of that room's members (after AFTER)", parse: parseWho},
 	{name: "/fingerprint", usage: "/fingerprint [NAME]", summary: "your key's fingerprint, or NAME's, to compare out of band", parse: parseFingerprint},
 	{name: "/trust", usage: "/trust NAME", summary: "accept NAME's new key after a key_changed warning", parse: parseTrust},
 	{name: "/help", usage: "/help", summary: "this list", parse: func(string) (Line, *api.Error) { return Line{Help: true}, nil }},
@@ -64,6 +64,28 @@ func parseMsg(args string) (Line, *api.Error) {
 		return Line{}, err
 	}
 	return Line{Cmd: api.Send{To: to, Text: text}}, nil
+}
+
+// maxRoomLen bounds a room's name (a wire string holds 255 bytes).
+const maxRoomLen = 64
+
+func parseWho(args string) (Line, *api.Error) {
+	f := strings.Fields(args)
+	switch {
+	case len(f) == 0:
+		return Line{Cmd: api.Who{}}, nil
+	case len(f) > 2 || !strings.HasPrefix(f[0], "#") || len(f[0]) < 2 || len(f[0]) > maxRoomLen || !utf8.ValidString(f[0]) ||
+		strings.ContainsFunc(f[0], unicode.IsControl):
+		return Line{}, badCommand("usage: /who [#ROOM [AFTER]]")
+	}
+	w := api.Who{Room: f[0]}
+	if len(f) == 2 {
+		if err := wire.ValidateName(f[1]); err != nil {
+			return Line{}, badCommand("AFTER must be a name: " + err.Error())
+		}
+		w.After = f[1]
+	}
+	return Line{Cmd: w}, nil
 }
 
 func parseFingerprint(args string) (Line, *api.Error) {
