@@ -67,7 +67,7 @@ const (
 	TypePathResponse  Type = 0x14 // N→R: the challenge, echoed
 	TypeWho           Type = 0x15 // N→R: ask for a page of a room's members
 	TypeWhoReply      Type = 0x16 // R→N: the page, and the room's size
-	// 0x17–0x1F are reserved for the offline mailbox and rooms.
+	// 0x17–0x1E: the offline mailbox (mailbox.go). 0x1F: reserved for rooms.
 )
 
 func (t Type) String() string {
@@ -90,6 +90,22 @@ func (t Type) String() string {
 		return "who"
 	case TypeWhoReply:
 		return "who_reply"
+	case TypeMailPut:
+		return "mail_put"
+	case TypeMailPutReply:
+		return "mail_put_reply"
+	case TypeMailNotice:
+		return "mail_notice"
+	case TypeMailFetch:
+		return "mail_fetch"
+	case TypeMail:
+		return "mail"
+	case TypeMailAck:
+		return "mail_ack"
+	case TypeMailReceipt:
+		return "mail_receipt"
+	case TypeMailReceiptAck:
+		return "mail_receipt_ack"
 	case TypeHeartbeat:
 		return "heartbeat"
 	case TypeHeartbeatAck:

@@ -28,6 +28,7 @@ const (
 	noiseHex  = "4e6f6973650001ff"                   // stands in for a Noise message: opaque to wire
 	boxHex    = "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf99" // stands in for ciphertext+tag
 	pathHex   = "5051525354555657"
+	mailIDHex = "0102030405060708"
 	msgIDHex  = "f0f1f2f3f4f5f6f7"
 
 	// A PeerSignal of kind Hello: kind flags seq gen ufrag pwd count.
@@ -278,6 +279,46 @@ var innerCases = []msgCase{
 		hex:  "14" + pathHex,
 	},
 	{
+		name: "mail put",
+		msg:  &MailPut{TxID: 1, To: testKey, ID: MsgID(mustUnhex(mailIDHex)), Part: 0, Parts: 2, Data: []byte("hi")},
+		hex:  "17" + "00000001" + keyHex + mailIDHex + "00" + "02" + "0002 6869",
+	},
+	{
+		name: "mail put reply",
+		msg:  &MailPutReply{TxID: 1, ID: MsgID(mustUnhex(mailIDHex)), Status: MailFull},
+		hex:  "18" + "00000001" + mailIDHex + "03",
+	},
+	{
+		name: "mail notice",
+		msg:  &MailNotice{Count: 3, Bytes: 300},
+		hex:  "19" + "00000003" + "0000012c",
+	},
+	{
+		name: "mail fetch",
+		msg:  &MailFetch{Max: 8},
+		hex:  "1a" + "08",
+	},
+	{
+		name: "mail",
+		msg:  &Mail{From: testKey, ID: MsgID(mustUnhex(mailIDHex)), StoredMS: 1764000000000, Part: 1, Parts: 2, Data: []byte("yo")},
+		hex:  "1b" + keyHex + mailIDHex + "0000019ab697e800" + "01" + "02" + "0002 796f",
+	},
+	{
+		name: "mail ack",
+		msg:  &MailAck{Refs: []MailRef{{Peer: testKey, ID: MsgID(mustUnhex(mailIDHex))}}},
+		hex:  "1c" + "01" + keyHex + mailIDHex,
+	},
+	{
+		name: "mail receipt",
+		msg:  &MailReceipt{Receipts: []Receipt{{MailRef: MailRef{Peer: testKey2, ID: MsgID(mustUnhex(mailIDHex))}, Status: ReceiptExpired}}},
+		hex:  "1d" + "01" + key2Hex + mailIDHex + "01",
+	},
+	{
+		name: "mail receipt ack empty",
+		msg:  &MailReceiptAck{},
+		hex:  "1e" + "00",
+	},
+	{
 		name: "who first page",
 		msg:  &Who{TxID: 7, Room: "#lobby"},
 		hex:  "15" + "00000007" + lobbyHex + "00",
@@ -511,7 +552,7 @@ func TestParseHeaderErrors(t *testing.T) {
 		{"quic short header", "40" + sessHex, ErrMagic},
 		{"magic off by one", "ad" + verHex + "12" + sessHex + ctrHex, ErrMagic},
 		{"type zero", "ac" + verHex + "00" + sessHex, ErrUnknownType},
-		{"first reserved type", "ac" + verHex + "17" + sessHex, ErrUnknownType},
+		{"mailbox type in the clear", "ac" + verHex + "17" + sessHex, ErrUnknownType},
 		{"last reserved type", "ac" + verHex + "1f" + sessHex, ErrUnknownType},
 		{"type 20", "ac" + verHex + "20", ErrUnknownType},
 		{"type ff", "ac" + verHex + "ff", ErrUnknownType},
@@ -566,7 +607,7 @@ func TestParseInnerErrors(t *testing.T) {
 	}{
 		{"empty", "", ErrTooShort},
 		{"type zero", "00", ErrUnknownType},
-		{"reserved type", "17" + sessHex, ErrUnknownType},
+		{"reserved type", "1f" + sessHex, ErrUnknownType},
 		{"type ff", "ff", ErrUnknownType},
 		// A whole clear datagram sealed by mistake: 0xac is no type.
 		{"clear datagram inside", "ac" + verHex + "05", ErrUnknownType},
@@ -920,8 +961,8 @@ func TestTypeString(t *testing.T) {
 		}
 		names[s] = ty
 	}
-	if got := Type(0x17).String(); got != "type(0x17)" {
-		t.Errorf("Type(0x17) = %q", got)
+	if got := Type(0x1f).String(); got != "type(0x1f)" {
+		t.Errorf("Type(0x1f) = %q", got)
 	}
 }
 
