@@ -107,6 +107,12 @@ func TestNoAmplificationFromUnvalidatedSource(t *testing.T) {
 		&wire.Who{TxID: 4, Room: "#lobby"},
 		&wire.Who{TxID: 5, Room: "#elsewhere"},
 		&wire.PathResponse{Data: [8]byte{1, 2, 3}},
+		&wire.MailPut{TxID: 1, To: peer.key, ID: wire.MsgID{1}, Parts: 1, Data: make([]byte, 100)},
+		&wire.MailPut{TxID: 2, To: wire.Key{1}, ID: wire.MsgID{2}, Parts: 1, Data: []byte{1}},
+		&wire.MailPut{TxID: 3, To: peer.key, ID: wire.MsgID{3}, Parts: 2, Data: []byte{1}},
+		&wire.MailFetch{Max: 8},
+		&wire.MailAck{Refs: []wire.MailRef{{Peer: peer.key}}},
+		&wire.MailReceiptAck{Refs: []wire.MailRef{{Peer: peer.key}}},
 		// Types the rendezvous sends, sealed by a node.
 		&wire.HeartbeatAck{Observed: victim},
 		&wire.Presence{Seq: 1},
@@ -116,6 +122,10 @@ func TestNoAmplificationFromUnvalidatedSource(t *testing.T) {
 		&wire.PathChallenge{},
 		&wire.WhoReply{Room: "#lobby"},
 		&wire.Error{Code: wire.CodeMalformed},
+		&wire.MailPutReply{TxID: 1},
+		&wire.MailNotice{Count: 1},
+		&wire.Mail{From: peer.key, Parts: 1, Data: []byte{1}},
+		&wire.MailReceipt{Receipts: []wire.Receipt{{MailRef: wire.MailRef{Peer: peer.key}}}},
 	}
 	for _, msg := range inner {
 		requests = append(requests,

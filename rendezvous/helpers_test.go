@@ -632,6 +632,11 @@ func corpus(h *harness, a, b, c *node) []datagram {
 		&wire.Signal{Dst: b.key, Body: sig},
 		&wire.Who{TxID: 3, Room: "#lobby"},
 		&wire.PathResponse{Data: [8]byte{1}},
+		&wire.MailPut{TxID: 4, To: c.key, ID: wire.MsgID{1}, Part: 0, Parts: 1, Data: []byte("sealed blob")},
+		&wire.MailPut{TxID: 5, To: b.key, ID: wire.MsgID{2}, Part: 1, Parts: 3, Data: make([]byte, wire.MailPartLen)},
+		&wire.MailFetch{Max: 8},
+		&wire.MailAck{Refs: []wire.MailRef{{Peer: b.key, ID: wire.MsgID{3}}}},
+		&wire.MailReceiptAck{Refs: []wire.MailRef{{Peer: b.key, ID: wire.MsgID{4}}}},
 	} {
 		ds = append(ds, datagram{"sealed " + m.Type().String(), a.seal(m), a.addr})
 	}
@@ -665,5 +670,13 @@ func rToN(a, b *node) []wire.Message {
 		&wire.PathResponse{Data: [8]byte{2}},
 		&wire.Who{TxID: 1, Room: "#lobby"},
 		&wire.WhoReply{TxID: 1, Room: "#lobby", Total: 1},
+		&wire.MailPut{TxID: 1, To: b.key, Parts: 1, Data: []byte("z")},
+		&wire.MailPutReply{TxID: 1, Status: wire.MailStored},
+		&wire.MailNotice{Count: 1, Bytes: 1},
+		&wire.MailFetch{Max: 1},
+		&wire.Mail{From: b.key, Parts: 1, Data: []byte("z")},
+		&wire.MailAck{Refs: []wire.MailRef{{Peer: b.key}}},
+		&wire.MailReceipt{Receipts: []wire.Receipt{{MailRef: wire.MailRef{Peer: b.key}}}},
+		&wire.MailReceiptAck{Refs: []wire.MailRef{{Peer: b.key}}},
 	}
 }

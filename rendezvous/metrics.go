@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"natchat/relay"
+	"natchat/wire"
 )
 
 // metrics are the operator's view of a Server. Each Server has its own
@@ -28,9 +29,13 @@ type metrics struct {
 	signals       prometheus.Counter
 	roams         prometheus.Counter
 	dropped       *prometheus.CounterVec
+	mailStored    prometheus.Counter
+	mailDelivered prometheus.Counter
+	mailExpired   prometheus.Counter
+	mailRejected  *prometheus.CounterVec
 }
 
-func newMetrics(names Names) *metrics {
+func newMetrics(names Names, mail Mailboxes) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{
@@ -57,11 +62,31 @@ func newMetrics(names Names) *metrics {
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natchat_rendezvous_dropped_packets_total", Help: "Packets dropped, by reason.",
 		}, []string{"reason"}),
+		mailStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_mail_stored_total", Help: "Messages stored in a mailbox (durably, before the sender was told).",
+		}),
+		mailDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_mail_delivered_total", Help: "Mailbox messages their recipient acknowledged (and so deleted).",
+		}),
+		mailExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_mail_expired_total", Help: "Mailbox messages deleted unread for their age.",
+		}),
+		mailRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_mail_rejected_total",
+			Help: "Deposits not stored, by reason: the MailPutReply status (online: the sender was told to deliver live), or error (a failed write, answered busy).",
+		}, []string{"reason"}),
 	}
+	mailMessages := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "natchat_rendezvous_mailbox_messages", Help: "Messages waiting in mailboxes.",
+	}, func() float64 { n, _ := mail.MailTotals(); return float64(n) })
+	mailBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "natchat_rendezvous_mailbox_bytes", Help: "Bytes (sealed blobs) waiting in mailboxes.",
+	}, func() float64 { _, b := mail.MailTotals(); return float64(b) })
 	bound := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "natchat_rendezvous_bound_names", Help: "Names bound to keys (registered at least once, not yet released).",
 	}, func() float64 { return float64(names.Len()) })
 	m.reg.MustRegister(bound, m.registrations, m.online, m.stun, m.relayedPkts, m.relayedBytes, m.signals, m.roams, m.dropped,
+		m.mailStored, m.mailDelivered, m.mailExpired, m.mailRejected, mailMessages, mailBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{relay.DropMalformed, relay.DropVersion, relay.DropUnknownType, relay.DropBadCookie,
 		relay.DropBadSignature, relay.DropNotRegistered, relay.DropRateLimited, relay.DropOffline, relay.DropReplay,
@@ -69,6 +94,10 @@ func newMetrics(names Names) *metrics {
 		relay.DropUnvalidated, relay.DropQuota} {
 		m.dropped.WithLabelValues(r) // export every reason from the start, at zero
 	}
+	for _, st := range []wire.MailStatus{wire.MailOnline, wire.MailUnknown, wire.MailFull, wire.MailShare, wire.MailTooBig, wire.MailBusy} {
+		m.mailRejected.WithLabelValues(st.String())
+	}
+	m.mailRejected.WithLabelValues(mailRejectError)
 	return m
 }
 

@@ -242,6 +242,7 @@ func (s *Server) register(j regJob) {
 		s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
 	}
 	s.sendSnapshotLocked(c)
+	s.mailRegisteredLocked(c)
 }
 
 // newNameLocked counts a new name registered from src's network this hour
@@ -298,6 +299,7 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	delete(s.bySession, c.session)
 	delete(s.byCookie, c.cookie)
 	delete(s.dirty, c)
+	s.dropPutsLocked(c, now, true)
 	s.spendLocked(c, now)
 	s.m.online.Set(float64(len(s.byKey)))
 }

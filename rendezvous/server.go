@@ -1,8 +1,9 @@
 // Package rendezvous is natchat's meeting point: one UDP port that answers
 // STUN Binding requests, registers nodes (name, Ed25519 key, public
-// endpoint), keeps presence, forwards signaling between nodes and relays
-// their packets when no direct path exists. It shares only wire and ctrl
-// (the authenticated control channel) with the node.
+// endpoint), keeps presence, forwards signaling between nodes, relays
+// their packets when no direct path exists, and keeps sealed messages for
+// offline nodes in their mailboxes until they take them. It shares only
+// wire and ctrl (the authenticated control channel) with the node.
 //
 // A node registers with a Noise handshake (package ctrl) after proving its
 // address with a stateless cookie; every control message after that, both
@@ -10,9 +11,11 @@
 // one goroutine and handles every datagram there, under one mutex that
 // also guards the expiry sweep and presence; the costly work of a
 // registration (the handshake's Diffie-Hellman and the durable name
-// binding) runs on registration workers, off the packet path. Replies to a
-// source that has not yet proved it can receive at its address are never
-// larger than the datagram that caused them (see docs/PROTOCOL.md).
+// binding) runs on registration workers, off the packet path, and the
+// mailbox's writes run on the store's committer, which answers them when
+// they are durable (mailbox.go). Replies to a source that has not yet
+// proved it can receive at its address are never larger than the datagram
+// that caused them (see docs/PROTOCOL.md).
 package rendezvous
 
 import (
@@ -96,6 +99,24 @@ type Options struct {
 	// PresenceDelay gathers presence changes for a member before sending
 	// them in one datagram. 0: 50 ms.
 	PresenceDelay time.Duration
+	// Mail keeps the offline mailbox. nil: Store, which must then
+	// implement Mailboxes (the bbolt Store does). The caller closes it
+	// after Run returns.
+	Mail Mailboxes
+	// MailboxCount bounds the messages waiting in one node's mailbox.
+	// 0: 10,000. Negative: unlimited.
+	MailboxCount int
+	// MailboxBytes bounds the bytes (sealed blobs) waiting in one node's
+	// mailbox. 0: 64 MiB. Negative: unlimited.
+	MailboxBytes int64
+	// MailboxShare is the part of a mailbox's count and bytes, in percent,
+	// that one sender may fill, so that one sender cannot fill it alone.
+	// 0: 25. Negative or 100: no share limit. Over 100: New fails.
+	MailboxShare int
+	// MailboxAge is how long a message waits for its recipient: older
+	// ones are deleted unread and their senders get an expired receipt.
+	// 0: 30 days. Negative: messages never expire.
+	MailboxAge time.Duration
 }
 
 // DefaultRoom is the room the command-line rendezvous puts every node in.
@@ -129,6 +150,7 @@ type client struct {
 	}
 	pending  []wire.Change        // presence changes not sent yet
 	watching map[wire.Key]*client // peers it talks with (bounded by maxWatch)
+	mail     clientMail           // its deposits in progress and mailbox writes
 }
 
 // maxWatch bounds the peers whose presence one node follows outside its
@@ -168,6 +190,12 @@ type Server struct {
 	watchers map[wire.Key]map[*client]struct{} // who follows whose presence
 	dirty    map[*client]struct{}              // clients with presence changes to send
 	newNames map[netip.Prefix]*nameQuota
+
+	mailHeld    int                  // bytes reserved by deposits in progress, every session's
+	mailHeldMax int                  // the most mailHeld may reach: maxMailHeld (tests lower it)
+	mailPutters map[*client]struct{} // clients with deposits in progress
+	mailWrites  int                  // mailbox writes queued and not answered yet
+	mailIdle    *sync.Cond           // signalled (with mu) when mailWrites falls to 0
 
 	regQ     chan regJob          // registrations for the workers, from networks that registered little of late
 	regSlowQ chan regJob          // registrations from networks that registered more: served when regQ is empty
@@ -236,17 +264,39 @@ func New(opts Options) (*Server, error) {
 	if opts.PresenceDelay <= 0 {
 		opts.PresenceDelay = 50 * time.Millisecond
 	}
+	if opts.Mail == nil {
+		mb, ok := opts.Store.(Mailboxes)
+		if !ok {
+			return nil, errors.New("rendezvous: Options.Mail is nil and Options.Store does not implement Mailboxes")
+		}
+		opts.Mail = mb
+	}
+	if opts.MailboxCount == 0 {
+		opts.MailboxCount = DefaultMailboxCount
+	}
+	if opts.MailboxBytes == 0 {
+		opts.MailboxBytes = DefaultMailboxBytes
+	}
+	if opts.MailboxShare == 0 {
+		opts.MailboxShare = DefaultMailboxShare
+	}
+	if opts.MailboxShare > 100 {
+		return nil, fmt.Errorf("rendezvous: Options.MailboxShare %d%% is over 100%%", opts.MailboxShare)
+	}
+	if opts.MailboxAge == 0 {
+		opts.MailboxAge = DefaultMailboxAge
+	}
 	var sources *sourceLimiter
 	if opts.SourceRate > 0 {
 		sources = newSourceLimiter(opts.SourceRate, 2*opts.SourceRate, 0)
 	}
-	return &Server{
+	s := &Server{
 		sources:   sources,
 		opts:      opts,
 		log:       opts.Logger,
 		now:       opts.Now,
 		cookies:   newCookieJar(),
-		m:         newMetrics(opts.Store),
+		m:         newMetrics(opts.Store, opts.Mail),
 		byKey:     make(map[wire.Key]*client),
 		bySession: make(map[wire.SessionID]*client),
 		rooms:     make(map[string]map[*client]struct{}),
@@ -259,7 +309,12 @@ func New(opts Options) (*Server, error) {
 		regSlowQ:  make(chan regJob, 1024),
 		regFresh:  newPrefixMeter(freshEvery, freshBurst, 0),
 		inflight:  make(map[wire.Cookie]bool),
-	}, nil
+
+		mailHeldMax: maxMailHeld,
+		mailPutters: make(map[*client]struct{}),
+	}
+	s.mailIdle = sync.NewCond(&s.mu)
+	return s, nil
 }
 
 // MetricsHandler serves the Prometheus text format.
@@ -292,6 +347,13 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			s.releaseLoop(ctx)
+		}()
+	}
+	if s.opts.MailboxAge > 0 || s.opts.BindingTTL > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.expireLoop(ctx)
 		}()
 	}
 	for range s.opts.RegisterWorkers {
@@ -434,6 +496,7 @@ func (s *Server) Sweep(now time.Time) {
 		}
 	}
 	s.newNames = compact(s.newNames, gone)
+	s.sweepMailLocked(now)
 }
 
 // compact returns m, or a new map with its entries when most of it was
@@ -567,6 +630,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 	switch m := inner.(type) {
 	case *wire.Heartbeat:
 		s.sendSealedLocked(c, &wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq})
+		s.sendReceiptsLocked(c) // again, while any wait
 	case *wire.Leave:
 		s.log.Info().Str("peer", c.name).Msg("left")
 		s.removeLocked(c, wire.ReasonQuit, now)
@@ -607,6 +671,19 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 		s.sendSealedLocked(c, whoPage(m, members))
 	case *wire.PathResponse:
 		// Handled above, or stale.
+	case *wire.MailPut:
+		s.handleMailPutLocked(c, m, now)
+	case *wire.MailFetch:
+		if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+			s.drop(relay.DropQuota)
+			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeMailFetch, Message: "too many requests"})
+			return
+		}
+		s.handleMailFetchLocked(c, m)
+	case *wire.MailAck:
+		s.handleMailAckLocked(c, m, now)
+	case *wire.MailReceiptAck:
+		s.handleMailReceiptAckLocked(c, m)
 	default:
 		s.drop(relay.DropUnknownType)
 	}

@@ -104,6 +104,12 @@ func (e *confusableError) Unwrap() error { return ErrConfusable }
 //	skel    uvarint(len s) s NameKey → ""      s: each of skeletons(name)
 //	meta    "skeleton" → skeletonVersion       which skel index was built
 //
+// and the offline mailbox's buckets (mail, mailid, mailage, receipts,
+// receiptage; see Mailboxes and mailstore.go), whose writes go through the
+// same committer: a deposit, an acknowledgement (the messages' deletion
+// and their receipts) or an expiry is durable, in one transaction, before
+// its caller is told.
+//
 // A database written by older code (names and keys only) is upgraded on
 // open: bindings without a last use get the time of the upgrade, and the
 // skeleton index is built; it is rebuilt whenever skeletonVersion changes.
@@ -136,13 +142,19 @@ type Store struct {
 	flushDue bool
 	running  bool // a committer goroutine is running
 	closed   bool
+
+	mailMu sync.Mutex // guards mail
+	// mail counts the mailboxes and receipts as committed; the committer
+	// changes it after each durable commit.
+	mail mailState
 }
 
 type touch struct{ last, queued time.Time }
 
-// request is a Bind or a Release for the committer. Its results are set
-// before done is closed.
+// request is a Bind, a Release or a mailbox write (mail set) for the
+// committer. Its results are set before done is closed.
 type request struct {
+	mail    *mailReq
 	release bool
 	// Bind
 	name, nk string
@@ -216,8 +228,12 @@ func OpenStoreWith(dir string, o StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	var n int
+	var mail mailState
 	err = db.Update(func(tx *bolt.Tx) (err error) {
 		n, err = upgrade(tx, o.Now())
+		if err == nil {
+			mail = loadMailState(tx)
+		}
 		return err
 	})
 	if err != nil {
@@ -227,6 +243,7 @@ func OpenStoreWith(dir string, o StoreOptions) (*Store, error) {
 	s := &Store{
 		db: db, now: o.Now, touchEvery: o.TouchEvery, touchDelay: touchDelay,
 		dirty: make(map[wire.Key]time.Time), seen: make(map[wire.Key]touch),
+		mail: mail,
 	}
 	s.n.Store(int64(n))
 	return s, nil
@@ -237,7 +254,8 @@ func OpenStoreWith(dir string, o StoreOptions) (*Store, error) {
 // last use (written by older code) the time now. It returns the number of
 // bindings.
 func upgrade(tx *bolt.Tx, now time.Time) (int, error) {
-	for _, name := range [][]byte{bucketNames, bucketKeys, bucketLastUse, bucketByUse, bucketSkel, bucketMeta} {
+	for _, name := range [][]byte{bucketNames, bucketKeys, bucketLastUse, bucketByUse, bucketSkel, bucketMeta,
+		bucketMail, bucketMailID, bucketMailAge, bucketReceipts, bucketReceiptAge} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return 0, err
 		}
@@ -516,11 +534,12 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 	}
 	now := s.now()
 	var added, removed int
+	var md *mailDelta
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if s.testHookCommit != nil {
 			s.testHookCommit(len(reqs))
 		}
-		added, removed = 0, 0
+		added, removed, md = 0, 0, newMailDelta()
 		for k, t := range dirty {
 			if err := touchLastUse(tx, k, t); err != nil {
 				return err
@@ -528,7 +547,9 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 		}
 		for _, r := range reqs {
 			var err error
-			if r.release {
+			if r.mail != nil {
+				err = s.applyMail(tx, r.mail, md)
+			} else if r.release {
 				r.released, err = release(tx, r.cut)
 				removed += len(r.released)
 			} else {
@@ -550,6 +571,10 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 		err = fmt.Errorf("commit: %w", err)
 		for _, r := range reqs {
 			r.canonical, r.released, r.err = "", nil, err
+			if r.mail != nil {
+				r.mail.err, r.mail.made, r.mail.more = err, nil, false
+				r.mail.res = DepositResult{Status: wire.MailStored, Err: err}
+			}
 		}
 		s.mu.Lock()
 		for k, t := range dirty { // to retry with the next commit
@@ -565,7 +590,7 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 		s.n.Add(int64(added - removed))
 		s.mu.Lock()
 		for _, r := range reqs {
-			if !r.release && r.err == nil {
+			if r.mail == nil && !r.release && r.err == nil {
 				if t := s.seen[r.key]; !t.last.After(now) {
 					s.seen[r.key] = touch{last: now, queued: now}
 				}
@@ -573,8 +598,26 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 		}
 		s.mu.Unlock()
 	}
+	s.mailMu.Lock()
+	if err == nil {
+		s.mail.apply(md)
+	}
+	for _, r := range reqs {
+		if r.mail != nil && r.mail.kind == mailDeposit {
+			k := string(idKey(r.mail.m.To, r.mail.m.From, r.mail.m.ID))
+			if s.mail.committing[k]--; s.mail.committing[k] <= 0 {
+				delete(s.mail.committing, k)
+			}
+		}
+	}
+	s.mailMu.Unlock()
 	for _, r := range reqs {
 		close(r.done)
+	}
+	for _, r := range reqs {
+		if r.mail != nil && r.mail.fn != nil {
+			r.mail.fn()
+		}
 	}
 	return err
 }

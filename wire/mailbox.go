@@ -122,7 +122,7 @@ const (
 	MailUnknown MailStatus = 2 // no node has that key
 	MailFull    MailStatus = 3 // the recipient's mailbox is at its count or byte limit
 	MailShare   MailStatus = 4 // the sender's share of that mailbox is used up
-	MailTooBig  MailStatus = 5 // the blob is over MaxMailBlob
+	MailTooBig  MailStatus = 5 // the blob is over MaxMailBlob, or could never fit the mailbox or the sender's share of it
 	MailBusy    MailStatus = 6 // too many deposits in progress: retry later
 )
 
@@ -169,8 +169,9 @@ func parseMailPutReply(b []byte) (Message, error) {
 }
 
 // MailNotice says how many messages wait in the node's mailbox (sealed):
-// sent after a registration when any wait, and as the answer to a
-// MailFetch when none do. Body: count(4) bytes(4).
+// sent after a registration when any wait, when a deposit for the node
+// becomes durable while it is online, and as the answer to a MailFetch
+// when none do. Body: count(4) bytes(4).
 type MailNotice struct {
 	Count uint32
 	Bytes uint32
@@ -202,9 +203,9 @@ func parseMailFetch(b []byte) (Message, error) {
 	return m, r.err
 }
 
-// Mail is one part of a waiting message (sealed). SentMS is the sender's
-// clock as the sender gave it inside the sealed blob too; StoredMS is the
-// rendezvous's, when it took the deposit.
+// Mail is one part of a waiting message (sealed). StoredMS is the
+// rendezvous's clock when it took the deposit; the sender's own send time
+// is inside the sealed blob, where the rendezvous cannot change it.
 // Body: from(32) id(8) stored_ms(8) part(1) parts(1) data(u16 length + bytes).
 type Mail struct {
 	From     Key

@@ -1,5 +1,5 @@
 // Command rendezvous is natchat's meeting point: STUN, registration,
-// presence, introductions and relay on one UDP port.
+// presence, introductions, relay and the offline mailbox on one UDP port.
 //
 //	rendezvous -addr :3478
 package main
@@ -36,7 +36,7 @@ func defaultDataDir() string {
 func run(args []string) error {
 	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
 	addr := fs.String("addr", ":3478", "UDP address to serve on (IPv4 and IPv6)")
-	data := fs.String("data", defaultDataDir(), "directory for the name bindings database")
+	data := fs.String("data", defaultDataDir(), "directory for the database (name bindings, offline mailboxes)")
 	expiry := fs.Duration("expiry", 60*time.Second, "drop a node after this much silence")
 	heartbeat := fs.Duration("heartbeat", 25*time.Second, "heartbeat interval suggested to nodes")
 	room := fs.String("default-room", rendezvous.DefaultRoom, `room every node joins ("" for none)`)
@@ -48,6 +48,10 @@ func run(args []string) error {
 	introRate := fs.Int("intro-rate", 10, "introductions (signalling a new peer) per second per node (-1 unlimited)")
 	bindingTTL := fs.Duration("binding-ttl", 180*24*time.Hour, "release a name not registered for this long (-1s: never)")
 	bigRoom := fs.Int("big-room", 200, "rooms above this size no longer broadcast every join and leave")
+	mailCount := fs.Int("mailbox-count", rendezvous.DefaultMailboxCount, "messages waiting in one node's offline mailbox (-1 unlimited)")
+	mailBytes := fs.Int64("mailbox-bytes", rendezvous.DefaultMailboxBytes, "bytes waiting in one node's offline mailbox (-1 unlimited)")
+	mailShare := fs.Int("mailbox-share", rendezvous.DefaultMailboxShare, "percent of a mailbox's count and bytes one sender may fill (1-100, -1 no share limit)")
+	mailAge := fs.Duration("mailbox-age", rendezvous.DefaultMailboxAge, "delete a mailbox message unread after this long and tell its sender (-1s: never)")
 	printKey := fs.Bool("print-key", false, "print the rendezvous's public key (creating it in -data if need be) and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -83,6 +87,12 @@ func run(args []string) error {
 		return cmdutil.Usagef("-binding-ttl must be positive (or negative: never)")
 	case *bigRoom <= 0:
 		return cmdutil.Usagef("-big-room must be positive")
+	case *mailCount == 0 || *mailBytes == 0:
+		return cmdutil.Usagef("-mailbox-count and -mailbox-bytes must be positive or -1")
+	case *mailShare == 0 || *mailShare > 100:
+		return cmdutil.Usagef("-mailbox-share must be 1 to 100, or -1")
+	case *mailAge == 0:
+		return cmdutil.Usagef("-mailbox-age must be positive (or negative: never)")
 	}
 	key, created, err := rendezvous.LoadOrCreateKey(*data)
 	if err != nil {
@@ -114,6 +124,7 @@ func run(args []string) error {
 		Relay: relay.Limits{PacketsPerSec: *pps, BytesPerSec: *bps},
 		Key:   key, NewNames: *newNames, LookupRate: *lookupRate, IntroRate: *introRate,
 		BindingTTL: *bindingTTL, BigRoom: *bigRoom,
+		MailboxCount: *mailCount, MailboxBytes: *mailBytes, MailboxShare: *mailShare, MailboxAge: *mailAge,
 	})
 	if err != nil {
 		conn.Close()

@@ -1,6 +1,7 @@
 package rvtest_test
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -118,5 +119,37 @@ func TestRegisterAndRelay(t *testing.T) {
 	}
 	if r, ok := m.(*wire.Relayed); !ok || string(r.Payload) != "hi" || r.Src != alice.Key {
 		t.Fatalf("bob got %+v", m)
+	}
+}
+
+// TestAssembleMail: a blob served as Mail parts, out of order, is put
+// together unchanged; a missing or repeated part is an error.
+func TestAssembleMail(t *testing.T) {
+	n := rvtest.New("alice")
+	blob := make([]byte, 3*wire.MailPartLen+5)
+	for i := range blob {
+		blob[i] = byte(i)
+	}
+	parts := wire.MailParts(blob)
+	if len(parts) != 4 {
+		t.Fatalf("%d parts", len(parts))
+	}
+	var ms []wire.Message
+	for _, i := range []int{2, 0, 3, 1} {
+		ms = append(ms, &wire.Mail{From: n.Key, ID: wire.MsgID{1}, StoredMS: 5, Part: uint8(i), Parts: 4, Data: parts[i]})
+	}
+	ms = append(ms, &wire.MailNotice{})
+	got, err := rvtest.AssembleMail(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || string(got[0].Blob) != string(blob) || got[0].From != n.Key || got[0].StoredMS != 5 {
+		t.Fatalf("assembled %d messages", len(got))
+	}
+	if _, err := rvtest.AssembleMail(ms[:3]); !errors.Is(err, rvtest.ErrMailParts) {
+		t.Errorf("a missing part: %v", err)
+	}
+	if _, err := rvtest.AssembleMail(append(ms, ms[0])); !errors.Is(err, rvtest.ErrMailParts) {
+		t.Errorf("a part twice: %v", err)
 	}
 }
