@@ -399,6 +399,7 @@ type rendezvous struct {
 	addr    string // UDP host:port
 	data    string // data directory
 	metrics string // TCP host:port of /metrics; "" when off
+	extra   []string
 	ready   time.Time
 }
 
@@ -406,6 +407,7 @@ type rvOptions struct {
 	addr    string // "": a free loopback port
 	data    string // "": a new temporary directory
 	metrics bool
+	extra   []string // more flags
 }
 
 // startRendezvous starts a rendezvous and waits until it listens.
@@ -417,13 +419,14 @@ func startRendezvous(t *testing.T, o rvOptions) *rendezvous {
 	if o.data == "" {
 		o.data = t.TempDir()
 	}
-	rv := &rendezvous{addr: o.addr, data: o.data}
+	rv := &rendezvous{addr: o.addr, data: o.data, extra: o.extra}
 	args := []string{"-addr", o.addr, "-data", o.data, "-expiry", expiry.String(),
 		"-heartbeat", heartbeat.String(), "-log-level", "debug"}
 	if o.metrics {
 		rv.metrics = freeTCPAddr(t)
 		args = append(args, "-metrics", rv.metrics)
 	}
+	args = append(args, o.extra...)
 	rv.proc = startProc(t, "rendezvous "+o.addr, bins.rendezvous, args...)
 	rv.ready = rv.waitStderr(t, 10*time.Second, "rendezvous listening").at
 	return rv
@@ -436,7 +439,7 @@ func (rv *rendezvous) restart(t *testing.T) *rendezvous {
 	if !rv.exited() {
 		t.Fatal("restart: the rendezvous is still running")
 	}
-	return startRendezvous(t, rvOptions{addr: rv.addr, data: rv.data, metrics: rv.metrics != ""})
+	return startRendezvous(t, rvOptions{addr: rv.addr, data: rv.data, metrics: rv.metrics != "", extra: rv.extra})
 }
 
 // scrape fetches the Prometheus metrics: series (name{labels}) → value.

@@ -16,7 +16,8 @@ import (
 // texts, whole or in part, and, since protocol v2, neither the nodes'
 // names nor their identity keys in the registration (the Noise handshake
 // encrypts both) nor in any control message (all sealed). What it does
-// see are the keys in the relay headers: who relays to whom.
+// see are the keys in the relay headers: who relays to whom. The same
+// holds for a message that goes through bob's mailbox.
 func TestNoPlaintextOnWire(t *testing.T) {
 	t.Parallel()
 	rv := startRendezvous(t, rvOptions{})
@@ -40,6 +41,20 @@ func TestNoPlaintextOnWire(t *testing.T) {
 	ab.checkDelivered(t, waitLong)
 	ba.checkDelivered(t, waitLong)
 	checkWho(t, alice, bob.name, "relay")
+
+	// And through bob's mailbox: deposited, then fetched.
+	m := bob.mark()
+	bob.command(t, "/dereg")
+	bob.waitEventFrom(t, m, waitLong, "deregistered", isType("deregistered"))
+	secrets = append(secrets, secret())
+	stored := sendSecret(t, alice, bob, secrets[2])
+	alice.waitEvent(t, waitLong, "stored", func(e *event) bool { return e.Type == "stored" && e.ID == stored.ids[0] })
+	m = bob.mark()
+	bob.command(t, "/reg")
+	if e, _ := bob.waitEventFrom(t, m, waitLong, "the stored message", isType("message")); e.Text != secrets[2] || e.Via != "mailbox" {
+		t.Fatalf("bob: %v, want the stored message from the mailbox", e)
+	}
+	alice.waitEvent(t, waitLong, "delivered", func(e *event) bool { return e.Type == "delivered" && e.ID == stored.ids[0] })
 
 	keys := map[string]wire.Key{alice.name: selfKey(t, alice), bob.name: selfKey(t, bob)}
 	statics := map[string][32]byte{}

@@ -16,7 +16,12 @@
 //	peers       peers: [{name, path, rtt_ms, online}] (the answer to /who)
 //	sent        id, to, text, resumed (true when resent after a restart)
 //	delivered   id, to
-//	message     id, from, text, path ("direct" or "relay"), sent_ts
+//	stored      id, to (in the recipient's mailbox; delivered or expired follows)
+//	expired     id, to (a stored message aged out unread)
+//	mailbox     count (messages waiting for us when we registered)
+//	deregistered name (after /dereg)
+//	message     id, from, text, path ("direct" or "relay"), via ("mailbox"
+//	            for a message that waited in our mailbox), sent_ts
 //	path        peer, path ("direct", "relay" or "none"), remote, rtt_ms
 //	error       code, message; id, to when about a message; peer,
 //	            fingerprint, new_fingerprint for key_changed
@@ -57,6 +62,7 @@ type Event struct {
 	Resumed        bool              `json:"resumed,omitempty"`
 	SentTS         time.Time         `json:"sent_ts,omitzero"`
 	Path           string            `json:"path,omitempty"`
+	Via            string            `json:"via,omitempty"`
 	Peer           string            `json:"peer,omitempty"`
 	Remote         string            `json:"remote,omitempty"`
 	RTTMS          float64           `json:"rtt_ms,omitempty"`
@@ -94,7 +100,14 @@ const (
 	TypeEventsDropped = api.TypeEventsDropped
 	TypeHelp          = api.TypeHelp
 	TypeMembers       = api.TypeMembers
+	TypeStored        = api.TypeStored
+	TypeExpired       = api.TypeExpired
+	TypeMailbox       = api.TypeMailbox
+	TypeDeregistered  = api.TypeDeregistered
 )
+
+// ViaMailbox is a message's via when it waited in our mailbox.
+const ViaMailbox = api.ViaMailbox
 
 // Paths, in the path field of path, message and peers events.
 const (
@@ -129,6 +142,8 @@ const (
 	CodeState                 = api.CodeState
 	CodeNotMember             = api.CodeNotMember
 	CodeQuota                 = api.CodeQuota
+	CodeMailboxFull           = api.CodeMailboxFull
+	CodeTooOld                = api.CodeTooOld
 )
 
 var (

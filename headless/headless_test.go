@@ -47,6 +47,13 @@ var parseCases = []struct {
 			Peers: []headless.PeerInfo{{Name: "bob", Path: headless.PathRelay, RTTMS: 1.6, Online: true}}}},
 	{line: `{"type":"message","ts":"2026-11-22T04:55:08Z","id":"00000000000000ff","from":"bob","text":"<hi> & \"bye\"","path":"direct"}` + "\n",
 		want: headless.Event{Type: headless.TypeMessage, TS: mustTime("2026-11-22T04:55:08Z"), ID: "00000000000000ff", From: "bob", Text: `<hi> & "bye"`, Path: headless.PathDirect}},
+	{line: `{"type":"message","ts":"2026-12-02T09:00:01Z","id":"00000000000000fe","from":"bob","text":"while you were out","path":"relay","via":"mailbox","sent_ts":"2026-12-01T18:30:00.123Z"}`,
+		want: headless.Event{Type: headless.TypeMessage, TS: mustTime("2026-12-02T09:00:01Z"), ID: "00000000000000fe", From: "bob", Text: "while you were out",
+			Path: headless.PathRelay, Via: headless.ViaMailbox, SentTS: mustTime("2026-12-01T18:30:00.123Z")}},
+	{line: `{"type":"stored","ts":"2026-12-02T09:00:00Z","id":"3ec5795e3c1baa7b","to":"bob"}`,
+		want: headless.Event{Type: headless.TypeStored, TS: mustTime("2026-12-02T09:00:00Z"), ID: "3ec5795e3c1baa7b", To: "bob"}},
+	{line: `{"type":"mailbox","ts":"2026-12-02T09:00:00Z","count":100}`,
+		want: headless.Event{Type: headless.TypeMailbox, TS: mustTime("2026-12-02T09:00:00Z"), Count: 100}},
 	{line: `{"type":"error","ts":"2026-11-22T04:55:08.5Z","code":"undelivered","message":"no receipt within 10s","id":"3ec5795e3c1baa7b","to":"bob"}`,
 		want: headless.Event{Type: headless.TypeError, TS: mustTime("2026-11-22T04:55:08.5Z"), Code: headless.CodeUndelivered,
 			Message: "no receipt within 10s", ID: "3ec5795e3c1baa7b", To: "bob"}},
@@ -111,7 +118,11 @@ func nodeEvents() []api.Event {
 		}}),
 		h(&api.Sent{ID: "3ec5795e3c1baa7b", To: "bob", Text: "héllo <bob> & \"co\"\n", Resumed: true}),
 		h(&api.Delivered{ID: "3ec5795e3c1baa7b", To: "bob"}),
-		h(&api.Message{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi", Path: headless.PathRelay, SentTS: ts.Add(-time.Second)}),
+		h(&api.Message{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi", Path: headless.PathRelay, Via: headless.ViaMailbox, SentTS: ts.Add(-time.Second)}),
+		h(&api.Stored{ID: "3ec5795e3c1baa7b", To: "bob"}),
+		h(&api.Expired{ID: "3ec5795e3c1baa7b", To: "bob"}),
+		h(&api.Mailbox{Count: 100}),
+		h(&api.Deregistered{Name: "alice"}),
 		h(&api.PathChanged{Peer: "bob", Path: headless.PathDirect, Remote: "198.51.100.3:5000", RTTMS: 12.5}),
 		h(&api.Error{Code: api.CodeKeyChanged, Message: "key changed", ID: "3ec5795e3c1baa7b", To: "bob",
 			Peer: "bob", Fingerprint: "11111 22222 33333 44444 55555 66666", NewFingerprint: "12345 12345 12345 12345 12345 12345"}),
@@ -194,7 +205,8 @@ func TestParseNodeEvents(t *testing.T) {
 	}
 	for _, typ := range []string{headless.TypeRegistered, headless.TypePeerJoined, headless.TypePeerLeft, headless.TypePeers,
 		headless.TypeSent, headless.TypeDelivered, headless.TypeMessage, headless.TypePath, headless.TypeError,
-		headless.TypeFingerprint, headless.TypeTrusted, headless.TypeEventsDropped, headless.TypeHelp} {
+		headless.TypeFingerprint, headless.TypeTrusted, headless.TypeEventsDropped, headless.TypeHelp, headless.TypeMembers,
+		headless.TypeStored, headless.TypeExpired, headless.TypeMailbox, headless.TypeDeregistered} {
 		if !types[typ] {
 			t.Errorf("no test event of type %s", typ)
 		}

@@ -5,7 +5,9 @@
 //	peernet    the one UDP socket, demultiplexed once; the per-peer link
 //	           (relay first, direct when punched) and the punching
 //	session    QUIC on the link: one connection per peer, streams by kind
-//	messenger  conversations, the durable outbox, receipts, trust on first use
+//	messenger  conversations, the durable outbox, receipts, trust on first use,
+//	           offline messages through the rendezvous's mailboxes
+//	mailbox    sealing a message for a peer's mailbox, and opening one
 //	store      the node's durable state (outbox, shown messages, pinned keys)
 //	api        the events and commands every front end uses, and the bus
 //
@@ -65,8 +67,18 @@ type Options struct {
 	// rendezvous's expiry when that is shorter.
 	Heartbeat time.Duration
 	// DeliveryTimeout is how long a message may wait for its receipt
-	// before it is reported undelivered. 0: 2 minutes.
+	// before it is reported undelivered (unless it is stored in its
+	// recipient's mailbox by then). 0: 2 minutes.
 	DeliveryTimeout time.Duration
+	// OfflineGrace is how long after live delivery to a peer failed (its
+	// session could not be opened or ended with messages unacknowledged)
+	// the node waits for receipts before it deposits the messages in the
+	// peer's mailbox. 0: 500 ms.
+	OfflineGrace time.Duration
+	// MailboxAge is the age limit of the rendezvous's mailboxes: a
+	// message created longer ago is not deposited (error too_old). 0: 30
+	// days.
+	MailboxAge time.Duration
 	// IdleTimeout closes a session with no open stream. 0: 2 minutes.
 	IdleTimeout time.Duration
 	// Logger receives structured logs. Zero value: disabled.
@@ -167,8 +179,9 @@ func New(o Options) (*Node, error) {
 	}
 	n.msgr, err = messenger.New(messenger.Options{
 		Self: n.key, SelfName: o.Name, Store: o.Store, Dir: n.rv, Sessions: chatOpener{n.sess}, Bus: n.bus,
+		Identity:        o.Identity,
 		PathOf:          func(k wire.Key) string { return n.pn.PathOf(k).Kind.String() },
-		DeliveryTimeout: o.DeliveryTimeout, Logger: o.Logger,
+		DeliveryTimeout: o.DeliveryTimeout, OfflineGrace: o.OfflineGrace, MailboxAge: o.MailboxAge, Logger: o.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -319,6 +332,25 @@ func (n *Node) do(ctx context.Context, c api.Command) {
 	case api.Trust:
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.msgr.Trust(ctx, c.Name) }()
+	case api.Deregister:
+		if !n.rv.Deregister() {
+			n.bus.Publish(&api.Error{Code: api.CodeBadCommand, Message: "not registered: /reg registers again"})
+			return
+		}
+		// Our sessions end (peers see us leave, and deposit what they
+		// send us from now on).
+		peers := n.sess.Peers()
+		n.post(func() {
+			for _, k := range peers {
+				n.sess.Close(k, "deregistered")
+			}
+		})
+		n.log.Info().Msg("deregistered")
+		n.bus.Publish(&api.Deregistered{Name: n.opts.Name})
+	case api.Register:
+		if !n.rv.Register() {
+			n.bus.Publish(&api.Error{Code: api.CodeBadCommand, Message: "already registered (or registering): /dereg first"})
+		}
 	case api.Quit:
 		if !c.Drain {
 			n.once.Do(func() { close(n.quit) })
@@ -445,7 +477,10 @@ func (n *Node) onPath(k wire.Key, p link.Path) {
 // methods never block (rvclient.Observer).
 type observer Node
 
-var _ rvclient.DeferObserver = (*observer)(nil)
+var (
+	_ rvclient.DeferObserver = (*observer)(nil)
+	_ rvclient.MailObserver  = (*observer)(nil)
+)
 
 func (o *observer) Registered(public netip.AddrPort) {
 	o.bus.Publish(&api.Registered{Name: o.opts.Name, Public: public.String()})
@@ -485,6 +520,23 @@ func (o *observer) ServerKeyChanged(pinned, offered ctrl.PublicKey) {
 		Message: fmt.Sprintf("the rendezvous at %s offers key %s (fingerprint %s), not the one pinned (fingerprint %s); not registering. "+
 			"If its operator changed it, run with -rv %s#%s", o.opts.Rendezvous, offered, offered.Fingerprint(), pinned.Fingerprint(), o.opts.Rendezvous, offered)})
 }
+
+// MailWaiting implements rvclient.MailObserver.
+func (o *observer) MailWaiting(count, bytes uint32) {
+	o.log.Info().Uint32("count", count).Uint32("bytes", bytes).Msg("messages wait in our mailbox")
+	o.bus.Publish(&api.Mailbox{Count: int(count)})
+}
+
+// Mail implements rvclient.MailObserver.
+func (o *observer) Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) {
+	o.msgr.ReceiveMail(from, id, storedMS, blob)
+}
+
+// MailDrain implements rvclient.MailObserver.
+func (o *observer) MailDrain(active bool) { o.msgr.MailDrain(active) }
+
+// MailReceipt implements rvclient.MailObserver.
+func (o *observer) MailReceipt(r wire.Receipt) bool { return o.msgr.MailReceipt(r) }
 
 func (o *observer) ServerKeyLearned(k ctrl.PublicKey) {
 	// Called on the read loop: the pin is written off it.

@@ -36,7 +36,7 @@ func main() { cmdutil.Exit("node", run(os.Args[1:])) }
 type options struct {
 	name, rv, rvKey, listen, identity, state, logLevel, logFile string
 	headless, noDirect, version                                 bool
-	heartbeat, delivery                                         time.Duration
+	heartbeat, delivery, offlineGrace, mailboxAge               time.Duration
 }
 
 func parse(args []string) (*options, error) {
@@ -50,7 +50,9 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.state, "state", "", "state directory: outbox, messages shown, pinned keys (default: natchat/KEY under the user state dir)")
 	fs.BoolVar(&o.headless, "headless", false, "read commands on stdin, write JSON events on stdout")
 	fs.DurationVar(&o.heartbeat, "heartbeat", 25*time.Second, "heartbeat interval to the rendezvous")
-	fs.DurationVar(&o.delivery, "delivery-timeout", 2*time.Minute, "how long a message may wait for its receipt")
+	fs.DurationVar(&o.delivery, "delivery-timeout", 2*time.Minute, "how long a message may wait for its receipt (unless it is stored in the recipient's mailbox)")
+	fs.DurationVar(&o.offlineGrace, "offline-grace", 500*time.Millisecond, "after live delivery to a peer failed, wait this long for receipts before depositing in its mailbox")
+	fs.DurationVar(&o.mailboxAge, "mailbox-age", 30*24*time.Hour, "the rendezvous's mailbox age limit: older messages are not deposited (too_old)")
 	fs.BoolVar(&o.noDirect, "no-direct", false, "never punch a direct path: every peer stays on the relay")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error, disabled")
 	fs.StringVar(&o.logFile, "log-file", "", "write logs to this file (default: stderr with -headless; in the line UI, only warnings, on screen)")
@@ -70,6 +72,10 @@ func parse(args []string) (*options, error) {
 		return nil, cmdutil.Usagef("-heartbeat must be positive")
 	case o.delivery <= 0:
 		return nil, cmdutil.Usagef("-delivery-timeout must be positive")
+	case o.offlineGrace <= 0:
+		return nil, cmdutil.Usagef("-offline-grace must be positive")
+	case o.mailboxAge <= 0:
+		return nil, cmdutil.Usagef("-mailbox-age must be positive")
 	}
 	if err := wire.ValidateName(o.name); err != nil {
 		return nil, cmdutil.Usagef("-name %q: %v", o.name, err)
@@ -151,7 +157,8 @@ func run(args []string) error {
 	}
 	n, err := node.New(node.Options{
 		Name: o.name, Rendezvous: o.rv, RendezvousKey: rvKey, Conn: conn, Identity: key, Store: st,
-		Heartbeat: o.heartbeat, DeliveryTimeout: o.delivery, Logger: log, NoDirect: o.noDirect,
+		Heartbeat: o.heartbeat, DeliveryTimeout: o.delivery, OfflineGrace: o.offlineGrace, MailboxAge: o.mailboxAge,
+		Logger: log, NoDirect: o.noDirect,
 	})
 	if err != nil {
 		conn.Close()

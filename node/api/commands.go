@@ -33,7 +33,18 @@ type Trust struct{ Name string }
 // waits until every message sent so far is delivered or has failed.
 type Quit struct{ Drain bool }
 
+// Deregister takes the node offline without quitting (/dereg): a
+// notified leave, its sessions closed, answered by Deregistered; messages
+// to it go to its mailbox.
+type Deregister struct{}
+
+// Register registers again after Deregister (/reg): Registered, then the
+// mailbox is fetched.
+type Register struct{}
+
 func (Send) command()            {}
+func (Deregister) command()      {}
+func (Register) command()        {}
 func (Who) command()             {}
 func (ShowFingerprint) command() {}
 func (Trust) command()           {}

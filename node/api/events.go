@@ -64,7 +64,15 @@ const (
 	TypeEventsDropped = "events_dropped"
 	TypeHelp          = "help"
 	TypeMembers       = "members"
+	TypeStored        = "stored"
+	TypeExpired       = "expired"
+	TypeMailbox       = "mailbox"
+	TypeDeregistered  = "deregistered"
 )
+
+// ViaMailbox is Message.Via for a message that came from our mailbox on
+// the rendezvous (sent while we were offline).
+const ViaMailbox = "mailbox"
 
 // Paths, in the path field of path, message and peers events.
 const (
@@ -99,6 +107,8 @@ const (
 	CodeState                 = "state"                  // the node's state store failed
 	CodeNotMember             = "not_member"             // /who ROOM for a room we are not in
 	CodeQuota                 = "quota"                  // the rendezvous takes no more new names from our network this hour; the node asks every minute
+	CodeMailboxFull           = "mailbox_full"           // the recipient's mailbox (or our share of it) is full
+	CodeTooOld                = "too_old"                // a message older than the mailbox's age limit cannot be deposited
 )
 
 // Registered: the rendezvous accepted us. Public is our address as it saw
@@ -154,9 +164,12 @@ type Members struct {
 }
 
 // Sent: a message was accepted for sending and is stored in the outbox.
-// Exactly one Delivered or Error with the same ID and To follows in the same
-// run of the node. Resumed marks a message accepted by an earlier run that
-// had not been delivered when that run ended: it is being sent again.
+// Exactly one Delivered, Stored or Error with the same ID and To follows
+// in the same run of the node; after Stored, Delivered or Expired follows,
+// in this run or a later one. Resumed marks a message accepted by an
+// earlier run that had no outcome when that run ended: it is being sent
+// again (or, if it was stored, waits for its receipt: Stored follows at
+// once).
 type Sent struct {
 	Header
 	ID      string `json:"id"`
@@ -165,21 +178,56 @@ type Sent struct {
 	Resumed bool   `json:"resumed,omitempty"`
 }
 
-// Delivered: the peer has shown the message (end-to-end receipt).
+// Delivered: the peer has shown the message (end-to-end receipt; for a
+// stored message, the rendezvous's receipt that the peer took it).
 type Delivered struct {
 	Header
 	ID string `json:"id"`
 	To string `json:"to"`
 }
 
+// Stored: the peer was offline (or unreachable), and the message is
+// durably in its mailbox on the rendezvous. Delivered follows when the
+// peer took it, or Expired.
+type Stored struct {
+	Header
+	ID string `json:"id"`
+	To string `json:"to"`
+}
+
+// Expired: a stored message waited past the mailbox's age limit and was
+// deleted unread.
+type Expired struct {
+	Header
+	ID string `json:"id"`
+	To string `json:"to"`
+}
+
+// Mailbox: after registering, Count messages wait in our mailbox (only
+// when there are any); they follow as Message events with Via
+// ViaMailbox, oldest first.
+type Mailbox struct {
+	Header
+	Count int `json:"count"`
+}
+
+// Deregistered: we left the rendezvous (/dereg); messages to us go to our
+// mailbox until /reg (then Registered).
+type Deregistered struct {
+	Header
+	Name string `json:"name"`
+}
+
 // Message: a message arrived. SentTS is the sender's clock when it was
-// sent. Path is how it came: PathDirect or PathRelay.
+// sent. Path is how it came: PathDirect or PathRelay. Via is ViaMailbox
+// for a message that waited in our mailbox, empty for one delivered live.
 type Message struct {
 	Header
 	ID     string    `json:"id"`
 	From   string    `json:"from"`
 	Text   string    `json:"text"`
 	Path   string    `json:"path"`
+	Via    string    `json:"via,omitempty"`
 	SentTS time.Time `json:"sent_ts"`
 }
 
@@ -262,6 +310,10 @@ func (*Trusted) EventType() string       { return TypeTrusted }
 func (*EventsDropped) EventType() string { return TypeEventsDropped }
 func (*Help) EventType() string          { return TypeHelp }
 func (*Members) EventType() string       { return TypeMembers }
+func (*Stored) EventType() string        { return TypeStored }
+func (*Expired) EventType() string       { return TypeExpired }
+func (*Mailbox) EventType() string       { return TypeMailbox }
+func (*Deregistered) EventType() string  { return TypeDeregistered }
 
 // droppable reports whether e only describes state that /who can tell
 // again, so that a subscriber far behind may lose it.

@@ -2,10 +2,13 @@ package messenger
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"natchat/node/api"
+	"natchat/node/mailbox"
 	"natchat/wire"
 )
 
@@ -21,6 +24,13 @@ type conv struct {
 	nk   string // wire.NameKey(to)
 	wake chan struct{}
 	key  wire.Key // the peer's key once looked up and checked (or pinned); used by run only
+	// liveEnd is when live delivery last failed (a stream ended with
+	// messages unacknowledged, or no session could be opened): deposits
+	// wait OfflineGrace after it. Used by run only.
+	liveEnd time.Time
+	// online: the rendezvous said the peer is online when we deposited;
+	// the next attempt is live whatever a lookup says. Used by run only.
+	online bool
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -36,6 +46,10 @@ type outMsg struct {
 	created  time.Time
 	deadline time.Time
 	sentGen  uint64
+	// stored: in the recipient's mailbox, waiting for the rendezvous's
+	// receipt; no longer written live, no deadline. Guarded by conv.mu.
+	stored  bool
+	settled atomic.Bool // counted out of Messenger.pending
 }
 
 func (c *conv) poke() {
@@ -63,43 +77,91 @@ func (c *conv) retire() bool {
 	return true
 }
 
-func (c *conv) empty() bool {
+// unsent reports whether a queued message is not in the peer's mailbox:
+// one to deliver live or to deposit.
+func (c *conv) unsent() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.queue) == 0
+	for _, msg := range c.queue {
+		if !msg.stored {
+			return true
+		}
+	}
+	return false
 }
 
-// failAll reports every queued message as failed.
+// failAll reports every queued message not in the peer's mailbox as
+// failed.
 func (c *conv) failAll(e *api.Error) {
 	c.mu.Lock()
-	q := c.queue
-	c.queue = nil
+	var q []*outMsg
+	keep := c.queue[:0]
+	for _, msg := range c.queue {
+		if msg.stored {
+			keep = append(keep, msg)
+		} else {
+			q = append(q, msg)
+		}
+	}
+	clear(c.queue[len(keep):])
+	c.queue = keep
 	c.mu.Unlock()
 	for _, msg := range q {
 		ev := *e
 		ev.ID, ev.To = msg.id.String(), msg.to
 		c.m.opts.Store.Done(msg.id)
 		c.m.bus.Publish(&ev)
-		c.m.addPending(-1)
+		c.m.settle(msg)
 	}
 }
 
-// expire reports messages past their deadline and returns the next
-// deadline (zero if none).
+// take removes the message id from the queue and returns it (nil if it
+// is not there).
+func (c *conv) take(id wire.MsgID) *outMsg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, msg := range c.queue {
+		if msg.id == id {
+			c.queue = append(c.queue[:i], c.queue[i+1:]...)
+			return msg
+		}
+	}
+	return nil
+}
+
+// remove removes msg from the queue and reports whether it was there (an
+// outcome may have taken it meanwhile).
+func (c *conv) remove(msg *outMsg) bool { return c.take(msg.id) == msg }
+
+// storedSlack is how long past the mailbox's age limit a stored message
+// waits for the rendezvous's receipt before it is given up as expired (a
+// rendezvous that lost its mailboxes sends none).
+const storedSlack = 24 * time.Hour
+
+// expire reports messages past their deadline (for a stored message: past
+// the mailbox's age limit and storedSlack) and returns the next deadline
+// (zero if none).
 func (c *conv) expire(now time.Time) time.Time {
-	var dead []*outMsg
+	var dead, gone []*outMsg
 	var next time.Time
 	c.mu.Lock()
 	q := c.queue[:0]
 	for _, msg := range c.queue {
-		if !now.Before(msg.deadline) {
+		deadline := msg.deadline
+		if msg.stored {
+			deadline = msg.created.Add(c.m.opts.MailboxAge + storedSlack)
+		}
+		switch {
+		case now.Before(deadline):
+			if next.IsZero() || deadline.Before(next) {
+				next = deadline
+			}
+			q = append(q, msg)
+		case msg.stored:
+			gone = append(gone, msg)
+		default:
 			dead = append(dead, msg)
-			continue
 		}
-		if next.IsZero() || msg.deadline.Before(next) {
-			next = msg.deadline
-		}
-		q = append(q, msg)
 	}
 	clear(c.queue[len(q):])
 	c.queue = q
@@ -107,22 +169,16 @@ func (c *conv) expire(now time.Time) time.Time {
 	for _, msg := range dead {
 		c.m.failed(msg, api.CodeUndelivered, "no delivery receipt within "+c.m.opts.DeliveryTimeout.String())
 	}
+	for _, msg := range gone {
+		c.m.log.Warn().Str("peer", msg.to).Stringer("id", msg.id).Msg("no receipt from the rendezvous for a stored message past the mailbox's age limit; given up as expired")
+		c.m.expired(msg)
+	}
 	return next
 }
 
 // ack removes id from the queue and reports it delivered.
 func (c *conv) ack(id wire.MsgID) {
-	c.mu.Lock()
-	var done *outMsg
-	for i, msg := range c.queue {
-		if msg.id == id {
-			c.queue = append(c.queue[:i], c.queue[i+1:]...)
-			done = msg
-			break
-		}
-	}
-	c.mu.Unlock()
-	if done != nil {
+	if done := c.take(id); done != nil {
 		c.m.delivered(done)
 	}
 }
@@ -153,7 +209,9 @@ func (c *conv) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		now := m.now()
 		next := c.expire(now)
-		if c.empty() {
+		if !c.unsent() {
+			// Nothing to send: idle (messages in the peer's mailbox wait
+			// for their receipts, which poke us).
 			if sess != nil && now.Sub(sess.last) >= m.opts.Linger {
 				sess.st.CloseWrite() // the peer sees EOF; its side ends
 				sess.close()
@@ -162,11 +220,13 @@ func (c *conv) run(ctx context.Context) {
 			if sess == nil && c.retire() {
 				return
 			}
-			var linger time.Time
+			until := next // a stored message's end
 			if sess != nil {
-				linger = sess.last.Add(m.opts.Linger)
+				if linger := sess.last.Add(m.opts.Linger); until.IsZero() || linger.Before(until) {
+					until = linger
+				}
 			}
-			if !c.wait(ctx, linger, sess) {
+			if !c.wait(ctx, until, sess) {
 				return
 			}
 			sess = c.reap(sess)
@@ -186,6 +246,7 @@ func (c *conv) run(ctx context.Context) {
 			m.log.Info().Err(err).Str("peer", c.to).Msg("chat stream write failed")
 			sess.close()
 			sess = nil
+			c.liveEnd = m.now()
 			continue
 		}
 		if !c.wait(ctx, next, sess) {
@@ -204,6 +265,9 @@ func (c *conv) reap(s *chat) *chat {
 	select {
 	case <-s.dead:
 		s.close()
+		if c.unsent() {
+			c.liveEnd = c.m.now()
+		}
 		return nil
 	default:
 		return s
@@ -247,11 +311,11 @@ func (c *conv) connect(ctx context.Context, backoff *time.Duration) (Stream, boo
 	case r.Status == wire.LookupUnknown:
 		c.failAll(&api.Error{Code: api.CodeUnknownPeer, Message: "no one is registered as " + c.to})
 		return nil, false
-	case r.Status == wire.LookupOffline:
-		c.failAll(&api.Error{Code: api.CodePeerOffline, Message: r.Name + " is not online (offline delivery is not available yet)"})
-		return nil, false
 	case r.Key == m.opts.Self:
 		c.failAll(&api.Error{Code: api.CodeBadName, Message: "that is this node's own name"})
+		return nil, false
+	case r.Status == wire.LookupOffline && m.mail == nil:
+		c.failAll(&api.Error{Code: api.CodePeerOffline, Message: r.Name + " is not online (this node has no offline delivery)"})
 		return nil, false
 	}
 	if e := m.checkPin(r.Name, r.Key); e != nil {
@@ -259,15 +323,148 @@ func (c *conv) connect(ctx context.Context, backoff *time.Duration) (Stream, boo
 		return nil, false
 	}
 	c.key = r.Key
+	online := c.online
+	c.online = false
+	if r.Status == wire.LookupOffline && !online {
+		return c.deposit(ctx, backoff)
+	}
 	st, err := m.opts.Sessions.OpenChat(ctx, r.Key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		return retry("session to peer failed", err)
+		if m.mail == nil {
+			return retry("session to peer failed", err)
+		}
+		m.log.Info().Err(err).Str("peer", c.to).Msg("session to peer failed; depositing in its mailbox unless it is online")
+		c.liveEnd = m.now()
+		return c.deposit(ctx, backoff)
 	}
 	*backoff = 0
 	return st, true
+}
+
+// deposit puts the queued messages not yet there into the peer's mailbox,
+// in order, one at a time, after OfflineGrace since live delivery last
+// failed. It reports no stream: the caller tries again, live when the
+// rendezvous says the peer is online.
+func (c *conv) deposit(ctx context.Context, backoff *time.Duration) (Stream, bool) {
+	m := c.m
+	if wait := c.liveEnd.Add(m.opts.OfflineGrace).Sub(m.now()); wait > 0 {
+		// Receipts of what went out live may still come (the stream
+		// outlives its peer's departure by a moment).
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false
+		case <-t.C:
+		}
+		if !c.unsent() {
+			return nil, false
+		}
+	}
+	for ctx.Err() == nil {
+		msg := c.firstUnsent()
+		if msg == nil {
+			*backoff = 0
+			return nil, false
+		}
+		if age := m.now().Sub(msg.created); age > m.opts.MailboxAge {
+			if c.remove(msg) {
+				m.failed(msg, api.CodeTooOld, fmt.Sprintf("the message is %s old, over the mailbox's limit of %s: %s was not reached in time",
+					age.Round(time.Second), m.opts.MailboxAge, c.to))
+			}
+			continue
+		}
+		blob, err := mailbox.Seal(m.opts.Identity, c.key, &wire.Msg{ID: msg.id, Seq: msg.seq, SentMS: msg.created.UnixMilli(), Text: msg.text})
+		if err != nil {
+			if c.remove(msg) {
+				m.failed(msg, api.CodeState, "cannot seal the message for "+c.to+"'s mailbox: "+err.Error())
+			}
+			continue
+		}
+		st, err := m.mail.Deposit(ctx, c.key, msg.id, blob)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, false
+			}
+			*backoff = min(max(2**backoff, 250*time.Millisecond), 5*time.Second)
+			m.log.Info().Err(err).Str("peer", c.to).Dur("retry_in", *backoff).Msg("deposit failed")
+			c.sleep(ctx, *backoff)
+			return nil, false
+		}
+		m.log.Debug().Str("peer", c.to).Stringer("id", msg.id).Stringer("status", st).Msg("deposit")
+		switch st {
+		case wire.MailStored:
+			c.stored(msg)
+		case wire.MailOnline:
+			// A stale view of its presence: deliver live.
+			m.log.Info().Str("peer", c.to).Msg("the rendezvous says the peer is online; delivering live")
+			*backoff = 0
+			c.online = true
+			c.liveEnd = time.Time{}
+			return nil, false
+		case wire.MailFull, wire.MailShare:
+			why := c.to + "'s mailbox is full"
+			if st == wire.MailShare {
+				why = "your share of " + c.to + "'s mailbox is used up (other senders' messages wait there too)"
+			}
+			if c.remove(msg) {
+				m.failed(msg, api.CodeMailboxFull, why+"; try again when "+c.to+" has been online")
+			}
+		case wire.MailUnknown:
+			if c.remove(msg) {
+				m.failed(msg, api.CodeUnknownPeer, "the rendezvous knows no one with "+c.to+"'s key")
+			}
+		default:
+			if c.remove(msg) {
+				m.failed(msg, api.CodeUndelivered, "the rendezvous refused the message for "+c.to+"'s mailbox ("+st.String()+")")
+			}
+		}
+	}
+	return nil, false
+}
+
+// firstUnsent returns the first queued message not in the peer's mailbox.
+func (c *conv) firstUnsent() *outMsg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, msg := range c.queue {
+		if !msg.stored {
+			return msg
+		}
+	}
+	return nil
+}
+
+// stored records that msg is in the peer's mailbox: durably in the outbox
+// first, then for the front end.
+func (c *conv) stored(msg *outMsg) {
+	m := c.m
+	if err := m.opts.Store.MarkStored(msg.id); err != nil {
+		// The rendezvous has it; a restart deposits it again (the
+		// rendezvous and the receiver take it once).
+		m.log.Error().Err(err).Stringer("id", msg.id).Msg("recording a stored message")
+	}
+	c.mu.Lock()
+	queued := false
+	for _, q := range c.queue {
+		if q == msg {
+			queued = true
+			break
+		}
+	}
+	if queued {
+		msg.stored = true
+		// Published under c.mu: an outcome taking the message (take) comes
+		// after this event.
+		m.bus.Publish(&api.Stored{ID: msg.id.String(), To: msg.to})
+	}
+	c.mu.Unlock()
+	if queued {
+		m.settle(msg)
+	}
 }
 
 func (c *conv) sleep(ctx context.Context, d time.Duration) {
@@ -311,10 +508,20 @@ func (c *conv) startChat(ctx context.Context, st Stream) *chat {
 // order. A peer that does not read (flow control) holds the write at most
 // until the next deadline (zero: none), so that messages expire on time;
 // the stream, perhaps cut in a frame, is then given up.
+//
+// Nothing is written after a message that waits in the peer's mailbox:
+// the peer shows its mail before it acknowledges it, so once the receipts
+// of the stored messages are in, what follows goes live and is shown
+// after them. Writing it earlier would let a live message overtake older
+// stored ones whenever the peer's fetch is cut short (it leaves again, or
+// its drain gives up).
 func (c *conv) writePending(s *chat, deadline time.Time) error {
 	c.mu.Lock()
 	var buf []byte
 	for _, msg := range c.queue {
+		if msg.stored {
+			break // its receipt pokes us
+		}
 		if msg.sentGen == c.gen {
 			continue
 		}

@@ -20,6 +20,31 @@
 // not acknowledged). A message that arrives again while its first copy
 // waits to be shown (a resend on a new stream) waits for that copy.
 //
+// # Offline delivery
+//
+// When the Directory is also a Mailbox (the rendezvous client) and the
+// node's Identity is given, a message whose recipient is offline, or whose
+// live delivery failed (no session could be opened, or its stream ended
+// unacknowledged) and no receipt came within OfflineGrace, is sealed to
+// the recipient (package node/mailbox) and deposited in its mailbox on the
+// rendezvous, the conversation's unacknowledged messages in order, one at
+// a time. Once the rendezvous has it durably the outbox records it
+// (durably: a restart neither loses it nor deposits it again) and the
+// front end sees Stored; the message then waits, without a deadline, for
+// the rendezvous's receipt: Delivered when the recipient took it, Expired
+// when it aged out unread. A rendezvous that says the recipient is online
+// after all sends the conversation back to live delivery.
+//
+// The receiving side takes the messages of its own mailbox from the
+// rendezvous client (ReceiveMail), opens each (a blob that does not open,
+// or whose ID is not the one it came with, is refused with a warning, and
+// acknowledged so that it does not block the mailbox), checks the sender
+// against its pinned key, and shows it like a live message, with Via
+// "mailbox" and the sender's original time; it is acknowledged to the
+// rendezvous only once shown and recorded, exactly as a live receipt. While
+// the mailbox is being drained (MailDrain), live messages wait (at most
+// DrainWait) so that older stored messages are shown first.
+//
 // # Trust on first use
 //
 // The first time a name and a key meet (a lookup to send, or a peer's
@@ -31,6 +56,7 @@ package messenger
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -73,10 +99,23 @@ type Directory interface {
 	NameOf(ctx context.Context, key wire.Key) (string, error)
 }
 
+// Mailbox is the offline mailbox on the rendezvous: the rendezvous client.
+// A Directory that is also a Mailbox turns offline delivery on.
+type Mailbox interface {
+	// Deposit puts a sealed message into peer to's mailbox and returns the
+	// outcome (rvclient.Client.Deposit).
+	Deposit(ctx context.Context, to wire.Key, id wire.MsgID, blob []byte) (wire.MailStatus, error)
+	// AckMail says a message from our mailbox is durably ours.
+	AckMail(from wire.Key, id wire.MsgID)
+	// KeepMail leaves a message in our mailbox, not taken for now.
+	KeepMail(from wire.Key, id wire.MsgID)
+}
+
 // Store is the durable state the messenger keeps (package store).
 type Store interface {
 	Enqueue(msgs ...store.OutMsg) ([]store.OutMsg, error)
 	Outbox() ([]store.OutMsg, error)
+	MarkStored(id wire.MsgID) error
 	Done(ids ...wire.MsgID)
 	Shown(peer wire.Key, id wire.MsgID) bool
 	MarkShown(peer wire.Key, id wire.MsgID) error
@@ -87,15 +126,31 @@ type Store interface {
 
 var _ Store = (*store.Store)(nil)
 
-// Options configure a Messenger. Every field but Logger, Now, PathOf and
-// the durations is required.
+// Options configure a Messenger. Every field but Identity, Logger, Now,
+// PathOf and the durations is required.
 type Options struct {
 	Self     wire.Key
 	SelfName string
 	Store    Store
+	// Dir finds peers. If it is also a Mailbox and Identity is set,
+	// messages to offline peers go to their mailboxes, and ReceiveMail
+	// takes ours; else a message to an offline peer fails (peer_offline).
 	Dir      Directory
 	Sessions Sessions
 	Bus      *api.Bus
+	// Identity is the node's Ed25519 private key (Self's): it seals what
+	// we deposit and opens our mailbox.
+	Identity ed25519.PrivateKey
+	// OfflineGrace is how long after live delivery failed (no session, or
+	// the stream ended with messages unacknowledged) a conversation waits
+	// for receipts before it deposits. 0: 500 ms.
+	OfflineGrace time.Duration
+	// MailboxAge is the mailbox's age limit: a message created longer ago
+	// is not deposited (error too_old). 0: 30 days.
+	MailboxAge time.Duration
+	// DrainWait bounds how long a live message waits for a drain of our
+	// mailbox to end before it is shown. 0: 10 s.
+	DrainWait time.Duration
 	// PathOf names the path to a peer for message events ("direct",
 	// "relay"). nil: "relay".
 	PathOf func(wire.Key) string
@@ -133,8 +188,14 @@ type Messenger struct {
 	drained   chan struct{}       // closed when pending is 0
 	incoming  []*outMsg           // accepted by Send, not yet in the outbox
 	stopped   bool
+	// drainDone is closed when the drain of our mailbox ends (nil: none
+	// under way); live messages wait for it until drainUntil.
+	drainDone  chan struct{}
+	drainUntil time.Time
 
 	persistWake chan struct{} // cap 1: incoming has messages
+	mail        Mailbox       // nil: no offline delivery
+	mailQ       chan mailIn   // ReceiveMail → the mail goroutine
 }
 
 type conflict struct {
@@ -162,9 +223,18 @@ func New(o Options) (*Messenger, error) {
 	if o.PathOf == nil {
 		o.PathOf = func(wire.Key) string { return api.PathRelay }
 	}
+	if o.OfflineGrace <= 0 {
+		o.OfflineGrace = 500 * time.Millisecond
+	}
+	if o.MailboxAge <= 0 {
+		o.MailboxAge = 30 * 24 * time.Hour
+	}
+	if o.DrainWait <= 0 {
+		o.DrainWait = 10 * time.Second
+	}
 	d := make(chan struct{})
 	close(d)
-	return &Messenger{
+	m := &Messenger{
 		opts: o, log: o.Logger, now: o.Now, bus: o.Bus,
 		convs:     make(map[string]*conv),
 		inboxes:   make(map[wire.Key]*inbox),
@@ -173,23 +243,41 @@ func New(o Options) (*Messenger, error) {
 		drained:   d,
 
 		persistWake: make(chan struct{}, 1),
-	}, nil
+		mailQ:       make(chan mailIn, mailQueue),
+	}
+	if mb, ok := o.Dir.(Mailbox); ok && len(o.Identity) == ed25519.PrivateKeySize {
+		m.mail = mb
+	}
+	return m, nil
 }
 
 // Start resumes the outbox (each message is announced again with Sent,
 // Resumed) and runs conversations until ctx is done; Wait waits for them.
 func (m *Messenger) Start(ctx context.Context) error {
-	m.ctx = ctx
-	m.wg.Add(1)
-	go func() { defer m.wg.Done(); m.persister(ctx) }()
 	out, err := m.opts.Store.Outbox()
 	if err != nil {
 		return fmt.Errorf("messenger: outbox: %w", err)
 	}
+	m.mu.Lock()
+	m.ctx = ctx
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.persister(ctx) }()
+	if m.mail != nil {
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); m.mailLoop(ctx) }()
+	}
 	for _, om := range out {
-		msg := &outMsg{id: om.ID, to: om.To, seq: om.Seq, text: om.Text, created: om.Created, deadline: om.Deadline}
+		msg := &outMsg{id: om.ID, to: om.To, seq: om.Seq, text: om.Text, created: om.Created, deadline: om.Deadline, stored: om.Stored}
 		m.bus.Publish(&api.Sent{ID: om.ID.String(), To: om.To, Text: om.Text, Resumed: true})
-		m.addPending(1)
+		if msg.stored {
+			// In the recipient's mailbox: waiting for its receipt, which
+			// the rendezvous sends after we register.
+			msg.settled.Store(true)
+			m.bus.Publish(&api.Stored{ID: om.ID.String(), To: om.To})
+		} else {
+			m.addPending(1)
+		}
 		m.add(msg)
 	}
 	return nil
@@ -216,8 +304,8 @@ func (m *Messenger) addPending(n int) {
 	}
 }
 
-// Drain waits until every message sent so far is delivered or has failed,
-// or ctx is done.
+// Drain waits until every message sent so far is delivered, stored in its
+// recipient's mailbox, or has failed, or ctx is done.
 func (m *Messenger) Drain(ctx context.Context) {
 	m.mu.Lock()
 	d := m.drained
@@ -314,19 +402,72 @@ func (m *Messenger) Send(to, text string) {
 	}
 }
 
-// failed and delivered publish a message's outcome and take it out of the
-// outbox.
+// failed, delivered and expired publish a message's outcome and take it
+// out of the outbox; the caller took it out of its conversation.
 
 func (m *Messenger) failed(msg *outMsg, code, text string) {
 	m.opts.Store.Done(msg.id)
 	m.bus.Publish(&api.Error{Code: code, Message: text, ID: msg.id.String(), To: msg.to})
-	m.addPending(-1)
+	m.settle(msg)
 }
 
 func (m *Messenger) delivered(msg *outMsg) {
 	m.opts.Store.Done(msg.id)
 	m.bus.Publish(&api.Delivered{ID: msg.id.String(), To: msg.to})
-	m.addPending(-1)
+	m.settle(msg)
+}
+
+func (m *Messenger) expired(msg *outMsg) {
+	m.opts.Store.Done(msg.id)
+	m.bus.Publish(&api.Expired{ID: msg.id.String(), To: msg.to})
+	m.settle(msg)
+}
+
+// settle counts msg out of the messages Drain waits for, once: at its
+// outcome, or when it is stored in its recipient's mailbox.
+func (m *Messenger) settle(msg *outMsg) {
+	if msg.settled.CompareAndSwap(false, true) {
+		m.addPending(-1)
+	}
+}
+
+// MailReceipt takes the rendezvous's receipt for a message we deposited
+// (rvclient.MailObserver): delivered or expired. It never blocks. It
+// reports whether the receipt is recorded (then the rendezvous may forget
+// it): false only before Start.
+func (m *Messenger) MailReceipt(r wire.Receipt) bool {
+	m.mu.Lock()
+	if m.ctx == nil {
+		m.mu.Unlock()
+		return false
+	}
+	var msg *outMsg
+	var owner *conv
+	for _, c := range m.convs {
+		if msg = c.take(r.ID); msg != nil {
+			owner = c
+			break
+		}
+	}
+	m.mu.Unlock()
+	if msg == nil {
+		// Not in flight (an outcome came already, or the receipt is for
+		// a message an earlier run gave up on): make sure it is gone.
+		m.opts.Store.Done(r.ID)
+		m.log.Debug().Stringer("id", r.ID).Stringer("status", r.Status).Msg("receipt for a message not in flight")
+		return true
+	}
+	switch r.Status {
+	case wire.ReceiptDelivered:
+		m.delivered(msg)
+	case wire.ReceiptExpired:
+		m.log.Info().Str("peer", msg.to).Stringer("id", msg.id).Msg("message expired unread in the mailbox")
+		m.expired(msg)
+	default:
+		m.failed(msg, api.CodeUndelivered, "the rendezvous gave an unknown outcome for the message ("+r.Status.String()+")")
+	}
+	owner.poke()
+	return true
 }
 
 // --- trust on first use ---

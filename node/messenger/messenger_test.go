@@ -78,6 +78,8 @@ type world struct {
 	// manual: the next peer started has no front end; the test reads its
 	// subscription itself.
 	manual bool
+	// box, when set, gives every peer started a mailbox (mail_test.go).
+	box *fakeBox
 }
 
 type peer struct {
@@ -139,6 +141,9 @@ func (w *world) start(name string, priv ed25519.PrivateKey, stDir string, o Opti
 	}
 	p := &peer{w: w, name: name, key: k, st: st, stDir: stDir, bus: api.NewBus(nil), events: make(chan api.Event, 1000)}
 	o.Self, o.SelfName, o.Store, o.Dir, o.Sessions, o.Bus = k, name, st, w.dir, sessions{w, k}, p.bus
+	if w.box != nil {
+		o.Dir, o.Identity = mailDir{fakeDir: w.dir, box: w.box, self: k}, priv
+	}
 	if o.Linger == 0 {
 		o.Linger = 50 * time.Millisecond
 	}

@@ -75,13 +75,7 @@ func (m *Messenger) ServeChat(ctx context.Context, peer wire.Key, st Stream) {
 		return
 	}
 	if e := m.checkPin(name, peer); e != nil {
-		m.mu.Lock()
-		first := m.reported[wire.NameKey(name)] != peer
-		m.reported[wire.NameKey(name)] = peer
-		m.mu.Unlock()
-		if first {
-			m.bus.Publish(e)
-		}
+		m.reportConflict(name, peer, e)
 		m.log.Warn().Str("peer", name).Str("key", peer.Short()).Msg("chat from a key that is not the one pinned; refused")
 		return
 	}
@@ -108,7 +102,12 @@ func (m *Messenger) ServeChat(ctx context.Context, peer wire.Key, st Stream) {
 			m.log.Info().Str("peer", name).Msg("message of a kind this node does not support; dropped")
 			return nil
 		}
-		shown, err := m.show(ctx, peer, name, in, msg)
+		// Older messages from the mailbox first: while it is being
+		// drained, wait (not reading: flow control holds the sender).
+		if err := m.waitDrain(ctx); err != nil {
+			return err
+		}
+		shown, err := m.show(ctx, peer, name, in, msg, "")
 		if err != nil {
 			return err
 		}
@@ -127,10 +126,23 @@ func (m *Messenger) ServeChat(ctx context.Context, peer wire.Key, st Stream) {
 	wg.Wait()
 }
 
+// reportConflict publishes a key_changed error for an incoming message or
+// stream from peer under name, once per name and key.
+func (m *Messenger) reportConflict(name string, peer wire.Key, e *api.Error) {
+	m.mu.Lock()
+	first := m.reported[wire.NameKey(name)] != peer
+	m.reported[wire.NameKey(name)] = peer
+	m.mu.Unlock()
+	if first {
+		m.bus.Publish(e)
+	}
+}
+
 // show shows msg unless it was shown before or is waiting to be, and
 // returns a channel closed once it has been shown. It waits while the
-// peer has Window messages waiting to be shown.
-func (m *Messenger) show(ctx context.Context, peer wire.Key, name string, in *inbox, msg *wire.Msg) (<-chan struct{}, error) {
+// peer has Window messages waiting to be shown. via is the message's Via
+// ("" for live messages).
+func (m *Messenger) show(ctx context.Context, peer wire.Key, name string, in *inbox, msg *wire.Msg, via string) (<-chan struct{}, error) {
 	if m.opts.Store.Shown(peer, msg.ID) {
 		return closedChan, nil
 	}
@@ -155,8 +167,12 @@ func (m *Messenger) show(ctx context.Context, peer wire.Key, name string, in *in
 	in.waiting[msg.ID] = ch
 	m.mu.Unlock()
 	id := msg.ID
+	path := m.opts.PathOf(peer)
+	if via == api.ViaMailbox {
+		path = api.PathRelay // through the rendezvous
+	}
 	m.bus.PublishMessage(&api.Message{ID: id.String(), From: name, Text: msg.Text,
-		Path: m.opts.PathOf(peer), SentTS: time.UnixMilli(msg.SentMS).UTC()}, func() {
+		Path: path, Via: via, SentTS: time.UnixMilli(msg.SentMS).UTC()}, func() {
 		// The front end has shown it: record it, then let the receipt go.
 		if err := m.opts.Store.MarkShown(peer, id); err != nil {
 			m.log.Error().Err(err).Str("peer", name).Msg("recording a shown message")

@@ -2,11 +2,13 @@
 // registration state machine (Hello, cookie, a Noise handshake with the
 // rendezvous's pinned key, heartbeats, registering again when the
 // rendezvous forgets us), presence (changes and snapshots, kept in
-// sequence), name lookups, and the signalling channel to peers. After the
-// handshake every control message, both ways, is sealed (package ctrl):
-// the client acts on nothing from the rendezvous's address that did not
-// authenticate, but for the few refusals that can come before a session
-// exists, which it believes only in answer to its own outstanding request.
+// sequence), name lookups, the signalling channel to peers, and the
+// offline mailbox (mailbox.go: deposits, draining our own, receipts).
+// After the handshake every control message, both ways, is sealed
+// (package ctrl): the client acts on nothing from the rendezvous's address
+// that did not authenticate, but for the few refusals that can come before
+// a session exists, which it believes only in answer to its own
+// outstanding request.
 //
 // It does no socket I/O of its own: the node's peer network hands it every
 // rendezvous datagram (Handle) and sends what it writes (Options.Send). Its
@@ -181,6 +183,9 @@ type Client struct {
 	whos    map[uint32]chan whoResult
 	txid    uint32
 	pending []func(Observer) // observer calls decided, not yet made
+
+	mb       mailState              // the drain of our mailbox
+	deposits map[uint32]depositWait // Deposits waiting for their reply, by TxID
 }
 
 type snapshot struct {
@@ -224,6 +229,8 @@ func New(o Options) (*Client, error) {
 		stale:     make(map[wire.Key]time.Time),
 		lookups:   make(map[uint32]chan *wire.LookupReply),
 		whos:      make(map[uint32]chan whoResult),
+		deposits:  make(map[uint32]depositWait),
+		mb:        mailState{partial: make(map[mailKey]*partialMail), handed: make(map[mailKey]time.Time), kept: make(map[mailKey]bool)},
 	}, nil
 }
 
@@ -278,7 +285,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		now := c.now()
 		c.mu.Lock()
-		next := c.tickLocked(now)
+		next := min(c.tickLocked(now), c.mailTickLocked(now))
 		c.expireStaleLocked(now)
 		c.mu.Unlock()
 		c.flush()
@@ -296,15 +303,62 @@ func (c *Client) Run(ctx context.Context) error {
 // timeout) when registered, and stops answering as registered.
 func (c *Client) Leave() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != stRegistered {
-		return
+	if c.state == stRegistered {
+		c.leaveLocked()
 	}
-	c.sendSealedLocked(&wire.Leave{})
-	c.sendSealedLocked(&wire.Leave{}) // a second copy (its own counter): a lost leave reads as a timeout
+	c.mu.Unlock()
+	c.flush()
+}
+
+// leaveLocked sends a notified leave when registered, and stops: no
+// registration until Register.
+func (c *Client) leaveLocked() {
+	if c.state == stRegistered {
+		c.sendSealedLocked(&wire.Leave{})
+		c.sendSealedLocked(&wire.Leave{}) // a second copy (its own counter): a lost leave reads as a timeout
+		c.regWait = make(chan struct{})
+	}
+	c.resetMailLocked()
 	c.session.Store(nil)
+	c.keys, c.ini, c.hsMsg = nil, nil, nil
 	c.state = stLeft
-	c.regWait = make(chan struct{})
+}
+
+// Deregister takes the node offline without stopping the client: a
+// notified leave when registered (a registration under way is dropped),
+// and no registering until Register. Peers see us leave; presence is
+// forgotten (Register brings a fresh snapshot). It reports false, doing
+// nothing, when already deregistered or refused for good.
+func (c *Client) Deregister() bool {
+	c.mu.Lock()
+	if c.state == stLeft || c.state == stRefused {
+		c.mu.Unlock()
+		return false
+	}
+	c.leaveLocked()
+	clear(c.online)
+	clear(c.names)
+	clear(c.stale)
+	c.snap, c.synced = nil, false
+	c.mu.Unlock()
+	c.flush()
+	return true
+}
+
+// Register registers again after Deregister (or Leave). It reports false,
+// doing nothing, unless deregistered.
+func (c *Client) Register() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stLeft {
+		return false
+	}
+	now := c.now()
+	c.state, c.attempts = stHello, 0
+	c.hold = time.Time{}
+	c.sendHelloLocked(now)
+	c.poke()
+	return true
 }
 
 // RelaySession returns the session to put in relay headers, or nil when
@@ -441,6 +495,7 @@ func (c *Client) lostLocked(now time.Time) {
 	if c.state == stRegistered {
 		c.regWait = make(chan struct{})
 	}
+	c.resetMailLocked()
 	c.session.Store(nil)
 	c.keys, c.ini, c.hsMsg = nil, nil, nil
 	c.state, c.attempts = stHello, 0
@@ -632,6 +687,14 @@ func (c *Client) onSealedLocked(m *wire.Sealed, b []byte, now time.Time) {
 	case *wire.PathChallenge:
 		// Our address changed (NAT rebinding): prove we receive here.
 		c.sendSealedLocked(&wire.PathResponse{Data: m.Data})
+	case *wire.MailPutReply:
+		c.onMailPutReplyLocked(m)
+	case *wire.MailNotice:
+		c.onMailNoticeLocked(m, now)
+	case *wire.Mail:
+		c.onMailLocked(m, now)
+	case *wire.MailReceipt:
+		c.onMailReceiptLocked(m)
 	case *wire.Error:
 		c.log.Debug().Stringer("code", m.Code).Str("msg", m.Message).Stringer("request", m.Request).Msg("rendezvous refused a request")
 		switch m.Request {
@@ -644,6 +707,14 @@ func (c *Client) onSealedLocked(m *wire.Sealed, b []byte, now time.Time) {
 			if ch := c.whos[m.TxID]; ch != nil {
 				delete(c.whos, m.TxID)
 				ch <- whoResult{err: m}
+			}
+		case wire.TypeMailPut:
+			if w, ok := c.deposits[m.TxID]; ok {
+				delete(c.deposits, m.TxID)
+				select {
+				case w.ch <- depositResult{err: m}:
+				default:
+				}
 			}
 		}
 	}
@@ -673,6 +744,7 @@ func (c *Client) refuseLocked(code, text string) {
 	if c.state == stRefused {
 		return
 	}
+	c.resetMailLocked()
 	c.state = stRefused
 	c.session.Store(nil)
 	c.notifyLocked(func(o Observer) { o.Refused(code, text) })
@@ -779,6 +851,11 @@ func (c *Client) onHandshakeReplyLocked(m *wire.HandshakeReply, now time.Time) {
 	c.log.Info().Stringer("public", res.Observed).Msg("registered")
 	public := res.Observed
 	c.notifyLocked(func(o Observer) { o.Registered(public) })
+	// Drain the mailbox: fetch at once (answered with the oldest waiting
+	// messages, or with an empty notice), so the node knows soon whether
+	// older messages come before any live one.
+	c.resetMailLocked()
+	c.startDrainLocked(now)
 	c.poke()
 }
 

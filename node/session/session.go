@@ -126,7 +126,10 @@ type peerEvent struct {
 type peer struct {
 	cur     *conn         // the connection in use, nil if none
 	dialing chan struct{} // closed when our dial in flight ends; nil if none
-	conns   int           // live connections, cur and losers not yet gone
+	// cancelDial ends the dial in flight (Close: the peer left, so the
+	// dial would only wait for its timeout). Set with dialing.
+	cancelDial context.CancelFunc
+	conns      int // live connections, cur and losers not yet gone
 	// downDue: the last connection closed as a duplicate; the winner is on
 	// its way, so the peer is not reported down unless none comes within
 	// duplicateGrace.
@@ -571,14 +574,14 @@ func (m *Manager) dial(ctx context.Context, key wire.Key) error {
 		return nil
 	}
 	done := make(chan struct{})
-	p.dialing = done
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	p.dialing, p.cancelDial = done, cancel
 	m.mu.Unlock()
 	started := m.opts.Now()
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	qc, err := m.tr.Dial(dctx, link.Addr{Key: key}, clientTLS(m.cert, key), m.quicConfig())
 	cancel()
 	m.mu.Lock()
-	p.dialing = nil
+	p.dialing, p.cancelDial = nil, nil
 	close(done)
 	if err != nil && p.cur == nil && p.conns == 0 && !p.downDue {
 		delete(m.peers, key)
@@ -595,13 +598,19 @@ func (m *Manager) dial(ctx context.Context, key wire.Key) error {
 	return nil
 }
 
-// Close closes the connection to peer (it left).
+// Close closes the connection to peer (it left), and ends a dial to it in
+// flight: its OpenStream fails now rather than at the dial's timeout.
 func (m *Manager) Close(key wire.Key, why string) {
 	m.mu.Lock()
 	var qc *quic.Conn
-	if p := m.peers[key]; p != nil && p.cur != nil {
-		qc = p.cur.qc
-		p.cur = nil
+	if p := m.peers[key]; p != nil {
+		if p.cur != nil {
+			qc = p.cur.qc
+			p.cur = nil
+		}
+		if p.cancelDial != nil {
+			p.cancelDial()
+		}
 	}
 	m.mu.Unlock()
 	if qc != nil {

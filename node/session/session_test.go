@@ -318,3 +318,32 @@ func TestWrongIdentityRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestCloseEndsDial: a dial to a peer that does not answer ends as soon as
+// the peer is closed (it left), not at the dial's timeout.
+func TestCloseEndsDial(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := &memNet{conns: map[wire.Key]*memConn{}}
+		a := start(t, n, newKey(t), 0)
+		gone := wire.Key{9, 9, 9} // no one listens for it: the dial waits
+		errc := make(chan error, 1)
+		started := time.Now()
+		go func() {
+			st, err := a.m.OpenStream(context.Background(), gone, wire.StreamChat)
+			if st != nil {
+				st.Close()
+			}
+			errc <- err
+		}()
+		time.Sleep(time.Second) // fake time: the dial is in flight
+		synctest.Wait()
+		a.m.Close(gone, "peer left")
+		err := <-errc
+		if err == nil {
+			t.Fatal("a stream opened to a peer that never answered")
+		}
+		if d := time.Since(started); d > 2*time.Second {
+			t.Fatalf("the dial ended %v after it started, %v after Close: want at once", d, d-time.Second)
+		}
+	})
+}

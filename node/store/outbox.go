@@ -24,6 +24,9 @@ type OutMsg struct {
 	Text     string
 	Created  time.Time // stored to the millisecond
 	Deadline time.Time // stored to the millisecond
+	// Stored says the rendezvous holds the message in the recipient's
+	// mailbox (MarkStored); Enqueue ignores it.
+	Stored bool
 }
 
 // maxToLen bounds OutMsg.To in bytes; the longest valid name is 128.
@@ -95,6 +98,7 @@ func enqueueTx(tx *bolt.Tx, msgs []OutMsg) ([]OutMsg, error) {
 			last = binary.BigEndian.Uint64(v)
 		}
 		m.Seq = last + 1
+		m.Stored = false
 		if err := seqs.Put(conv, putUint64(m.Seq)); err != nil {
 			return nil, err
 		}
@@ -130,12 +134,14 @@ func (s *Store) Outbox() ([]OutMsg, error) {
 
 	var out []OutMsg
 	err := s.db.View(func(tx *bolt.Tx) error {
+		stored := tx.Bucket(bucketStored)
 		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
 			m, err := parseOutMsg(v)
 			if err != nil || len(k) != 8 {
 				return fmt.Errorf("outbox entry %x: %w", k, ErrCorrupt)
 			}
 			if _, ok := done[m.ID]; !ok {
+				m.Stored = stored.Get(m.ID[:]) != nil
 				out = append(out, m)
 			}
 			return nil
@@ -145,6 +151,34 @@ func (s *Store) Outbox() ([]OutMsg, error) {
 		return nil, fmt.Errorf("outbox: %w", dbErr(err))
 	}
 	return out, nil
+}
+
+// MarkStored records durably (an fsync'd commit) that the rendezvous
+// holds message id in its recipient's mailbox: Outbox returns it with
+// Stored set until Done. An ID not in the outbox (or already Done) is
+// ignored.
+func (s *Store) MarkStored(id wire.MsgID) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	_, done := s.dones[id]
+	_, flushing := s.flushingDones[id]
+	s.mu.Unlock()
+	if done || flushing {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketOutIDs).Get(id[:]) == nil {
+			return nil
+		}
+		return tx.Bucket(bucketStored).Put(id[:], putUint64(uint64(s.now().UnixMilli())))
+	})
+	if err != nil {
+		return fmt.Errorf("mark %s stored: %w", id, dbErr(err))
+	}
+	return nil
 }
 
 // Done removes ids (delivered or failed) from the outbox. It returns at
@@ -182,8 +216,11 @@ func (s *Store) doneTx(tx *bolt.Tx, dones map[wire.MsgID]struct{}) error {
 	if len(dones) == 0 {
 		return nil
 	}
-	outbox, ids := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutIDs)
+	outbox, ids, stored := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutIDs), tx.Bucket(bucketStored)
 	for id := range dones {
+		if err := stored.Delete(id[:]); err != nil {
+			return err
+		}
 		order := ids.Get(id[:])
 		if order == nil {
 			continue

@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -291,5 +293,61 @@ func TestOutboxCorrupt(t *testing.T) {
 	}
 	if _, err := s.Outbox(); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Outbox: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestMarkStored: the stored flag is durable at once (no Flush, no Close),
+// goes with Done, and ignores IDs not in the outbox.
+func TestMarkStored(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{FlushInterval: time.Hour})
+	if _, err := s.Enqueue(OutMsg{ID: msgID(1), To: "bob"}, OutMsg{ID: msgID(2), To: "bob", Stored: true}, OutMsg{ID: msgID(3), To: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	got := wantOutbox(t, s, msgID(1), msgID(2), msgID(3))
+	if got[1].Stored {
+		t.Fatal("Enqueue took Stored from its argument")
+	}
+	for _, id := range []wire.MsgID{msgID(1), msgID(2), msgID(42)} {
+		if err := s.MarkStored(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Done(msgID(2))
+	if err := s.MarkStored(msgID(2)); err != nil { // after Done: ignored
+		t.Fatal(err)
+	}
+	got = wantOutbox(t, s, msgID(1), msgID(3))
+	if !got[0].Stored || got[1].Stored {
+		t.Fatalf("stored flags %v %v, want true false", got[0].Stored, got[1].Stored)
+	}
+	// What a crash leaves: copy the database file as it is on disk now
+	// (MarkStored committed; the Done not yet).
+	b, err := os.ReadFile(filepath.Join(dir, dbFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := t.TempDir()
+	if err := os.WriteFile(filepath.Join(crashed, dbFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := open(t, crashed, Options{})
+	got = wantOutbox(t, c, msgID(1), msgID(2), msgID(3))
+	if !got[0].Stored || !got[1].Stored || got[2].Stored {
+		t.Fatalf("after a crash: stored flags %v %v %v, want true true false", got[0].Stored, got[1].Stored, got[2].Stored)
+	}
+	mustClose(t, c)
+	mustClose(t, s)
+	s = open(t, dir, Options{})
+	got = wantOutbox(t, s, msgID(1), msgID(3))
+	if !got[0].Stored || got[1].Stored {
+		t.Fatalf("after a restart: stored flags %v %v", got[0].Stored, got[1].Stored)
+	}
+	var left int
+	if err := s.db.View(func(tx *bolt.Tx) error { left = tx.Bucket(bucketStored).Stats().KeyN; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if left != 1 {
+		t.Fatalf("%d stored flags in the database, want 1 (Done removes its flag)", left)
 	}
 }

@@ -18,6 +18,8 @@
 //	outbox      order (8) → version(1)=1 id(8) seq(8) kind(1) created(8)
 //	                        deadline(8) len(to) (uvarint) to text
 //	outbox-ids  message ID (8) → order (8)
+//	outbox-stored  message ID (8) → time stored (8): outbox messages the
+//	            rendezvous holds in the recipient's mailbox (MarkStored)
 //	seq         wire.NameKey(to) → last sequence number used (8)
 //	shown       peer key (32) message ID (8) → time shown (8)
 //	pin-names   wire.NameKey(name) → key (32) since (8) name as first seen
@@ -40,7 +42,7 @@
 //
 // # Durability
 //
-// Enqueue and SetPin return after an fsync'd bbolt commit: they survive a
+// Enqueue, MarkStored and SetPin return after an fsync'd bbolt commit: they survive a
 // killed process and a power loss. Concurrent Enqueue calls share one
 // commit (group commit on the flusher goroutine), so many callers cost one
 // fsync.
@@ -131,8 +133,9 @@ var (
 	bucketPinNames = []byte("pin-names")
 	bucketPinKeys  = []byte("pin-keys")
 	bucketRVKeys   = []byte("rendezvous-keys")
+	bucketStored   = []byte("outbox-stored")
 
-	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys, bucketRVKeys}
+	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys, bucketRVKeys, bucketStored}
 
 	metaVersion = []byte("version")
 	metaOwner   = []byte("owner")

@@ -39,6 +39,8 @@ var commands = []spec{
 	{name: "/who", usage: "/who [#ROOM [AFTER]]", summary: "who is online, and the path to each; with #ROOM, a page of that room's members (after AFTER)", parse: parseWho},
 	{name: "/fingerprint", usage: "/fingerprint [NAME]", summary: "your key's fingerprint, or NAME's, to compare out of band", parse: parseFingerprint},
 	{name: "/trust", usage: "/trust NAME", summary: "accept NAME's new key after a key_changed warning", parse: parseTrust},
+	{name: "/dereg", usage: "/dereg", summary: "go offline without quitting: messages to you wait in your mailbox", parse: noArgs(api.Deregister{})},
+	{name: "/reg", usage: "/reg", summary: "come back online (after /dereg) and get what waits in your mailbox", parse: noArgs(api.Register{})},
 	{name: "/help", usage: "/help", summary: "this list", parse: func(string) (Line, *api.Error) { return Line{Help: true}, nil }},
 	{name: "/quit", aliases: []string{"/q"}, usage: "/quit", summary: "leave", parse: noArgs(api.Quit{})},
 }

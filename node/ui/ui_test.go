@@ -43,6 +43,11 @@ func TestParse(t *testing.T) {
 		{in: "/trust bob", want: Line{Cmd: api.Trust{Name: "bob"}}},
 		{in: "/trust", code: api.CodeBadCommand},
 		{in: "/help", want: Line{Help: true}},
+		{in: "/dereg", want: Line{Cmd: api.Deregister{}}},
+		{in: "/dereg now", code: api.CodeBadCommand},
+		{in: "/reg", want: Line{Cmd: api.Register{}}},
+		{in: "/reg bob", code: api.CodeBadCommand},
+		{in: "/register", code: api.CodeBadCommand},
 		{in: "/nope", code: api.CodeBadCommand},
 		{in: "/\x1b[2J", code: api.CodeBadCommand},
 	} {

@@ -27,7 +27,7 @@ var indent = strings.Repeat(" ", len(timeFormat)+1)
 //	15:04 ✓ delivered to mallory
 //	15:04 ! to zed: no one is registered as zed
 func Render(e api.Event, now time.Time) string {
-	body := render(e)
+	body := render(e, now)
 	if body == "" {
 		return ""
 	}
@@ -37,7 +37,7 @@ func Render(e api.Event, now time.Time) string {
 // s is ui.Safe, short: every string from an event goes through it.
 func s(str string) string { return ui.Safe(str) }
 
-func render(e api.Event) string {
+func render(e api.Event, now time.Time) string {
 	switch e := e.(type) {
 	case *api.Registered:
 		if e.Public == "" {
@@ -65,7 +65,21 @@ func render(e api.Event) string {
 		return fmt.Sprintf("→ %s: %s", s(e.To), s(e.Text))
 	case *api.Delivered:
 		return fmt.Sprintf("✓ delivered to %s", s(e.To))
+	case *api.Stored:
+		return fmt.Sprintf("✉ stored for %s, who is away", s(e.To))
+	case *api.Expired:
+		return fmt.Sprintf("! to %s: a stored message expired unread", s(e.To))
+	case *api.Mailbox:
+		if e.Count == 1 {
+			return "*** 1 message waited for you"
+		}
+		return fmt.Sprintf("*** %d messages waited for you", e.Count)
+	case *api.Deregistered:
+		return "*** offline (messages to you wait in your mailbox); /reg to come back"
 	case *api.Message:
+		if e.Via == api.ViaMailbox {
+			return fmt.Sprintf("<%s> %s  (sent %s)", s(e.From), s(e.Text), sentWhen(e.SentTS, now))
+		}
 		return fmt.Sprintf("<%s> %s", s(e.From), s(e.Text))
 	case *api.PathChanged:
 		return renderPath(e)
@@ -91,6 +105,16 @@ func render(e api.Event) string {
 		return renderHelp(e.Commands)
 	}
 	return ""
+}
+
+// sentWhen says when a stored message was sent, in now's time zone: the
+// time alone on the day it is shown, else with its date.
+func sentWhen(sent, now time.Time) string {
+	sent = sent.In(now.Location())
+	if sent.Year() == now.Year() && sent.YearDay() == now.YearDay() {
+		return sent.Format(timeFormat)
+	}
+	return sent.Format("Jan 2 " + timeFormat)
 }
 
 func renderPeers(peers []api.PeerInfo) string {

@@ -1,0 +1,219 @@
+package messenger
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"natchat/node/api"
+	"natchat/node/mailbox"
+	"natchat/wire"
+)
+
+// The receiving side of the offline mailbox (see the package doc).
+
+// mailQueue bounds the messages from our mailbox waiting for the mail
+// goroutine; more are left to the next fetch (the rendezvous client hands
+// out at most a few dozen before they are acknowledged).
+const mailQueue = 64
+
+// mailRetry is how long after a transient failure (the sender's name
+// could not be looked up) further messages from that sender are left for
+// the next fetch, so that they are not shown before the one that failed.
+const mailRetry = 5 * time.Second
+
+// mailIn is a message from our mailbox, sealed.
+type mailIn struct {
+	from     wire.Key
+	id       wire.MsgID
+	storedMS int64
+	blob     []byte
+}
+
+// ReceiveMail takes a sealed message from our mailbox
+// (rvclient.MailObserver.Mail). It never blocks: the mail goroutine opens
+// and shows the messages in the order they came. One that does not fit its
+// queue is left in the mailbox for the next fetch.
+func (m *Messenger) ReceiveMail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) {
+	if m.mail == nil {
+		return
+	}
+	select {
+	case m.mailQ <- mailIn{from: from, id: id, storedMS: storedMS, blob: blob}:
+	default:
+		m.log.Debug().Str("from", from.Short()).Stringer("id", id).Msg("mailbox: behind; message left for the next fetch")
+	}
+}
+
+// MailDrain hears that a drain of our mailbox began or ended
+// (rvclient.MailObserver.MailDrain). While one is under way, live
+// messages wait for it, at most DrainWait from its start. It never blocks.
+func (m *Messenger) MailDrain(active bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case active && m.drainDone == nil:
+		m.drainDone = make(chan struct{})
+		m.drainUntil = m.now().Add(m.opts.DrainWait)
+	case !active && m.drainDone != nil:
+		close(m.drainDone)
+		m.drainDone = nil
+	}
+}
+
+// waitDrain waits while a drain of our mailbox is under way, at most until
+// its DrainWait is up.
+func (m *Messenger) waitDrain(ctx context.Context) error {
+	m.mu.Lock()
+	done, until := m.drainDone, m.drainUntil
+	m.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	d := until.Sub(m.now())
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		m.log.Info().Msg("mailbox drain not over in time; showing live messages")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// mailAck is a message from our mailbox to acknowledge once shown.
+type mailAck struct {
+	from  wire.Key
+	id    wire.MsgID
+	shown <-chan struct{}
+}
+
+// mailLoop takes the messages of our mailbox, in order, until ctx is done;
+// its acknowledger acknowledges them in the same order once shown.
+func (m *Messenger) mailLoop(ctx context.Context) {
+	acks := make(chan mailAck, mailQueue)
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.mailAcker(ctx, acks) }()
+	failed := make(map[wire.Key]time.Time) // senders whose last message failed for now
+	for {
+		var in mailIn
+		select {
+		case <-ctx.Done():
+			return
+		case in = <-m.mailQ:
+		}
+		now := m.now()
+		for k, at := range failed {
+			if now.Sub(at) >= mailRetry {
+				delete(failed, k)
+			}
+		}
+		if _, ok := failed[in.from]; ok {
+			continue // left for the next fetch, after the one that failed
+		}
+		if !m.takeMail(ctx, in, acks) && ctx.Err() == nil {
+			failed[in.from] = now
+		}
+	}
+}
+
+// mailAcker acknowledges each message once it has been shown, in order
+// (messages are shown in the order published).
+func (m *Messenger) mailAcker(ctx context.Context, acks <-chan mailAck) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-acks:
+			select {
+			case <-a.shown:
+				m.mail.AckMail(a.from, a.id)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// takeMail opens and shows one message from our mailbox, and has it
+// acknowledged once shown. It reports false when it failed for now (the
+// message stays in the mailbox and comes again).
+func (m *Messenger) takeMail(ctx context.Context, in mailIn, acks chan<- mailAck) bool {
+	log := m.log.With().Str("from", in.from.Short()).Stringer("id", in.id).Logger()
+	name, err := m.mailSender(ctx, in.from)
+	switch {
+	case errors.Is(err, errNoName):
+		// No name has this key: nobody we could show it from. The
+		// rendezvous vouched for the sender's key, so this is junk.
+		log.Warn().Err(err).Msg("mailbox: message refused: its sender has no name; dropped")
+		m.mail.AckMail(in.from, in.id)
+		return true
+	case err != nil:
+		log.Info().Err(err).Msg("mailbox: cannot find the sender's name now; the message stays in the mailbox")
+		return false
+	}
+	log = log.With().Str("peer", name).Logger()
+	if e := m.checkPin(name, in.from); e != nil {
+		// Like a live stream from that key: refused, and said once. It
+		// stays in the mailbox (not acknowledged) until /trust and the
+		// next registration, or until it expires.
+		m.reportConflict(name, in.from, e)
+		log.Warn().Msg("mailbox: message from a key that is not the one pinned for its name; left in the mailbox")
+		m.mail.KeepMail(in.from, in.id)
+		return true
+	}
+	msg, err := mailbox.OpenMail(m.opts.Identity, in.from, in.id, in.blob)
+	if err != nil {
+		// Altered or forged (only the rendezvous, or someone who broke it,
+		// could do that): refused. It is acknowledged, so that it does not
+		// stop the mailbox for good; its sender gets a "delivered"
+		// receipt for a message we never showed, which is the one lie a
+		// rendezvous able to alter blobs can tell anyway (it could delete
+		// them).
+		log.Warn().Err(err).Str("key", in.from.String()).Msg("mailbox: message refused: it does not open; dropped")
+		m.mail.AckMail(in.from, in.id)
+		return true
+	}
+	if msg.Room != "" || msg.Kind != wire.MsgText {
+		log.Info().Msg("mailbox: message of a kind this node does not support; dropped")
+		m.mail.AckMail(in.from, in.id)
+		return true
+	}
+	inbox := m.openInbox(in.from)
+	shown, err := m.show(ctx, in.from, name, inbox, msg, api.ViaMailbox)
+	m.closeInbox(in.from, inbox)
+	if err != nil {
+		return true // stopping
+	}
+	select {
+	case acks <- mailAck{from: in.from, id: in.id, shown: shown}:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// errNoName: the rendezvous knows no name for a key.
+var errNoName = errors.New("no name is registered for this key")
+
+// mailSender returns the name of a mailbox message's sender: the name
+// pinned to its key, else the rendezvous's.
+func (m *Messenger) mailSender(ctx context.Context, k wire.Key) (string, error) {
+	if p, ok, err := m.opts.Store.PinByKey(k); err == nil && ok {
+		return p.Name, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err := m.opts.Dir.Lookup(ctx, "", k)
+	switch {
+	case err != nil:
+		return "", err
+	case r.Status == wire.LookupUnknown || r.Key != k || wire.ValidateName(r.Name) != nil:
+		return "", errNoName
+	}
+	return r.Name, nil
+}
