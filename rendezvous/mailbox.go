@@ -270,18 +270,27 @@ func (s *Server) mailRegisteredLocked(c *client) {
 }
 
 // handleMailFetchLocked sends c its oldest messages (those whose
-// acknowledgement is being written left out), each in all its parts, or
-// an empty notice.
+// acknowledgement is being written, and the m.Skip oldest of the rest,
+// left out), each in all its parts, or an empty notice.
 func (s *Server) handleMailFetchLocked(c *client, m *wire.MailFetch) {
 	n := int(m.Max)
 	if n == 0 || n > wire.MailFetchMax {
 		n = wire.MailFetchMax
 	}
+	// Left out: messages whose acknowledgement is being written, then the
+	// m.Skip oldest of the rest (the node has set them aside).
 	var skip func(wire.Key, wire.MsgID) bool
-	if len(c.mail.acking) > 0 {
+	if len(c.mail.acking) > 0 || m.Skip > 0 {
+		skipped := 0
 		skip = func(from wire.Key, id wire.MsgID) bool {
-			_, ok := c.mail.acking[wire.MailRef{Peer: from, ID: id}]
-			return ok
+			if _, ok := c.mail.acking[wire.MailRef{Peer: from, ID: id}]; ok {
+				return true
+			}
+			if skipped < int(m.Skip) {
+				skipped++
+				return true
+			}
+			return false
 		}
 	}
 	msgs, err := s.opts.Mail.Mail(c.key, n, skip)

@@ -607,6 +607,19 @@ func TestMailFetch(t *testing.T) {
 	release()
 	h.s.WaitMail()
 
+	// The node set aside the two oldest: it skips them.
+	h.conn.take()
+	h.s.Handle(b.seal(&wire.MailFetch{Max: 2, Skip: 2}), b.addr)
+	got, err = rvtest.AssembleMail(b.msgs(t, h.conn.take()))
+	if err != nil || !slices.Equal(ids(got), idRange(8, 10)) {
+		t.Fatalf("fetch skipping two: %v, %v", ids(got), err)
+	}
+	h.conn.take()
+	h.s.Handle(b.seal(&wire.MailFetch{Skip: 4}), b.addr)
+	if out := b.msgs(t, h.conn.take()); len(out) != 1 || *out[0].(*wire.MailNotice) != (wire.MailNotice{}) {
+		t.Fatalf("fetch skipping all: %v, want an empty notice", out)
+	}
+
 	h.send(b, ack(6, 10))
 	got, notices := h.fetch(b, 8)
 	if len(got) != 0 || len(notices) != 1 || *notices[0] != (wire.MailNotice{}) {

@@ -188,18 +188,23 @@ func parseMailNotice(b []byte) (Message, error) {
 }
 
 // MailFetch asks for the oldest messages waiting, up to Max (1..
-// MailFetchMax; 0 means MailFetchMax), each in all its parts; waiting
-// messages stay until acknowledged, so a lost answer is fetched again.
-// Body: max(1).
+// MailFetchMax; 0 means MailFetchMax), each in all its parts, after
+// skipping the Skip oldest: those the node has set aside (it cannot take
+// them yet, e.g. their sender's key is not the one it pinned) and leaves
+// in the mailbox. Waiting messages stay until acknowledged, so a lost
+// answer is fetched again. Body: max(1) skip(2).
 type MailFetch struct {
-	Max uint8
+	Max  uint8
+	Skip uint16
 }
 
-func (*MailFetch) Type() Type                   { return TypeMailFetch }
-func (m *MailFetch) AppendBody(b []byte) []byte { return append(b, m.Max) }
+func (*MailFetch) Type() Type { return TypeMailFetch }
+func (m *MailFetch) AppendBody(b []byte) []byte {
+	return appendU16(append(b, m.Max), m.Skip)
+}
 func parseMailFetch(b []byte) (Message, error) {
 	r := reader{b: b}
-	m := &MailFetch{Max: r.u8()}
+	m := &MailFetch{Max: r.u8(), Skip: r.u16()}
 	return m, r.err
 }
 

@@ -295,8 +295,8 @@ var innerCases = []msgCase{
 	},
 	{
 		name: "mail fetch",
-		msg:  &MailFetch{Max: 8},
-		hex:  "1a" + "08",
+		msg:  &MailFetch{Max: 8, Skip: 3},
+		hex:  "1a" + "08" + "0003",
 	},
 	{
 		name: "mail",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -186,7 +187,10 @@ func (c *Client) fetchLocked(now time.Time) {
 	c.mb.tries++
 	c.mb.activity = now
 	c.mb.fresh, c.mb.seen = 0, 0
-	c.sendSealedLocked(&wire.MailFetch{Max: wire.MailFetchMax})
+	// The messages set aside are the oldest in the mailbox (every other
+	// one handed out before them was acknowledged, and deleted): skip
+	// them, or they would fill every answer.
+	c.sendSealedLocked(&wire.MailFetch{Max: wire.MailFetchMax, Skip: uint16(min(len(c.mb.kept), math.MaxUint16))})
 }
 
 func (c *Client) sendAcksLocked() {

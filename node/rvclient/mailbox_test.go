@@ -465,8 +465,14 @@ func TestMailKept(t *testing.T) {
 		if n := len(received[*wire.MailAck](f)); n != 0 {
 			t.Fatalf("%d acks for messages set aside", n)
 		}
-		if n := len(received[*wire.MailFetch](f)); n != 2 {
+		fetches := received[*wire.MailFetch](f)
+		if n := len(fetches); n != 2 {
 			t.Fatalf("%d fetches, want 2 (the second brings only what was set aside)", n)
+		}
+		// The second skips the three set aside, so that they do not fill
+		// every answer and hide what comes after them.
+		if fetches[0].Skip != 0 || fetches[1].Skip != 3 {
+			t.Fatalf("fetches skip %d then %d, want 0 then 3", fetches[0].Skip, fetches[1].Skip)
 		}
 	})
 }
