@@ -3,18 +3,16 @@ package node
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
 
+	"natchat/internal/keyfile"
 	"natchat/wire"
 )
 
@@ -22,54 +20,18 @@ import (
 // creating it with mode 0600 (and its directory with 0700) when the file
 // does not exist. created reports whether a new key was made.
 func LoadOrCreateIdentity(path string) (key ed25519.PrivateKey, created bool, err error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	k, created, err := keyfile.LoadOrCreate(path, func() (any, error) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, false, fmt.Errorf("identity: generate: %w", err)
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, false, fmt.Errorf("identity: encode: %w", err)
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, false, fmt.Errorf("identity: %w", err)
-		}
-		data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-		// O_EXCL: two nodes starting at once must not overwrite each other's key.
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			return LoadOrCreateIdentity(path)
-		}
-		if err != nil {
-			return nil, false, fmt.Errorf("identity: %w", err)
-		}
-		if _, err := f.Write(data); err != nil {
-			f.Close()
-			os.Remove(path)
-			return nil, false, fmt.Errorf("identity: write %s: %w", path, err)
-		}
-		if err := f.Close(); err != nil {
-			return nil, false, fmt.Errorf("identity: write %s: %w", path, err)
-		}
-		return priv, true, nil
-	}
+		return priv, err
+	})
 	if err != nil {
 		return nil, false, fmt.Errorf("identity: %w", err)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, false, fmt.Errorf("identity: %s is not a PEM private key file", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, false, fmt.Errorf("identity: %s: %w", path, err)
 	}
 	priv, ok := k.(ed25519.PrivateKey)
 	if !ok {
 		return nil, false, fmt.Errorf("identity: %s holds a %T, want an Ed25519 key", path, k)
 	}
-	return priv, false, nil
+	return priv, created, nil
 }
 
 var safeFileName = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)

@@ -2,15 +2,12 @@ package rendezvous
 
 import (
 	"crypto/ecdh"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
+	"crypto/rand"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 
 	"natchat/ctrl"
+	"natchat/internal/keyfile"
 )
 
 // KeyFile is the name of the rendezvous's key in its data directory.
@@ -22,53 +19,14 @@ const KeyFile = "rendezvous.key"
 // identity: nodes that pinned the old one refuse the new one.
 func LoadOrCreateKey(dir string) (k ctrl.ServerKey, created bool, err error) {
 	path := filepath.Join(dir, KeyFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if k, err = ctrl.NewServerKey(); err != nil {
-			return k, false, fmt.Errorf("rendezvous key: %w", err)
-		}
-		priv, err := ecdh.X25519().NewPrivateKey(k.Private[:])
-		if err != nil {
-			return k, false, fmt.Errorf("rendezvous key: %w", err)
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return k, false, fmt.Errorf("rendezvous key: %w", err)
-		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return k, false, fmt.Errorf("rendezvous key: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			return LoadOrCreateKey(dir) // another process made it meanwhile
-		}
-		if err != nil {
-			return k, false, fmt.Errorf("rendezvous key: %w", err)
-		}
-		_, werr := f.Write(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-		if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-			os.Remove(path)
-			return k, false, fmt.Errorf("rendezvous key: write %s: %w", path, err)
-		}
-		return k, true, nil
-	}
+	key, created, err := keyfile.LoadOrCreate(path, func() (any, error) { return ecdh.X25519().GenerateKey(rand.Reader) })
 	if err != nil {
 		return k, false, fmt.Errorf("rendezvous key: %w", err)
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return k, false, fmt.Errorf("rendezvous key: %s is not a PEM private key", path)
-	}
-	parsed, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return k, false, fmt.Errorf("rendezvous key: %s: %w", path, err)
-	}
-	priv, ok := parsed.(*ecdh.PrivateKey)
+	priv, ok := key.(*ecdh.PrivateKey)
 	if !ok || priv.Curve() != ecdh.X25519() {
-		return k, false, fmt.Errorf("rendezvous key: %s holds a %T, want an X25519 key", path, parsed)
+		return k, false, fmt.Errorf("rendezvous key: %s holds a %T, want an X25519 key", path, key)
 	}
-	var raw [32]byte
-	copy(raw[:], priv.Bytes())
-	k, err = ctrl.ServerKeyFromPrivate(raw)
-	return k, false, err
+	k, err = ctrl.ServerKeyFromPrivate([32]byte(priv.Bytes()))
+	return k, created, err
 }
