@@ -124,7 +124,7 @@ func TestNoAmplificationFromUnvalidatedSource(t *testing.T) {
 		&wire.Error{Code: wire.CodeMalformed},
 		&wire.MailPutReply{TxID: 1},
 		&wire.MailNotice{Count: 1},
-		&wire.Mail{From: peer.key, Parts: 1, Data: []byte{1}},
+		&wire.Mail{From: peer.key, Count: 1, Parts: 1, Data: []byte{1}},
 		&wire.MailReceipt{Receipts: []wire.Receipt{{MailRef: wire.MailRef{Peer: peer.key}}}},
 	}
 	for _, msg := range inner {

@@ -674,7 +674,7 @@ func rToN(a, b *node) []wire.Message {
 		&wire.MailPutReply{TxID: 1, Status: wire.MailStored},
 		&wire.MailNotice{Count: 1, Bytes: 1},
 		&wire.MailFetch{Max: 1},
-		&wire.Mail{From: b.key, Parts: 1, Data: []byte("z")},
+		&wire.Mail{From: b.key, Count: 1, Parts: 1, Data: []byte("z")},
 		&wire.MailAck{Refs: []wire.MailRef{{Peer: b.key}}},
 		&wire.MailReceipt{Receipts: []wire.Receipt{{MailRef: wire.MailRef{Peer: b.key}}}},
 		&wire.MailReceiptAck{Refs: []wire.MailRef{{Peer: b.key}}},

@@ -302,14 +302,29 @@ func (s *Server) handleMailFetchLocked(c *client, m *wire.MailFetch) {
 		s.sendSealedLocked(c, &wire.MailNotice{})
 		return
 	}
+	// Every part names the fetch it answers (Tag), the message's place in
+	// the answer and the answer's size, so the node can hand the messages
+	// out in this order even when one is lost in full.
+	type served struct {
+		sm    StoredMail
+		parts [][]byte
+	}
+	var answer []served
 	for _, sm := range msgs {
 		parts := wire.MailParts(sm.Blob)
 		if len(parts) == 0 || len(parts) > wire.MaxMailParts {
 			continue
 		}
-		for i, d := range parts {
-			s.sendSealedLocked(c, &wire.Mail{From: sm.From, ID: sm.ID, StoredMS: sm.Stored.UnixMilli(),
-				Part: uint8(i), Parts: uint8(len(parts)), Data: d})
+		answer = append(answer, served{sm, parts})
+	}
+	if len(answer) > wire.MailFetchMax {
+		answer = answer[:wire.MailFetchMax]
+	}
+	for i, a := range answer {
+		for j, d := range a.parts {
+			s.sendSealedLocked(c, &wire.Mail{From: a.sm.From, ID: a.sm.ID, StoredMS: a.sm.Stored.UnixMilli(),
+				Tag: m.Tag, Index: uint8(i), Count: uint8(len(answer)),
+				Part: uint8(j), Parts: uint8(len(a.parts)), Data: d})
 		}
 	}
 }

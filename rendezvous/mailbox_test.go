@@ -572,6 +572,14 @@ func TestMailFetch(t *testing.T) {
 	if !slices.Equal(ids(got), idRange(0, 3)) {
 		t.Fatalf("fetch 3: %v", ids(got))
 	}
+	// Every part echoes the fetch's tag and names its message's place in
+	// the answer.
+	for _, m := range ofMsgs[*wire.Mail](b.msgs(t, h.send(b, &wire.MailFetch{Max: 3, Tag: 0xbeef}))) {
+		i := slices.Index(idRange(0, 3), m.ID)
+		if m.Tag != 0xbeef || int(m.Index) != i || m.Count != 3 {
+			t.Fatalf("part %d of %s: tag %#x, index %d of %d; want tag 0xbeef, index %d of 3", m.Part, m.ID, m.Tag, m.Index, m.Count, i)
+		}
+	}
 	got, _ = h.fetch(b, 0)
 	if !slices.Equal(ids(got), idRange(0, 8)) {
 		t.Fatalf("fetch 0 (8): %v", ids(got))

@@ -192,30 +192,40 @@ func parseMailNotice(b []byte) (Message, error) {
 // skipping the Skip oldest: those the node has set aside (it cannot take
 // them yet, e.g. their sender's key is not the one it pinned) and leaves
 // in the mailbox. Waiting messages stay until acknowledged, so a lost
-// answer is fetched again. Body: max(1) skip(2).
+// answer is fetched again. Tag is the node's name for this fetch (it
+// changes with every fetch); every part of the answer echoes it.
+// Body: max(1) skip(2) tag(2).
 type MailFetch struct {
 	Max  uint8
 	Skip uint16
+	Tag  uint16
 }
 
 func (*MailFetch) Type() Type { return TypeMailFetch }
 func (m *MailFetch) AppendBody(b []byte) []byte {
-	return appendU16(append(b, m.Max), m.Skip)
+	return appendU16(appendU16(append(b, m.Max), m.Skip), m.Tag)
 }
 func parseMailFetch(b []byte) (Message, error) {
 	r := reader{b: b}
-	m := &MailFetch{Max: r.u8(), Skip: r.u16()}
+	m := &MailFetch{Max: r.u8(), Skip: r.u16(), Tag: r.u16()}
 	return m, r.err
 }
 
 // Mail is one part of a waiting message (sealed). StoredMS is the
 // rendezvous's clock when it took the deposit; the sender's own send time
-// is inside the sealed blob, where the rendezvous cannot change it.
-// Body: from(32) id(8) stored_ms(8) part(1) parts(1) data(u16 length + bytes).
+// is inside the sealed blob, where the rendezvous cannot change it. Tag
+// echoes the MailFetch this answers; Index is the message's position in
+// that answer (from 0, oldest first) and Count the messages in it
+// (1..MailFetchMax), so the node can tell a message lost in full from the
+// end of the answer. Body: from(32) id(8) stored_ms(8) tag(2) index(1)
+// count(1) part(1) parts(1) data(u16 length + bytes).
 type Mail struct {
 	From     Key
 	ID       MsgID
 	StoredMS int64
+	Tag      uint16
+	Index    uint8 // from 0
+	Count    uint8 // 1..MailFetchMax
 	Part     uint8
 	Parts    uint8
 	Data     []byte
@@ -226,7 +236,8 @@ func (m *Mail) AppendBody(b []byte) []byte {
 	b = append(b, m.From[:]...)
 	b = append(b, m.ID[:]...)
 	b = appendU64(b, uint64(m.StoredMS))
-	b = append(b, m.Part, m.Parts)
+	b = appendU16(b, m.Tag)
+	b = append(b, m.Index, m.Count, m.Part, m.Parts)
 	return appendBytes16(b, m.Data)
 }
 func parseMail(b []byte) (Message, error) {
@@ -234,10 +245,18 @@ func parseMail(b []byte) (Message, error) {
 	m := &Mail{From: r.key()}
 	copy(m.ID[:], r.take(8))
 	m.StoredMS = int64(r.u64())
+	m.Tag = r.u16()
+	m.Index, m.Count = r.u8(), r.u8()
 	m.Part, m.Parts = r.u8(), r.u8()
 	m.Data = r.take(int(r.u16()))
 	if r.err != nil {
 		return nil, r.err
+	}
+	switch {
+	case m.Count == 0 || m.Count > MailFetchMax:
+		return nil, fmt.Errorf("%w: an answer of %d messages", ErrMalformed, m.Count)
+	case m.Index >= m.Count:
+		return nil, fmt.Errorf("%w: message %d of %d", ErrMalformed, m.Index, m.Count)
 	}
 	return m, checkPart(m.Part, m.Parts, m.Data)
 }

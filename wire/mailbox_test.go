@@ -28,7 +28,7 @@ func TestMailPartsBounds(t *testing.T) {
 		if !errors.Is(err, c.err) && !(c.err == nil && err == nil) {
 			t.Errorf("%s: MailPut err %v, want %v", c.name, err, c.err)
 		}
-		mail := &Mail{From: testKey, ID: id, Part: c.m.Part, Parts: c.m.Parts, Data: c.m.Data}
+		mail := &Mail{From: testKey, ID: id, Count: 1, Part: c.m.Part, Parts: c.m.Parts, Data: c.m.Data}
 		_, err = ParseInner(AppendInner(nil, mail))
 		if !errors.Is(err, c.err) && !(c.err == nil && err == nil) {
 			t.Errorf("%s: Mail err %v, want %v", c.name, err, c.err)
@@ -39,8 +39,33 @@ func TestMailPartsBounds(t *testing.T) {
 	if n := 3 + 8 + 8 + len(AppendInner(nil, ok(0, 1, MailPartLen))) + 16; n > 1200 {
 		t.Errorf("a full MailPut is a %d-byte datagram", n)
 	}
-	if n := 3 + 8 + 8 + len(AppendInner(nil, &Mail{Parts: 1, Data: make([]byte, MailPartLen)})) + 16; n > 1200 {
+	if n := 3 + 8 + 8 + len(AppendInner(nil, &Mail{Tag: 0xffff, Index: MailFetchMax - 1, Count: MailFetchMax, Parts: 1, Data: make([]byte, MailPartLen)})) + 16; n > 1200 {
 		t.Errorf("a full Mail is a %d-byte datagram", n)
+	}
+}
+
+func TestMailAnswerBounds(t *testing.T) {
+	for _, c := range []struct {
+		index, count uint8
+		err          error
+	}{
+		{0, 1, nil},
+		{MailFetchMax - 1, MailFetchMax, nil},
+		{0, 0, ErrMalformed},
+		{0, MailFetchMax + 1, ErrMalformed},
+		{1, 1, ErrMalformed},
+		{3, 2, ErrMalformed},
+	} {
+		m := &Mail{From: testKey, ID: MsgID{1}, Tag: 7, Index: c.index, Count: c.count, Parts: 1, Data: []byte("x")}
+		got, err := ParseInner(AppendInner(nil, m))
+		if !errors.Is(err, c.err) && !(c.err == nil && err == nil) {
+			t.Errorf("index %d of %d: err %v, want %v", c.index, c.count, err, c.err)
+		}
+		if err == nil {
+			if g := got.(*Mail); g.Tag != 7 || g.Index != c.index || g.Count != c.count {
+				t.Errorf("index %d of %d: parsed %+v", c.index, c.count, g)
+			}
+		}
 	}
 }
 

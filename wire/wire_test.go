@@ -295,13 +295,13 @@ var innerCases = []msgCase{
 	},
 	{
 		name: "mail fetch",
-		msg:  &MailFetch{Max: 8, Skip: 3},
-		hex:  "1a" + "08" + "0003",
+		msg:  &MailFetch{Max: 8, Skip: 3, Tag: 0x1234},
+		hex:  "1a" + "08" + "0003" + "1234",
 	},
 	{
 		name: "mail",
-		msg:  &Mail{From: testKey, ID: MsgID(mustUnhex(mailIDHex)), StoredMS: 1764000000000, Part: 1, Parts: 2, Data: []byte("yo")},
-		hex:  "1b" + keyHex + mailIDHex + "0000019ab697e800" + "01" + "02" + "0002 796f",
+		msg:  &Mail{From: testKey, ID: MsgID(mustUnhex(mailIDHex)), StoredMS: 1764000000000, Tag: 0x1234, Index: 2, Count: 3, Part: 1, Parts: 2, Data: []byte("yo")},
+		hex:  "1b" + keyHex + mailIDHex + "0000019ab697e800" + "1234" + "02" + "03" + "01" + "02" + "0002 796f",
 	},
 	{
 		name: "mail ack",

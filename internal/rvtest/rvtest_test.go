@@ -136,7 +136,7 @@ func TestAssembleMail(t *testing.T) {
 	}
 	var ms []wire.Message
 	for _, i := range []int{2, 0, 3, 1} {
-		ms = append(ms, &wire.Mail{From: n.Key, ID: wire.MsgID{1}, StoredMS: 5, Part: uint8(i), Parts: 4, Data: parts[i]})
+		ms = append(ms, &wire.Mail{From: n.Key, ID: wire.MsgID{1}, StoredMS: 5, Count: 1, Part: uint8(i), Parts: 4, Data: parts[i]})
 	}
 	ms = append(ms, &wire.MailNotice{})
 	got, err := rvtest.AssembleMail(ms)

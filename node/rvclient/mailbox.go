@@ -18,7 +18,9 @@ import (
 // peer and waits for the outcome. Receiving: after every registration the
 // client drains the node's mailbox: it fetches (MailFetch) right away, and
 // again whenever the rendezvous says messages wait (MailNotice), reassembles
-// each message from its parts, hands it to the MailObserver, and, once
+// each message from its parts, hands the messages of each answer to the
+// MailObserver in the answer's order (oldest first; when one is missing in
+// full the younger ones are dropped and fetched again after it), and, once
 // every message handed out has been acknowledged (AckMail: the node has it
 // durably) or set aside (KeepMail), fetches the next ones, until the
 // rendezvous answers that the mailbox is empty. Receipts for messages we
@@ -100,33 +102,41 @@ type mailKey struct {
 // partialMail is a message being reassembled.
 type partialMail struct {
 	storedMS int64
-	order    uint64 // arrival order of its first part
+	index    int // its place in the answer
 	parts    [][]byte
 	have     int
 	first    time.Time
 }
 
-// readyMail is a complete message waiting for older ones still being
-// reassembled.
+// readyMail is a complete message waiting for older ones of its answer.
 type readyMail struct {
 	key      mailKey
 	storedMS int64
-	order    uint64
+	index    int
 	blob     []byte
 }
 
-func (r *readyMail) before(storedMS int64, order uint64) bool {
-	return r.storedMS < storedMS || (r.storedMS == storedMS && r.order < order)
+// mailAnswer is what came of the answer to the current fetch: its
+// messages by their index (wire.Mail.Index), handed out strictly in that
+// order.
+type mailAnswer struct {
+	count    int // messages in it (0: no part came yet)
+	next     int // the index handed out (or known) next
+	bound    [wire.MailFetchMax]bool
+	slot     [wire.MailFetchMax]mailKey // the message at each index bound
+	done     [wire.MailFetchMax]bool    // handed out, or known already
+	lastPart time.Time
 }
 
 // mailState is the drain of our mailbox. Guarded by Client.mu.
 type mailState struct {
 	draining bool
-	tries    int       // fetches without any answer
+	tries    int       // fetches without any message handed out
 	activity time.Time // of the last fetch, part, notice, ack or set-aside
 	fresh    int       // messages handed out since the last fetch
 	seen     int       // messages complete (or known) since the last fetch
-	order    uint64
+	tag      uint16    // of the last fetch; parts of other answers are ignored
+	ans      mailAnswer
 	partial  map[mailKey]*partialMail
 	ready    []readyMail
 	handed   map[mailKey]time.Time
@@ -154,7 +164,9 @@ func (c *Client) mailObserver() MailObserver {
 // resetMailLocked forgets the drain (a new registration, or none).
 func (c *Client) resetMailLocked() {
 	c.endDrainLocked()
-	c.mb = mailState{partial: make(map[mailKey]*partialMail), handed: make(map[mailKey]time.Time), kept: make(map[mailKey]bool)}
+	// The tag goes on counting: a late part of an answer to the last
+	// registration's fetch is not taken for one to the next.
+	c.mb = mailState{tag: c.mb.tag, partial: make(map[mailKey]*partialMail), handed: make(map[mailKey]time.Time), kept: make(map[mailKey]bool)}
 }
 
 // startDrainLocked begins draining the mailbox, if the observer takes mail.
@@ -187,10 +199,16 @@ func (c *Client) fetchLocked(now time.Time) {
 	c.mb.tries++
 	c.mb.activity = now
 	c.mb.fresh, c.mb.seen = 0, 0
+	// A new answer: what is left of the last one (messages younger than
+	// one missing) comes again in this one, after the missing one.
+	c.mb.tag++
+	c.mb.ans = mailAnswer{}
+	clear(c.mb.partial)
+	c.mb.ready = nil
 	// The messages set aside are the oldest in the mailbox (every other
 	// one handed out before them was acknowledged, and deleted): skip
 	// them, or they would fill every answer.
-	c.sendSealedLocked(&wire.MailFetch{Max: wire.MailFetchMax, Skip: uint16(min(len(c.mb.kept), math.MaxUint16))})
+	c.sendSealedLocked(&wire.MailFetch{Max: wire.MailFetchMax, Skip: uint16(min(len(c.mb.kept), math.MaxUint16)), Tag: c.mb.tag})
 }
 
 func (c *Client) sendAcksLocked() {
@@ -223,16 +241,30 @@ func (c *Client) onMailNoticeLocked(m *wire.MailNotice, now time.Time) {
 
 func (c *Client) onMailLocked(m *wire.Mail, now time.Time) {
 	mo := c.mailObserver()
-	if mo == nil {
-		return
+	if mo == nil || m.Tag != c.mb.tag {
+		return // a late part of an earlier answer: what it had comes again
 	}
-	c.mb.tries = 0
-	c.mb.activity = now
+	a := &c.mb.ans
+	if a.count == 0 {
+		a.count = int(m.Count)
+	}
+	i := int(m.Index)
 	k := mailKey{from: m.From, id: m.ID}
+	if int(m.Count) != a.count || (a.bound[i] && a.slot[i] != k) {
+		return // disagrees with the answer's earlier parts
+	}
+	c.mb.activity = now
+	a.lastPart = now
+	if a.done[i] {
+		return // handed out already, or known
+	}
 	if _, ok := c.mb.handed[k]; ok || c.mb.kept[k] {
-		if m.Part == 0 {
-			c.mb.seen++ // known already: a resend, or one set aside
-		}
+		// Known already: handed out before (not yet acknowledged), or set
+		// aside. It takes its place in the order without being handed out
+		// again.
+		a.bound[i], a.slot[i], a.done[i] = true, k, true
+		c.mb.seen++
+		c.releaseReadyLocked(now)
 		return
 	}
 	for _, r := range c.mb.ready {
@@ -242,14 +274,14 @@ func (c *Client) onMailLocked(m *wire.Mail, now time.Time) {
 	}
 	p := c.mb.partial[k]
 	if p == nil {
-		if len(c.mb.partial) >= maxPartials || len(c.mb.handed)+len(c.mb.ready) >= maxHanded {
+		if a.bound[i] || len(c.mb.partial) >= maxPartials || len(c.mb.handed)+len(c.mb.ready) >= maxHanded {
 			return // fetched again later
 		}
-		c.mb.order++
-		p = &partialMail{storedMS: m.StoredMS, order: c.mb.order, parts: make([][]byte, m.Parts), first: now}
+		p = &partialMail{storedMS: m.StoredMS, index: i, parts: make([][]byte, m.Parts), first: now}
 		c.mb.partial[k] = p
+		a.bound[i], a.slot[i] = true, k
 	}
-	if int(m.Parts) != len(p.parts) || p.parts[m.Part] != nil {
+	if p.index != i || int(m.Parts) != len(p.parts) || p.parts[m.Part] != nil {
 		return // disagrees with the first part, or a repeat
 	}
 	p.parts[m.Part] = bytes.Clone(m.Data)
@@ -259,41 +291,34 @@ func (c *Client) onMailLocked(m *wire.Mail, now time.Time) {
 	}
 	delete(c.mb.partial, k)
 	c.mb.seen++
-	c.mb.ready = append(c.mb.ready, readyMail{key: k, storedMS: p.storedMS, order: p.order, blob: bytes.Join(p.parts, nil)})
+	c.mb.ready = append(c.mb.ready, readyMail{key: k, storedMS: p.storedMS, index: i, blob: bytes.Join(p.parts, nil)})
 	c.releaseReadyLocked(now)
 }
 
-// releaseReadyLocked hands out the complete messages, oldest first, that
-// no message still being reassembled is older than.
+// releaseReadyLocked hands out the complete messages of the answer in its
+// order: each once every one before it in the answer was handed out or is
+// known. A message missing before them holds them back (until the answer
+// is given up and fetched again, see mailTickLocked).
 func (c *Client) releaseReadyLocked(now time.Time) {
-	if len(c.mb.ready) == 0 {
-		return
-	}
-	slices.SortFunc(c.mb.ready, func(a, b readyMail) int {
-		if a.before(b.storedMS, b.order) {
-			return -1
-		}
-		return 1
-	})
-	n := 0
-	for _, r := range c.mb.ready {
-		older := false
-		for _, p := range c.mb.partial {
-			if !r.before(p.storedMS, p.order) {
-				older = true
-				break
+	a := &c.mb.ans
+	for a.next < a.count {
+		i := a.next
+		if !a.done[i] {
+			j := slices.IndexFunc(c.mb.ready, func(r readyMail) bool { return r.index == i })
+			if j < 0 {
+				return
 			}
+			r := c.mb.ready[j]
+			c.mb.ready = slices.Delete(c.mb.ready, j, j+1)
+			a.done[i] = true
+			c.mb.handed[r.key] = now
+			c.mb.fresh++
+			c.mb.tries = 0
+			from, id, stored, blob := r.key.from, r.key.id, r.storedMS, r.blob
+			c.notifyLocked(func(o Observer) { o.(MailObserver).Mail(from, id, stored, blob) })
 		}
-		if older {
-			break
-		}
-		n++
-		c.mb.handed[r.key] = now
-		c.mb.fresh++
-		from, id, stored, blob := r.key.from, r.key.id, r.storedMS, r.blob
-		c.notifyLocked(func(o Observer) { o.(MailObserver).Mail(from, id, stored, blob) })
+		a.next++
 	}
-	c.mb.ready = slices.Delete(c.mb.ready, 0, n)
 }
 
 // AckMail acknowledges a message from our mailbox: the node has it
@@ -364,7 +389,6 @@ func (c *Client) mailTickLocked(now time.Time) time.Duration {
 			delete(c.mb.partial, k)
 		}
 	}
-	c.releaseReadyLocked(now)
 	for k, at := range c.mb.handed {
 		if due(at.Add(handedTimeout)) {
 			delete(c.mb.handed, k)
@@ -373,8 +397,25 @@ func (c *Client) mailTickLocked(now time.Time) time.Duration {
 	if len(c.mb.acks) > 0 && due(c.mb.ackAt.Add(ackDelay)) {
 		c.sendAcksLocked()
 	}
-	if !c.mb.draining || len(c.mb.handed) > 0 || len(c.mb.partial) > 0 || len(c.mb.ready) > 0 {
+	if !c.mb.draining || len(c.mb.handed) > 0 || len(c.mb.partial) > 0 {
 		return next
+	}
+	if a := &c.mb.ans; a.next < a.count {
+		// A message of this answer is missing in full (lost, or dropped
+		// incomplete): those after it wait. When no part came for a while
+		// it will not come; drop them and fetch again (once those handed
+		// out are acknowledged): the answer begins with the missing one.
+		if !due(a.lastPart.Add(fetchQuiet)) {
+			return next
+		}
+		c.log.Debug().Int("index", a.next).Int("count", a.count).Int("dropped", len(c.mb.ready)).Msg("mailbox: a message of the answer is missing; fetching again")
+		if c.mb.tries >= maxFetchTries {
+			c.log.Warn().Int("tries", c.mb.tries).Msg("mailbox: answers keep missing a message; giving up until the next registration")
+			c.endDrainLocked()
+			return next
+		}
+		c.fetchLocked(now)
+		return min(next, fetchQuiet)
 	}
 	switch {
 	case c.mb.fresh > 0:

@@ -252,26 +252,36 @@ func received[T wire.Message](f *fakeRV) []T {
 func (f *fakeRV) serveBox(m wire.Message) {
 	switch m := m.(type) {
 	case *wire.MailFetch:
-		f.mu.Lock()
-		n := min(int(m.Max), len(f.box))
-		out := slices.Clone(f.box[:n])
-		f.mu.Unlock()
-		if n == 0 {
-			f.send(&wire.MailNotice{})
-			return
-		}
-		for _, bm := range out {
-			parts := wire.MailParts(bm.blob)
-			for i, p := range parts {
-				f.send(&wire.Mail{From: bm.from, ID: bm.id, StoredMS: bm.storedMS, Part: uint8(i), Parts: uint8(len(parts)), Data: p})
-			}
-		}
+		f.serveFetch(m, nil)
 	case *wire.MailAck:
 		f.mu.Lock()
 		for _, r := range m.Refs {
 			f.box = slices.DeleteFunc(f.box, func(bm boxMail) bool { return bm.from == r.Peer && bm.id == r.ID })
 		}
 		f.mu.Unlock()
+	}
+}
+
+// serveFetch answers a fetch from the mailbox, leaving out every part of
+// the messages at the indexes lost says (nil: none).
+func (f *fakeRV) serveFetch(m *wire.MailFetch, lost func(index int) bool) {
+	f.mu.Lock()
+	n := min(int(m.Max), len(f.box))
+	out := slices.Clone(f.box[:n])
+	f.mu.Unlock()
+	if n == 0 {
+		f.send(&wire.MailNotice{})
+		return
+	}
+	for x, bm := range out {
+		if lost != nil && lost(x) {
+			continue
+		}
+		parts := wire.MailParts(bm.blob)
+		for i, p := range parts {
+			f.send(&wire.Mail{From: bm.from, ID: bm.id, StoredMS: bm.storedMS, Tag: m.Tag, Index: uint8(x), Count: uint8(n),
+				Part: uint8(i), Parts: uint8(len(parts)), Data: p})
+		}
 	}
 }
 
@@ -372,17 +382,21 @@ func TestMailReassembly(t *testing.T) {
 		old := blobOf(1, 2*wire.MailPartLen+5)
 		young := blobOf(2, 10)
 		f.setHook(func(m wire.Message) {
-			if _, ok := m.(*wire.MailFetch); !ok {
+			fm, ok := m.(*wire.MailFetch)
+			if !ok {
 				return
 			}
+			tag := fm.Tag
 			p := wire.MailParts(old)
-			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Part: 2, Parts: 3, Data: p[2]})
-			f.send(&wire.Mail{From: b, ID: wire.MsgID{2}, StoredMS: 20, Part: 0, Parts: 1, Data: young})
-			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Part: 0, Parts: 2, Data: []byte("liar")}) // disagrees
-			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Part: 2, Parts: 3, Data: []byte("again")})
-			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Part: 0, Parts: 3, Data: p[0]})
-			f.send(&wire.Mail{From: b, ID: wire.MsgID{2}, StoredMS: 20, Part: 0, Parts: 1, Data: young})
-			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Part: 1, Parts: 3, Data: p[1]})
+			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Tag: tag, Index: 0, Count: 2, Part: 2, Parts: 3, Data: p[2]})
+			f.send(&wire.Mail{From: b, ID: wire.MsgID{2}, StoredMS: 20, Tag: tag, Index: 1, Count: 2, Part: 0, Parts: 1, Data: young})
+			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Tag: tag, Index: 0, Count: 2, Part: 0, Parts: 2, Data: []byte("liar")}) // disagrees
+			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Tag: tag, Index: 0, Count: 2, Part: 2, Parts: 3, Data: []byte("again")})
+			f.send(&wire.Mail{From: b, ID: wire.MsgID{3}, StoredMS: 5, Tag: tag, Index: 0, Count: 2, Part: 0, Parts: 1, Data: []byte("taken")}) // index of another
+			f.send(&wire.Mail{From: b, ID: wire.MsgID{4}, StoredMS: 5, Tag: tag, Index: 0, Count: 1, Part: 0, Parts: 1, Data: []byte("count")}) // count disagrees
+			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Tag: tag, Index: 0, Count: 2, Part: 0, Parts: 3, Data: p[0]})
+			f.send(&wire.Mail{From: b, ID: wire.MsgID{2}, StoredMS: 20, Tag: tag, Index: 1, Count: 2, Part: 0, Parts: 1, Data: young})
+			f.send(&wire.Mail{From: a, ID: wire.MsgID{1}, StoredMS: 10, Tag: tag, Index: 0, Count: 2, Part: 1, Parts: 3, Data: p[1]})
 			f.setHook(nil)
 		})
 		f.obs.mu.Lock()
@@ -395,53 +409,147 @@ func TestMailReassembly(t *testing.T) {
 	})
 }
 
-// TestMailBounds: a rendezvous that starts more messages than one fetch
-// may hold gets eight reassembled; the ninth is dropped, and parts never
-// completed are dropped after a while.
+// TestMailBounds: a rendezvous that puts more messages in an answer than
+// it may (a ninth at an index already taken) gets eight reassembled; a
+// message never completed is dropped after a while, and holds back the
+// ones after it until the answer is fetched again.
 func TestMailBounds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeRV(t)
-		f.setHook(nil)
-		f.obs.mu.Lock()
-		f.obs.hold = true
-		f.obs.mu.Unlock()
-		time.Sleep(100 * time.Millisecond) // registered
-		for i := range 9 {
-			f.sendLater(&wire.Mail{From: wire.Key{1}, ID: wire.MsgID{byte(i)}, StoredMS: int64(i), Part: 0, Parts: 2, Data: []byte("a")})
-		}
-		for i := range 9 {
-			f.sendLater(&wire.Mail{From: wire.Key{1}, ID: wire.MsgID{byte(i)}, StoredMS: int64(i), Part: 1, Parts: 2, Data: []byte("b")})
-		}
-		time.Sleep(100 * time.Millisecond)
+		x, y := wire.Key{2}, wire.Key{3}
+		fetches := 0
+		f.setHook(func(m wire.Message) {
+			fm, ok := m.(*wire.MailFetch)
+			if !ok {
+				return
+			}
+			fetches++
+			tag := fm.Tag
+			switch fetches {
+			case 1:
+				for part := range 2 {
+					for i := range 9 {
+						f.send(&wire.Mail{From: wire.Key{1}, ID: wire.MsgID{byte(i)}, StoredMS: int64(i), Tag: tag, Index: uint8(min(i, 7)), Count: 8,
+							Part: uint8(part), Parts: 2, Data: []byte{'a' + byte(part)}})
+					}
+				}
+			case 2:
+				// The first never completes; the second waits for it.
+				f.send(&wire.Mail{From: x, ID: wire.MsgID{1}, StoredMS: 100, Tag: tag, Index: 0, Count: 2, Part: 0, Parts: 3, Data: []byte("x")})
+				f.send(&wire.Mail{From: y, ID: wire.MsgID{1}, StoredMS: 101, Tag: tag, Index: 1, Count: 2, Part: 0, Parts: 1, Data: []byte("y")})
+			case 3:
+				f.send(&wire.Mail{From: y, ID: wire.MsgID{1}, StoredMS: 101, Tag: tag, Index: 1, Count: 2, Part: 0, Parts: 1, Data: []byte("y")})
+				f.send(&wire.Mail{From: x, ID: wire.MsgID{1}, StoredMS: 100, Tag: tag, Index: 0, Count: 2, Part: 0, Parts: 1, Data: []byte("x")})
+			default:
+				f.send(&wire.MailNotice{})
+			}
+		})
+		time.Sleep(time.Second)
 		synctest.Wait()
 		if mail, _ := f.obs.snapshot(); len(mail) != 8 || mail[7].id != (wire.MsgID{7}) {
 			t.Fatalf("%d messages handed out, want the first 8", len(mail))
 		}
-		// Eight messages held, not acked, and the ninth's second part
-		// waiting for a first that will not come: younger messages wait
-		// for it, and only up to the bound of messages not acknowledged.
-		for i := 20; i < 60; i++ {
-			f.sendLater(&wire.Mail{From: wire.Key{1}, ID: wire.MsgID{byte(i)}, StoredMS: int64(i), Part: 0, Parts: 1, Data: []byte("c")})
-		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(partialTimeout - 2*time.Second)
 		synctest.Wait()
 		if mail, _ := f.obs.snapshot(); len(mail) != 8 {
 			t.Fatalf("%d messages handed out before an older incomplete one, want 8", len(mail))
 		}
-		time.Sleep(partialTimeout)
+		time.Sleep(5 * time.Second)
 		synctest.Wait()
-		if mail, _ := f.obs.snapshot(); len(mail) != 32 || mail[8].id != (wire.MsgID{20}) || mail[31].id != (wire.MsgID{43}) {
-			t.Fatalf("%d messages handed out and not acknowledged, want the bound, 32", len(mail))
+		mail, drains := f.obs.snapshot()
+		if len(mail) != 10 || mail[8].from != x || mail[9].from != y {
+			t.Fatalf("%d messages handed out, want the 8, then x and y after fetching again", len(mail))
 		}
-		// Incomplete ones go after the partial timeout, and make room.
-		f.sendLater(&wire.Mail{From: wire.Key{2}, ID: wire.MsgID{1}, StoredMS: 100, Part: 0, Parts: 3, Data: []byte("x")})
-		time.Sleep(partialTimeout + time.Second)
-		f.sendLater(&wire.Mail{From: wire.Key{2}, ID: wire.MsgID{1}, StoredMS: 100, Part: 1, Parts: 3, Data: []byte("y")})
-		f.sendLater(&wire.Mail{From: wire.Key{2}, ID: wire.MsgID{1}, StoredMS: 100, Part: 2, Parts: 3, Data: []byte("z")})
-		time.Sleep(100 * time.Millisecond)
+		if !slices.Equal(drains, []bool{true, false}) {
+			t.Fatalf("drains %v", drains)
+		}
+	})
+}
+
+// TestMailAnswerGap: when every part of a message of an answer is lost,
+// the ones after it are not handed out before it: the client fetches
+// again (with a new tag) and hands out all of them in order, each once.
+func TestMailAnswerGap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeRV(t)
+		var want []boxMail
+		for i := range 3 {
+			want = append(want, boxMail{from: wire.Key{0xA}, id: wire.MsgID{byte(i + 1)}, storedMS: 1000 + int64(i), blob: blobOf(i, 10)})
+		}
+		f.mu.Lock()
+		f.box = slices.Clone(want)
+		f.mu.Unlock()
+		fetches := 0
+		f.setHook(func(m wire.Message) {
+			fm, ok := m.(*wire.MailFetch)
+			if !ok {
+				f.serveBox(m)
+				return
+			}
+			fetches++
+			if fetches == 1 {
+				f.serveFetch(fm, func(i int) bool { return i == 0 })
+				return
+			}
+			f.serveFetch(fm, nil)
+		})
+		time.Sleep(time.Second)
 		synctest.Wait()
-		if mail, _ := f.obs.snapshot(); len(mail) != 32 {
-			t.Fatalf("a message whose first part was dropped was handed out (%d)", len(mail))
+		if mail, _ := f.obs.snapshot(); len(mail) != 0 {
+			t.Fatalf("%d messages handed out while the oldest of the answer is missing", len(mail))
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		mail, drains := f.obs.snapshot()
+		sameMail(t, mail, want)
+		if !slices.Equal(drains, []bool{true, false}) {
+			t.Fatalf("drains %v, want [true false]", drains)
+		}
+		fs := received[*wire.MailFetch](f)
+		if len(fs) != 3 { // the lossy answer, again, then the empty one
+			t.Fatalf("%d fetches, want 3", len(fs))
+		}
+		if fs[0].Tag == fs[1].Tag || fs[1].Tag == fs[2].Tag {
+			t.Fatalf("fetch tags %d, %d, %d: not new each time", fs[0].Tag, fs[1].Tag, fs[2].Tag)
+		}
+	})
+}
+
+// TestMailStaleTag: a part with the tag of an earlier fetch (a late part
+// of an earlier answer) is ignored.
+func TestMailStaleTag(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeRV(t)
+		want := f.fill(2)
+		var first uint16
+		fetches := 0
+		f.setHook(func(m wire.Message) {
+			fm, ok := m.(*wire.MailFetch)
+			if !ok {
+				f.serveBox(m)
+				return
+			}
+			fetches++
+			switch fetches {
+			case 1:
+				first = fm.Tag // the answer is lost
+			case 2:
+				f.send(&wire.Mail{From: wire.Key{0xE}, ID: wire.MsgID{0xE}, StoredMS: 1, Tag: first, Index: 0, Count: 2, Part: 0, Parts: 1, Data: []byte("stale")})
+				f.serveFetch(fm, nil)
+				f.send(&wire.Mail{From: wire.Key{0xE}, ID: wire.MsgID{0xF}, StoredMS: 1, Tag: first, Index: 0, Count: 1, Part: 0, Parts: 1, Data: []byte("stale")})
+			default:
+				f.serveBox(m)
+			}
+		})
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		mail, drains := f.obs.snapshot()
+		sameMail(t, mail, want)
+		if !slices.Equal(drains, []bool{true, false}) {
+			t.Fatalf("drains %v, want [true false]", drains)
+		}
+		if fs := received[*wire.MailFetch](f); len(fs) != 3 {
+			t.Fatalf("%d fetches, want 3 (lost, answered, empty)", len(fs))
 		}
 	})
 }
@@ -620,7 +728,11 @@ func TestDeregisterRegister(t *testing.T) {
 			t.Fatalf("drains %v", drains)
 		}
 		// The old session's keys still seal: the client no longer listens.
-		f.sendLater(&wire.Mail{From: wire.Key{1}, ID: wire.MsgID{1}, StoredMS: 1, Part: 0, Parts: 1, Data: []byte("x")})
+		tag := uint16(0)
+		if fs := received[*wire.MailFetch](f); len(fs) > 0 {
+			tag = fs[len(fs)-1].Tag
+		}
+		f.sendLater(&wire.Mail{From: wire.Key{1}, ID: wire.MsgID{1}, StoredMS: 1, Tag: tag, Count: 1, Part: 0, Parts: 1, Data: []byte("x")})
 		f.sendLater(&wire.MailReceipt{Receipts: []wire.Receipt{{MailRef: wire.MailRef{Peer: wire.Key{1}, ID: wire.MsgID{1}}}}})
 		time.Sleep(time.Minute) // no registering meanwhile
 		synctest.Wait()
