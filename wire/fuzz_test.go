@@ -298,7 +298,7 @@ func fuzzMessage(sel uint8, u32 uint32, u64 uint64, raw []byte, s1, s2 string) (
 	}
 	same := func(m Message) (Message, Message) { return m, m }
 
-	switch sel % 22 {
+	switch sel % 30 {
 	case 0:
 		return same(&Hello{Nonce: u64})
 	case 1:
@@ -362,6 +362,43 @@ func fuzzMessage(sel uint8, u32 uint32, u64 uint64, raw []byte, s1, s2 string) (
 		return same(&PathResponse{Data: data})
 	case 20:
 		return &Who{TxID: u32, Room: s1, After: s2}, &Who{TxID: u32, Room: clip(s1), After: clip(s2)}
+	case 21, 22:
+		// A valid part: 1..MaxMailParts parts, 1..MailPartLen bytes.
+		parts := uint8(1 + u32%MaxMailParts)
+		part := uint8(u32>>8) % parts
+		d := append([]byte{byte(u64)}, body[:min(len(body), MailPartLen-1)]...)
+		id := MsgID(data)
+		if sel%30 == 21 {
+			return same(&MailPut{TxID: u32, To: key, ID: id, Part: part, Parts: parts, Data: d})
+		}
+		count := uint8(1 + (u32>>16)%MailFetchMax)
+		return same(&Mail{From: key, ID: id, StoredMS: int64(u64), Tag: uint16(u64 >> 48), Index: uint8(u32>>24) % count, Count: count,
+			Part: part, Parts: parts, Data: d})
+	case 23:
+		return same(&MailPutReply{TxID: u32, ID: MsgID(data), Status: MailStatus(u64)})
+	case 24:
+		return same(&MailNotice{Count: u32, Bytes: uint32(u64)})
+	case 25:
+		return same(&MailFetch{Max: uint8(u32), Skip: uint16(u64), Tag: uint16(u64 >> 16)})
+	case 26, 27:
+		var refs []MailRef
+		for i := range int(u32 % (MaxMailAcks + 1)) {
+			k := key
+			k[0] ^= byte(i)
+			refs = append(refs, MailRef{Peer: k, ID: MsgID(data)})
+		}
+		if sel%30 == 26 {
+			return same(&MailAck{Refs: refs})
+		}
+		return same(&MailReceiptAck{Refs: refs})
+	case 28:
+		var rs []Receipt
+		for i := range int(u32 % (MaxMailAcks + 1)) {
+			k := key
+			k[0] ^= byte(i)
+			rs = append(rs, Receipt{MailRef: MailRef{Peer: k, ID: MsgID(data)}, Status: ReceiptStatus(u64 >> (i % 8))})
+		}
+		return same(&MailReceipt{Receipts: rs})
 	default:
 		in, back := peers(int(u32 % 10))
 		more := u64&1 == 1
@@ -379,7 +416,7 @@ func FuzzRoundtrip(f *testing.F) {
 	for _, c := range registerPayloadCases {
 		names = append(names, c.p.Name)
 	}
-	for sel := range 22 {
+	for sel := range 30 {
 		for i, raw := range [][]byte{mustUnhex(keyHex + sessHex + pathHex), mustUnhex(noiseHex), mustUnhex(sigHelloHex), nil} {
 			f.Add(uint8(sel), uint32(0xcafe0001)+uint32(i), uint64(0x0102030405060708)<<i, raw, names[(sel+i)%len(names)], names[(sel+i+1)%len(names)])
 		}
