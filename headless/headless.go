@@ -14,14 +14,16 @@
 //	peer_joined name
 //	peer_left   name, reason ("quit" or "timeout")
 //	peers       peers: [{name, path, rtt_ms, online}] (the answer to /who)
-//	sent        id, to, text, resumed (true when resent after a restart)
+//	sent        id, to, text, kind ("emote" for /me; left out for text),
+//	            resumed (true when resent after a restart)
 //	delivered   id, to
 //	stored      id, to (in the recipient's mailbox; delivered or expired follows)
 //	expired     id, to (a stored message aged out unread)
 //	mailbox     count (messages waiting for us when we registered)
 //	deregistered name (after /dereg)
-//	message     id, from, text, path ("direct" or "relay"), via ("mailbox"
-//	            for a message that waited in our mailbox), sent_ts
+//	message     id, from, text, kind ("emote" for /me; left out for text),
+//	            path ("direct" or "relay"), via ("mailbox" for a message
+//	            that waited in our mailbox), sent_ts
 //	path        peer, path ("direct", "relay" or "none"), remote, rtt_ms
 //	error       code, message; id, to when about a message; peer,
 //	            fingerprint, new_fingerprint for key_changed
@@ -59,6 +61,7 @@ type Event struct {
 	To             string            `json:"to,omitempty"`
 	From           string            `json:"from,omitempty"`
 	Text           string            `json:"text,omitempty"`
+	Kind           string            `json:"kind,omitempty"`
 	Resumed        bool              `json:"resumed,omitempty"`
 	SentTS         time.Time         `json:"sent_ts,omitzero"`
 	Path           string            `json:"path,omitempty"`
@@ -108,6 +111,14 @@ const (
 
 // ViaMailbox is a message's via when it waited in our mailbox.
 const ViaMailbox = api.ViaMailbox
+
+// Message kinds, in the kind field of message and sent events. Plain text
+// leaves kind out (the empty KindText); a kind a script does not know is
+// to be ignored or shown as text, as the contract is only ever extended.
+const (
+	KindText  = api.KindText
+	KindEmote = api.KindEmote
+)
 
 // Paths, in the path field of path, message and peers events.
 const (

@@ -50,6 +50,11 @@ var parseCases = []struct {
 	{line: `{"type":"message","ts":"2026-12-02T09:00:01Z","id":"00000000000000fe","from":"bob","text":"while you were out","path":"relay","via":"mailbox","sent_ts":"2026-12-01T18:30:00.123Z"}`,
 		want: headless.Event{Type: headless.TypeMessage, TS: mustTime("2026-12-02T09:00:01Z"), ID: "00000000000000fe", From: "bob", Text: "while you were out",
 			Path: headless.PathRelay, Via: headless.ViaMailbox, SentTS: mustTime("2026-12-01T18:30:00.123Z")}},
+	{line: `{"type":"message","ts":"2026-12-02T09:00:02Z","id":"00000000000000fd","from":"pat","text":"goes out to buy snacky cakes","kind":"emote","path":"direct","sent_ts":"2026-12-02T09:00:01.5Z"}`,
+		want: headless.Event{Type: headless.TypeMessage, TS: mustTime("2026-12-02T09:00:02Z"), ID: "00000000000000fd", From: "pat", Text: "goes out to buy snacky cakes",
+			Kind: headless.KindEmote, Path: headless.PathDirect, SentTS: mustTime("2026-12-02T09:00:01.5Z")}},
+	{line: `{"type":"sent","ts":"2026-12-02T09:00:00Z","id":"3ec5795e3c1baa7b","to":"bob","text":"waves","kind":"emote"}`,
+		want: headless.Event{Type: headless.TypeSent, TS: mustTime("2026-12-02T09:00:00Z"), ID: "3ec5795e3c1baa7b", To: "bob", Text: "waves", Kind: headless.KindEmote}},
 	{line: `{"type":"stored","ts":"2026-12-02T09:00:00Z","id":"3ec5795e3c1baa7b","to":"bob"}`,
 		want: headless.Event{Type: headless.TypeStored, TS: mustTime("2026-12-02T09:00:00Z"), ID: "3ec5795e3c1baa7b", To: "bob"}},
 	{line: `{"type":"mailbox","ts":"2026-12-02T09:00:00Z","count":100}`,
@@ -116,9 +121,9 @@ func nodeEvents() []api.Event {
 			{Name: "bob", Path: headless.PathDirect, RTTMS: 1.6, Online: true},
 			{Name: "carol", Path: headless.PathNone},
 		}}),
-		h(&api.Sent{ID: "3ec5795e3c1baa7b", To: "bob", Text: "héllo <bob> & \"co\"\n", Resumed: true}),
+		h(&api.Sent{ID: "3ec5795e3c1baa7b", To: "bob", Text: "héllo <bob> & \"co\"\n", Kind: headless.KindEmote, Resumed: true}),
 		h(&api.Delivered{ID: "3ec5795e3c1baa7b", To: "bob"}),
-		h(&api.Message{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi", Path: headless.PathRelay, Via: headless.ViaMailbox, SentTS: ts.Add(-time.Second)}),
+		h(&api.Message{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi", Kind: headless.KindEmote, Path: headless.PathRelay, Via: headless.ViaMailbox, SentTS: ts.Add(-time.Second)}),
 		h(&api.Stored{ID: "3ec5795e3c1baa7b", To: "bob"}),
 		h(&api.Expired{ID: "3ec5795e3c1baa7b", To: "bob"}),
 		h(&api.Mailbox{Count: 100}),
@@ -209,6 +214,43 @@ func TestParseNodeEvents(t *testing.T) {
 		headless.TypeStored, headless.TypeExpired, headless.TypeMailbox, headless.TypeDeregistered} {
 		if !types[typ] {
 			t.Errorf("no test event of type %s", typ)
+		}
+	}
+}
+
+// TestEncodeKind: kind is written for an emote and left out for plain
+// text, as before kinds existed.
+func TestEncodeKind(t *testing.T) {
+	ts := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		e    api.Event
+		want string
+	}{
+		{&api.Message{ID: "00000000000000fd", From: "pat", Text: "waves", Kind: api.KindEmote, Path: api.PathRelay, SentTS: ts},
+			`{"type":"message","ts":"2026-12-02T09:00:00Z","id":"00000000000000fd","from":"pat","text":"waves","kind":"emote","path":"relay","sent_ts":"2026-12-02T09:00:00Z"}`},
+		{&api.Message{ID: "00000000000000fd", From: "pat", Text: "hi", Path: api.PathRelay, SentTS: ts},
+			`{"type":"message","ts":"2026-12-02T09:00:00Z","id":"00000000000000fd","from":"pat","text":"hi","path":"relay","sent_ts":"2026-12-02T09:00:00Z"}`},
+		{&api.Sent{ID: "3ec5795e3c1baa7b", To: "bob", Text: "waves", Kind: api.KindEmote},
+			`{"type":"sent","ts":"2026-12-02T09:00:00Z","id":"3ec5795e3c1baa7b","to":"bob","text":"waves","kind":"emote"}`},
+		{&api.Sent{ID: "3ec5795e3c1baa7b", To: "bob", Text: "hi"},
+			`{"type":"sent","ts":"2026-12-02T09:00:00Z","id":"3ec5795e3c1baa7b","to":"bob","text":"hi"}`},
+	} {
+		if got := mustJSON(t, api.Stamp(c.e, ts)); got != c.want {
+			t.Errorf("encoded %T:\n got %s\nwant %s", c.e, got, c.want)
+		}
+		ev, err := headless.Parse([]byte(c.want))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", c.want, err)
+		}
+		var want string
+		switch e := c.e.(type) {
+		case *api.Message:
+			want = e.Kind
+		case *api.Sent:
+			want = e.Kind
+		}
+		if ev.Kind != want {
+			t.Errorf("Parse(%s).Kind = %q, want %q", c.want, ev.Kind, want)
 		}
 	}
 }

@@ -318,7 +318,12 @@ loop:
 func (n *Node) do(ctx context.Context, c api.Command) {
 	switch c := c.(type) {
 	case api.Send:
-		n.msgr.Send(c.To, c.Text)
+		kind, ok := messenger.WireKind(c.Kind)
+		if !ok {
+			n.bus.Publish(&api.Error{Code: api.CodeBadCommand, Message: "unknown message kind " + c.Kind, To: c.To})
+			return
+		}
+		n.msgr.SendKind(c.To, kind, c.Text)
 	case api.Who:
 		if c.Room == "" {
 			n.who()

@@ -78,9 +78,11 @@ func ParseMsgID(s string) (MsgID, error) {
 // MsgKind says what a message is.
 type MsgKind uint8
 
-// Message kinds.
+// Message kinds. ParseMsg accepts any kind, so that newer senders can add
+// them; a receiver shows the kinds it knows and drops the others.
 const (
-	MsgText MsgKind = 0 // plain text
+	MsgText  MsgKind = 0 // plain text
+	MsgEmote MsgKind = 1 // an action, "/me waves": shown as "* NAME waves"
 )
 
 // Msg is a chat message.

@@ -1427,6 +1427,17 @@ var frameCases = []frameCase{
 		hex: "01" + "e701" + msgIDHex + "0000010000000000" + "ffffffffffffffff" + "00" + "03 23676f" + "00c8" + strings.Repeat("61", 200),
 	},
 	{
+		name: "msg emote",
+		msg:  &Msg{ID: testMsgID, Seq: 8, SentMS: 1700000000000, Kind: MsgEmote, Text: "waves"},
+		hex:  "01" + "21" + msgIDHex + "0000000000000008" + "0000018bcfe56800" + "01" + "00" + "0005 7761766573",
+	},
+	{
+		// An unknown kind parses: the receiver decides what to do with it.
+		name: "msg unknown kind",
+		msg:  &Msg{ID: testMsgID, Seq: 9, SentMS: 1700000000000, Kind: 0xfe, Text: "x"},
+		hex:  "01" + "1d" + msgIDHex + "0000000000000009" + "0000018bcfe56800" + "fe" + "00" + "0001 78",
+	},
+	{
 		name: "msg empty",
 		msg:  &Msg{},
 		hex:  "01" + "1c" + "0000000000000000" + "0000000000000000" + "0000000000000000" + "00" + "00" + "0000",

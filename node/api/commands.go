@@ -6,10 +6,12 @@ type Command interface{ command() }
 
 // Send sends Text to the peer called To: Sent, then exactly one Delivered
 // or Error with the same ID, follow (or one Error without an ID when it is
-// refused at once).
+// refused at once). Kind is the message's kind: KindText (empty, the zero
+// value) or KindEmote (/me); any other is refused with bad_command.
 type Send struct {
 	To   string
 	Text string
+	Kind string
 }
 
 // Who asks for a Peers event: the node's own view. With Room, it asks the

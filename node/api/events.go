@@ -74,6 +74,14 @@ const (
 // the rendezvous (sent while we were offline).
 const ViaMailbox = "mailbox"
 
+// Message kinds, in the kind field of message and sent events (and
+// Send.Kind). Plain text is the empty kind, which the headless interface
+// leaves out.
+const (
+	KindText  = ""      // plain text
+	KindEmote = "emote" // an action (/me waves), shown as "* NAME waves"
+)
+
 // Paths, in the path field of path, message and peers events.
 const (
 	PathDirect = "direct" // hole punched, peer to peer
@@ -175,6 +183,7 @@ type Sent struct {
 	ID      string `json:"id"`
 	To      string `json:"to"`
 	Text    string `json:"text"`
+	Kind    string `json:"kind,omitempty"` // KindText (left out) or KindEmote
 	Resumed bool   `json:"resumed,omitempty"`
 }
 
@@ -221,11 +230,13 @@ type Deregistered struct {
 // Message: a message arrived. SentTS is the sender's clock when it was
 // sent. Path is how it came: PathDirect or PathRelay. Via is ViaMailbox
 // for a message that waited in our mailbox, empty for one delivered live.
+// Kind is KindText (empty) or KindEmote.
 type Message struct {
 	Header
 	ID     string    `json:"id"`
 	From   string    `json:"from"`
 	Text   string    `json:"text"`
+	Kind   string    `json:"kind,omitempty"`
 	Path   string    `json:"path"`
 	Via    string    `json:"via,omitempty"`
 	SentTS time.Time `json:"sent_ts"`

@@ -42,6 +42,7 @@ type outMsg struct {
 	id       wire.MsgID
 	to       string // as typed for this message: its outcome says the same
 	seq      uint64
+	kind     wire.MsgKind
 	text     string
 	created  time.Time
 	deadline time.Time
@@ -50,6 +51,11 @@ type outMsg struct {
 	// receipt; no longer written live, no deadline. Guarded by conv.mu.
 	stored  bool
 	settled atomic.Bool // counted out of Messenger.pending
+}
+
+// wire returns msg as it goes to the peer, live or sealed in its mailbox.
+func (msg *outMsg) wire() *wire.Msg {
+	return &wire.Msg{ID: msg.id, Seq: msg.seq, SentMS: msg.created.UnixMilli(), Kind: msg.kind, Text: msg.text}
 }
 
 func (c *conv) poke() {
@@ -377,7 +383,7 @@ func (c *conv) deposit(ctx context.Context, backoff *time.Duration) (Stream, boo
 			}
 			continue
 		}
-		blob, err := mailbox.Seal(m.opts.Identity, c.key, &wire.Msg{ID: msg.id, Seq: msg.seq, SentMS: msg.created.UnixMilli(), Text: msg.text})
+		blob, err := mailbox.Seal(m.opts.Identity, c.key, msg.wire())
 		if err != nil {
 			if c.remove(msg) {
 				m.failed(msg, api.CodeState, "cannot seal the message for "+c.to+"'s mailbox: "+err.Error())
@@ -526,7 +532,7 @@ func (c *conv) writePending(s *chat, deadline time.Time) error {
 			continue
 		}
 		msg.sentGen = c.gen
-		buf = wire.AppendMsg(buf, &wire.Msg{ID: msg.id, Seq: msg.seq, SentMS: msg.created.UnixMilli(), Text: msg.text})
+		buf = wire.AppendMsg(buf, msg.wire())
 	}
 	c.mu.Unlock()
 	if len(buf) == 0 {

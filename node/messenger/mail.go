@@ -179,8 +179,8 @@ func (m *Messenger) takeMail(ctx context.Context, in mailIn, acks chan<- mailAck
 		m.mail.AckMail(in.from, in.id)
 		return true
 	}
-	if msg.Room != "" || msg.Kind != wire.MsgText {
-		log.Info().Msg("mailbox: message of a kind this node does not support; dropped")
+	if _, ok := APIKind(msg.Kind); !ok || msg.Room != "" {
+		log.Info().Uint8("kind", uint8(msg.Kind)).Bool("room", msg.Room != "").Msg("mailbox: message of a kind this node does not support; dropped")
 		m.mail.AckMail(in.from, in.id)
 		return true
 	}

@@ -268,8 +268,11 @@ func (m *Messenger) Start(ctx context.Context) error {
 		go func() { defer m.wg.Done(); m.mailLoop(ctx) }()
 	}
 	for _, om := range out {
-		msg := &outMsg{id: om.ID, to: om.To, seq: om.Seq, text: om.Text, created: om.Created, deadline: om.Deadline, stored: om.Stored}
-		m.bus.Publish(&api.Sent{ID: om.ID.String(), To: om.To, Text: om.Text, Resumed: true})
+		msg := &outMsg{id: om.ID, to: om.To, seq: om.Seq, kind: wire.MsgKind(om.Kind), text: om.Text, created: om.Created, deadline: om.Deadline, stored: om.Stored}
+		// Only kinds APIKind knows are ever enqueued; were another found,
+		// it would be resent as it was, and Sent would say text.
+		kind, _ := APIKind(msg.kind)
+		m.bus.Publish(&api.Sent{ID: om.ID.String(), To: om.To, Text: om.Text, Kind: kind, Resumed: true})
 		if msg.stored {
 			// In the recipient's mailbox: waiting for its receipt, which
 			// the rendezvous sends after we register.
@@ -356,7 +359,7 @@ func (m *Messenger) persister(ctx context.Context) {
 		}
 		recs := make([]store.OutMsg, len(in))
 		for i, msg := range in {
-			recs[i] = store.OutMsg{ID: msg.id, To: msg.to, Text: msg.text, Created: msg.created, Deadline: msg.deadline}
+			recs[i] = store.OutMsg{ID: msg.id, To: msg.to, Kind: uint8(msg.kind), Text: msg.text, Created: msg.created, Deadline: msg.deadline}
 		}
 		stored, err := m.opts.Store.Enqueue(recs...)
 		for i, msg := range in {
@@ -367,7 +370,8 @@ func (m *Messenger) persister(ctx context.Context) {
 				continue
 			}
 			msg.seq = stored[i].Seq
-			m.bus.Publish(&api.Sent{ID: msg.id.String(), To: msg.to, Text: msg.text})
+			kind, _ := APIKind(msg.kind)
+			m.bus.Publish(&api.Sent{ID: msg.id.String(), To: msg.to, Text: msg.text, Kind: kind})
 			m.add(msg)
 		}
 	}
@@ -375,7 +379,41 @@ func (m *Messenger) persister(ctx context.Context) {
 
 // Send sends text to the peer called to: Sent once it is in the outbox,
 // then Delivered or an Error. Bad input is refused with an Error at once.
-func (m *Messenger) Send(to, text string) {
+func (m *Messenger) Send(to, text string) { m.SendKind(to, wire.MsgText, text) }
+
+// WireKind returns the wire kind of a message kind in the api (Send.Kind),
+// and false for a kind this node cannot send.
+func WireKind(kind string) (wire.MsgKind, bool) {
+	switch kind {
+	case api.KindText:
+		return wire.MsgText, true
+	case api.KindEmote:
+		return wire.MsgEmote, true
+	}
+	return 0, false
+}
+
+// APIKind returns the api's name of a wire kind (the kind field of message
+// and sent events), and false for a kind this node does not show.
+func APIKind(k wire.MsgKind) (string, bool) {
+	switch k {
+	case wire.MsgText:
+		return api.KindText, true
+	case wire.MsgEmote:
+		return api.KindEmote, true
+	}
+	return "", false
+}
+
+// SendKind is Send for a message of any kind this node knows (APIKind);
+// another kind is refused with bad_command. The kind travels with the
+// message: live, sealed in the peer's mailbox, and in the outbox across
+// restarts.
+func (m *Messenger) SendKind(to string, kind wire.MsgKind, text string) {
+	if _, ok := APIKind(kind); !ok {
+		m.bus.Publish(&api.Error{Code: api.CodeBadCommand, Message: fmt.Sprintf("messages of kind %d cannot be sent", kind), To: to})
+		return
+	}
 	if err := wire.ValidateName(to); err != nil {
 		m.bus.Publish(&api.Error{Code: api.CodeBadName, Message: err.Error(), To: to})
 		return
@@ -394,7 +432,7 @@ func (m *Messenger) Send(to, text string) {
 	now := m.now()
 	m.addPending(1)
 	m.mu.Lock()
-	m.incoming = append(m.incoming, &outMsg{id: id, to: to, text: text, created: now, deadline: now.Add(m.opts.DeliveryTimeout)})
+	m.incoming = append(m.incoming, &outMsg{id: id, to: to, kind: kind, text: text, created: now, deadline: now.Add(m.opts.DeliveryTimeout)})
 	m.mu.Unlock()
 	select {
 	case m.persistWake <- struct{}{}:

@@ -98,8 +98,11 @@ func (m *Messenger) ServeChat(ctx context.Context, peer wire.Key, st Stream) {
 		if err != nil {
 			return err
 		}
-		if msg.Room != "" || msg.Kind != wire.MsgText {
-			m.log.Info().Str("peer", name).Msg("message of a kind this node does not support; dropped")
+		if _, ok := APIKind(msg.Kind); !ok || msg.Room != "" {
+			// Not shown, and not acknowledged: a newer sender learns
+			// nothing was delivered (its message times out).
+			m.log.Info().Str("peer", name).Uint8("kind", uint8(msg.Kind)).Bool("room", msg.Room != "").
+				Msg("message of a kind this node does not support; dropped")
 			return nil
 		}
 		// Older messages from the mailbox first: while it is being
@@ -171,7 +174,8 @@ func (m *Messenger) show(ctx context.Context, peer wire.Key, name string, in *in
 	if via == api.ViaMailbox {
 		path = api.PathRelay // through the rendezvous
 	}
-	m.bus.PublishMessage(&api.Message{ID: id.String(), From: name, Text: msg.Text,
+	kind, _ := APIKind(msg.Kind) // the callers let only known kinds through
+	m.bus.PublishMessage(&api.Message{ID: id.String(), From: name, Text: msg.Text, Kind: kind,
 		Path: path, Via: via, SentTS: time.UnixMilli(msg.SentMS).UTC()}, func() {
 		// The front end has shown it: record it, then let the receipt go.
 		if err := m.opts.Store.MarkShown(peer, id); err != nil {

@@ -20,7 +20,7 @@ type OutMsg struct {
 	// Seq numbers the message in its conversation: 1, 2, 3, ... Enqueue
 	// assigns it and ignores the value passed in.
 	Seq      uint64
-	Kind     uint8 // 0: text
+	Kind     uint8 // the wire.MsgKind: 0 text (so in every record from before other kinds), 1 emote
 	Text     string
 	Created  time.Time // stored to the millisecond
 	Deadline time.Time // stored to the millisecond

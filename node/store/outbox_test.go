@@ -351,3 +351,52 @@ func TestMarkStored(t *testing.T) {
 		t.Fatalf("%d stored flags in the database, want 1 (Done removes its flag)", left)
 	}
 }
+
+// TestOutboxKind: a message's kind survives a reopen, and a record written
+// before nodes sent anything but text (kind byte 0, the format unchanged)
+// reads as text.
+func TestOutboxKind(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	now := time.UnixMilli(1_700_000_000_000)
+	if _, err := s.Enqueue(
+		OutMsg{ID: msgID(1), To: "bob", Kind: uint8(wire.MsgEmote), Text: "waves", Created: now},
+		OutMsg{ID: msgID(2), To: "bob", Text: "hi", Created: now},
+	); err != nil {
+		t.Fatal(err)
+	}
+	// A record as the first version of the node wrote it, to carol.
+	old, err := hex.DecodeString("01" + "0000000000000102" + "0000000000000001" + "00" +
+		"0000018bcfe5687b" + "0000018bcfe56c63" + "05" + "6361726f6c" + "6869207468657265")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		order, err := tx.Bucket(bucketOutbox).NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketOutbox).Put(putUint64(order), old); err != nil {
+			return err
+		}
+		id := msgID(0x0102)
+		return tx.Bucket(bucketOutIDs).Put(id[:], putUint64(order))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustClose(t, s)
+	s = open(t, dir, Options{})
+	defer mustClose(t, s)
+	got := wantOutbox(t, s, msgID(1), msgID(2), msgID(0x0102))
+	for i, want := range []struct {
+		kind wire.MsgKind
+		text string
+	}{{wire.MsgEmote, "waves"}, {wire.MsgText, "hi"}, {wire.MsgText, "hi there"}} {
+		if wire.MsgKind(got[i].Kind) != want.kind || got[i].Text != want.text {
+			t.Errorf("after reopen, Outbox[%d] = kind %d %q, want kind %d %q", i, got[i].Kind, got[i].Text, want.kind, want.text)
+		}
+	}
+	if got[2].To != "carol" || got[2].Seq != 1 {
+		t.Errorf("old record: %+v", got[2])
+	}
+}

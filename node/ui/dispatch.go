@@ -7,7 +7,7 @@ import (
 )
 
 // Dispatcher turns input lines into commands for the node, keeping the
-// current conversation that plain text goes to: the peer of the last /msg,
+// current conversation that plain text (and /me) goes to: the peer of the last /msg,
 // or, before any /msg, the first peer who wrote to us. Safe for concurrent
 // use (input and output run on different goroutines).
 type Dispatcher struct {
@@ -32,7 +32,7 @@ func (d *Dispatcher) Input(line string) (api.Command, api.Event) {
 		if to == "" {
 			return nil, &api.Error{Code: api.CodeNoTarget, Message: "start a conversation with /msg NAME TEXT"}
 		}
-		return api.Send{To: to, Text: l.Say}, nil
+		return api.Send{To: to, Text: l.Say, Kind: l.Kind}, nil
 	}
 	if s, ok := l.Cmd.(api.Send); ok {
 		d.mu.Lock()

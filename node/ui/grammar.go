@@ -15,12 +15,14 @@ import (
 	"natchat/wire"
 )
 
-// Line is one parsed line of input: a command for the node, plain text for
-// the current conversation, or a request for help. At most one is set; all
-// are zero for an empty line.
+// Line is one parsed line of input: a command for the node, text for the
+// current conversation (Say, of kind Kind: plain text, or an emote from
+// /me), or a request for help. At most one of Cmd, Say and Help is set;
+// all are zero for an empty line.
 type Line struct {
 	Cmd  api.Command
 	Say  string
+	Kind string // of Say: api.KindText or api.KindEmote
 	Help bool
 }
 
@@ -36,6 +38,7 @@ type spec struct {
 // commands is the grammar, in the order /help lists it.
 var commands = []spec{
 	{name: "/msg", usage: "/msg NAME TEXT", summary: "send TEXT to NAME; plain lines then go to NAME too", parse: parseMsg},
+	{name: "/me", usage: "/me ACTION", summary: "send ACTION to the current conversation as an emote, shown as \"* yourname ACTION\"", parse: parseMe},
 	{name: "/who", usage: "/who [#ROOM [AFTER]]", summary: "who is online, and the path to each; with #ROOM, a page of that room's members (after AFTER)", parse: parseWho},
 	{name: "/fingerprint", usage: "/fingerprint [NAME]", summary: "your key's fingerprint, or NAME's, to compare out of band", parse: parseFingerprint},
 	{name: "/trust", usage: "/trust NAME", summary: "accept NAME's new key after a key_changed warning", parse: parseTrust},
@@ -66,6 +69,17 @@ func parseMsg(args string) (Line, *api.Error) {
 		return Line{}, err
 	}
 	return Line{Cmd: api.Send{To: to, Text: text}}, nil
+}
+
+// parseMe parses /me ACTION: an emote for the current conversation, which
+// the Dispatcher fills in as it does for plain text. The action is checked
+// as any text is (bad_text when empty or blank).
+func parseMe(args string) (Line, *api.Error) {
+	text := strings.TrimLeft(args, " ")
+	if err := CheckText(text); err != nil {
+		return Line{}, err
+	}
+	return Line{Say: text, Kind: api.KindEmote}, nil
 }
 
 // maxRoomLen bounds a room's name (a wire string holds 255 bytes).

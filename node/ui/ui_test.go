@@ -27,6 +27,13 @@ func TestParse(t *testing.T) {
 		{in: "/msg", code: api.CodeBadCommand},
 		{in: "/msg bob \xff", code: api.CodeBadText},
 		{in: "/msg bob " + strings.Repeat("x", 16<<10+1), code: api.CodeBadText},
+		{in: "/me waves", want: Line{Say: "waves", Kind: api.KindEmote}},
+		{in: "/me  goes out to buy snacky cakes ", want: Line{Say: "goes out to buy snacky cakes ", Kind: api.KindEmote}},
+		{in: "/me", code: api.CodeBadText},
+		{in: "/me    ", code: api.CodeBadText},
+		{in: "/me \xff", code: api.CodeBadText},
+		{in: "/me " + strings.Repeat("x", 16<<10+1), code: api.CodeBadText},
+		{in: "/meow", code: api.CodeBadCommand},
 		{in: "/who", want: Line{Cmd: api.Who{}}},
 		{in: "/who now", code: api.CodeBadCommand},
 		{in: "/who #lobby", want: Line{Cmd: api.Who{Room: "#lobby"}}},
@@ -126,6 +133,9 @@ func TestDispatcher(t *testing.T) {
 	if c, e := d.Input("hi"); c != nil || e == nil || e.(*api.Error).Code != api.CodeNoTarget {
 		t.Fatalf("plain text before any conversation: %v %v", c, e)
 	}
+	if c, e := d.Input("/me waves"); c != nil || e == nil || e.(*api.Error).Code != api.CodeNoTarget {
+		t.Fatalf("/me before any conversation: %v %v", c, e)
+	}
 	d.Saw(&api.Message{From: "carol"})
 	if c, _ := d.Input("hi"); c != (api.Send{To: "carol", Text: "hi"}) {
 		t.Fatalf("plain text answers the first writer: %v", c)
@@ -136,6 +146,12 @@ func TestDispatcher(t *testing.T) {
 	d.Saw(&api.Message{From: "dave"}) // does not steal the conversation
 	if c, _ := d.Input("again"); c != (api.Send{To: "bob", Text: "again"}) {
 		t.Fatalf("plain text after /msg: %v", c)
+	}
+	if c, _ := d.Input("/me waves"); c != (api.Send{To: "bob", Text: "waves", Kind: api.KindEmote}) {
+		t.Fatalf("/me after /msg: %v", c)
+	}
+	if c, e := d.Input("/me"); c != nil || e == nil || e.(*api.Error).Code != api.CodeBadText {
+		t.Fatalf("empty /me: %v %v", c, e)
 	}
 	if _, e := d.Input("/help"); e == nil || e.EventType() != api.TypeHelp {
 		t.Fatalf("/help: %v", e)

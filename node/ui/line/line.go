@@ -181,7 +181,7 @@ func (u *UI) showEvents(ctx context.Context, sub *api.Sub, d *ui.Dispatcher, scr
 		if s, ok := e.(*api.Sent); ok && interactive && !s.Resumed {
 			continue
 		}
-		if err := scr.print(Render(e, u.now())); err != nil {
+		if err := scr.print(RenderAs(e, u.now(), u.name)); err != nil {
 			return fmt.Errorf("line: %w", err)
 		}
 		sub.Handled() // shown: recorded at once, and the receipt may go

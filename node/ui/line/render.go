@@ -24,10 +24,16 @@ var indent = strings.Repeat(" ", len(timeFormat)+1)
 //
 //	15:04 *** mallory is online
 //	15:04 <mallory> hello
+//	15:04 * mallory waves
 //	15:04 ✓ delivered to mallory
 //	15:04 ! to zed: no one is registered as zed
-func Render(e api.Event, now time.Time) string {
-	body := render(e, now)
+func Render(e api.Event, now time.Time) string { return RenderAs(e, now, "") }
+
+// RenderAs is Render for the node called self, whose name starts its own
+// emotes as they are sent ("→ bob: * alice waves"); with self empty they
+// show without it ("→ bob: * waves").
+func RenderAs(e api.Event, now time.Time, self string) string {
+	body := render(e, now, self)
 	if body == "" {
 		return ""
 	}
@@ -37,7 +43,7 @@ func Render(e api.Event, now time.Time) string {
 // s is ui.Safe, short: every string from an event goes through it.
 func s(str string) string { return ui.Safe(str) }
 
-func render(e api.Event, now time.Time) string {
+func render(e api.Event, now time.Time, self string) string {
 	switch e := e.(type) {
 	case *api.Registered:
 		if e.Public == "" {
@@ -59,10 +65,14 @@ func render(e api.Event, now time.Time) string {
 	case *api.Members:
 		return renderMembers(e)
 	case *api.Sent:
-		if e.Resumed {
-			return fmt.Sprintf("→ %s: %s  (sending again: not delivered last time)", s(e.To), s(e.Text))
+		text := s(e.Text)
+		if e.Kind == api.KindEmote {
+			text = emote(self, e.Text)
 		}
-		return fmt.Sprintf("→ %s: %s", s(e.To), s(e.Text))
+		if e.Resumed {
+			return fmt.Sprintf("→ %s: %s  (sending again: not delivered last time)", s(e.To), text)
+		}
+		return fmt.Sprintf("→ %s: %s", s(e.To), text)
 	case *api.Delivered:
 		return fmt.Sprintf("✓ delivered to %s", s(e.To))
 	case *api.Stored:
@@ -77,10 +87,14 @@ func render(e api.Event, now time.Time) string {
 	case *api.Deregistered:
 		return "*** offline (messages to you wait in your mailbox); /reg to come back"
 	case *api.Message:
-		if e.Via == api.ViaMailbox {
-			return fmt.Sprintf("<%s> %s  (sent %s)", s(e.From), s(e.Text), sentWhen(e.SentTS, now))
+		line := fmt.Sprintf("<%s> %s", s(e.From), s(e.Text))
+		if e.Kind == api.KindEmote {
+			line = emote(e.From, e.Text)
 		}
-		return fmt.Sprintf("<%s> %s", s(e.From), s(e.Text))
+		if e.Via == api.ViaMailbox {
+			return fmt.Sprintf("%s  (sent %s)", line, sentWhen(e.SentTS, now))
+		}
+		return line
 	case *api.PathChanged:
 		return renderPath(e)
 	case *api.Error:
@@ -105,6 +119,15 @@ func render(e api.Event, now time.Time) string {
 		return renderHelp(e.Commands)
 	}
 	return ""
+}
+
+// emote renders an emote from name (none: empty) as IRC does: "* alice
+// waves".
+func emote(name, text string) string {
+	if name == "" {
+		return "* " + s(text)
+	}
+	return "* " + s(name) + " " + s(text)
 }
 
 // sentWhen says when a stored message was sent, in now's time zone: the

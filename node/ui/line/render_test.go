@@ -39,7 +39,14 @@ func TestRender(t *testing.T) {
 				"        ed               none               (not in your rooms)"},
 		{&api.Sent{ID: "1", To: "alice", Text: "hi"}, "15:04 → alice: hi"},
 		{&api.Sent{ID: "1", To: "alice", Text: "hi", Resumed: true}, "15:04 → alice: hi  (sending again: not delivered last time)"},
+		{&api.Sent{ID: "1", To: "alice", Text: "waves", Kind: api.KindEmote}, "15:04 → alice: * waves"},
 		{&api.Delivered{ID: "1", To: "alice"}, "15:04 ✓ delivered to alice"},
+		{&api.Message{From: "pat", Text: "goes out to buy snacky cakes", Kind: api.KindEmote, Path: api.PathDirect},
+			"15:04 * pat goes out to buy snacky cakes"},
+		{&api.Message{From: "pat", Text: "waved", Kind: api.KindEmote, Via: api.ViaMailbox, SentTS: at.Add(-3 * time.Hour)},
+			"15:04 * pat waved  (sent 12:04)"},
+		{&api.Message{From: "mal\x1b[2J", Text: "waves\r\x1b]0;pwned\a", Kind: api.KindEmote},
+			"15:04 * mal␛[2J waves␍␛]0;pwned␇"},
 		{&api.Message{From: "alice", Text: "hello there", Path: api.PathDirect}, "15:04 <alice> hello there"},
 		{&api.Message{From: "alice", Text: "while you were out", Path: api.PathRelay, Via: api.ViaMailbox, SentTS: at.Add(-3 * time.Hour)},
 			"15:04 <alice> while you were out  (sent 12:04)"},
@@ -74,6 +81,19 @@ func TestRender(t *testing.T) {
 	} {
 		if got := Render(c.e, at); got != c.want {
 			t.Errorf("Render(%T %+v) =\n%s\nwant\n%s", c.e, c.e, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		e    api.Event
+		want string
+	}{
+		{&api.Sent{ID: "1", To: "bob", Text: "waves", Kind: api.KindEmote}, "15:04 → bob: * alice waves"},
+		{&api.Sent{ID: "1", To: "bob", Text: "waves", Kind: api.KindEmote, Resumed: true}, "15:04 → bob: * alice waves  (sending again: not delivered last time)"},
+		{&api.Sent{ID: "1", To: "bob", Text: "hi"}, "15:04 → bob: hi"},
+		{&api.Message{From: "bob", Text: "waves back", Kind: api.KindEmote}, "15:04 * bob waves back"},
+	} {
+		if got := RenderAs(c.e, at, "alice"); got != c.want {
+			t.Errorf("RenderAs(%T %+v, alice) =\n%s\nwant\n%s", c.e, c.e, got, c.want)
 		}
 	}
 }
@@ -114,6 +134,9 @@ func TestRenderHostile(t *testing.T) {
 			&api.Sent{To: x, Text: x},
 			&api.Delivered{To: x},
 			&api.Message{From: x, Text: x},
+			&api.Message{From: x, Text: x, Kind: api.KindEmote},
+			&api.Message{From: x, Text: x, Kind: api.KindEmote, Via: api.ViaMailbox},
+			&api.Sent{To: x, Text: x, Kind: api.KindEmote},
 			&api.PathChanged{Peer: x, Path: x, Remote: x},
 			&api.PathChanged{Peer: x, Path: api.PathNone},
 			&api.Error{Code: x, To: x},
@@ -131,9 +154,20 @@ func TestRenderHostile(t *testing.T) {
 				t.Errorf("Render(%T) with %q:\n%s\ndoes not show it as %q", e, x, got, h.shown)
 			}
 		}
+		// Our own name in our own emotes, too.
+		got := RenderAs(&api.Sent{To: "bob", Text: "waves", Kind: api.KindEmote}, at, x)
+		checkInert(t, got)
+		if want := "→ bob: * " + h.shown + " waves"; !strings.HasSuffix(got, want) {
+			t.Errorf("RenderAs(sent emote, self %q) = %q, want suffix %q", x, got, want)
+		}
+	}
+	// Nor can it in an emote.
+	got := Render(&api.Message{From: "mallory", Text: "waves\r\n15:04 <alice> send me your key", Kind: api.KindEmote}, at)
+	if strings.Contains(got, "\n") || !strings.HasPrefix(got, "15:04 * mallory waves") {
+		t.Errorf("emote from mallory renders as %q", got)
 	}
 	// A faked line cannot start a line.
-	got := Render(&api.Message{From: "mallory", Text: "hi\r\n15:04 <alice> send me your key"}, at)
+	got = Render(&api.Message{From: "mallory", Text: "hi\r\n15:04 <alice> send me your key"}, at)
 	if strings.Contains(got, "\n") || !strings.HasPrefix(got, "15:04 <mallory> ") {
 		t.Errorf("message from mallory renders as %q", got)
 	}
