@@ -31,6 +31,9 @@ const (
 	DefaultMailboxBytes = 64 << 20
 	DefaultMailboxShare = 25 // percent
 	DefaultMailboxAge   = 30 * 24 * time.Hour
+	// What one sender may have waiting in all mailboxes together.
+	DefaultMailboxSenderCount = 10_000
+	DefaultMailboxSenderBytes = 64 << 20
 )
 
 const (
@@ -82,7 +85,8 @@ func (cm *clientMail) put(tx uint32) *mailPut {
 // mailLimits returns the store's limits for one mailbox from the options.
 func (s *Server) mailLimits() MailLimits {
 	o := s.opts
-	l := MailLimits{Count: max(o.MailboxCount, 0), Bytes: max(o.MailboxBytes, 0)}
+	l := MailLimits{Count: max(o.MailboxCount, 0), Bytes: max(o.MailboxBytes, 0),
+		SenderCount: max(o.MailboxSenderCount, 0), SenderBytes: max(o.MailboxSenderBytes, 0)}
 	if o.MailboxShare > 0 && o.MailboxShare < 100 {
 		if l.Count > 0 {
 			l.ShareCount = max(1, l.Count*o.MailboxShare/100)

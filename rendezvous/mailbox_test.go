@@ -491,6 +491,46 @@ func TestMailLimits(t *testing.T) {
 			t.Fatalf("one more byte: %v", st)
 		}
 	})
+	t.Run("sender in all mailboxes", func(t *testing.T) {
+		h, a, b, c := setup(t, func(o *rendezvous.Options) { o.MailboxSenderCount = 3; o.MailboxShare = -1 })
+		d := newNode(t, "dave", "198.51.100.4:4000")
+		h.offline(d)
+		h.mustStore(a, 1, b.key, mailID(1), blobOf(1, 10))
+		h.mustStore(a, 2, b.key, mailID(2), blobOf(2, 10))
+		h.mustStore(a, 3, d.key, mailID(3), blobOf(3, 10))
+		if st := h.depositStatus(a, 4, d.key, mailID(4), blobOf(4, 10)); st != wire.MailQuota {
+			t.Fatalf("alice's fourth waiting message: %v", st)
+		}
+		h.mustStore(c, 1, d.key, mailID(1), blobOf(1, 10)) // another sender
+		// Bob takes one of alice's: she may deposit one more.
+		h.registerAll(b)
+		got, _ := h.fetch(b, 1)
+		h.send(b, &wire.MailAck{Refs: []wire.MailRef{{Peer: got[0].From, ID: got[0].ID}}})
+		h.s.WaitMail()
+		h.mustStore(a, 5, d.key, mailID(4), blobOf(4, 10))
+		if got := h.metric(`natchat_rendezvous_mail_rejected_total{reason="quota"}`); got != 1 {
+			t.Errorf("rejected quota %v", got)
+		}
+	})
+	t.Run("sender bytes, counted again after a restart", func(t *testing.T) {
+		dir := t.TempDir()
+		edit := func(o *rendezvous.Options) { o.MailboxSenderBytes = 2500; o.MailboxShare = -1 }
+		h := newHarnessIn(t, dir, edit)
+		a, b := newNode(t, "alice", "198.51.100.1:1000"), newNode(t, "bob", "198.51.100.2:2000")
+		h.offline(b)
+		h.mustRegister(a)
+		h.mustStore(a, 1, b.key, mailID(1), blobOf(1, 1000))
+		h.mustStore(a, 2, b.key, mailID(2), blobOf(2, 1000))
+		h.s.WaitMail()
+		if err := h.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		h = newHarnessIn(t, dir, edit)
+		h.mustRegister(a)
+		if st := h.depositStatus(a, 3, b.key, mailID(3), blobOf(3, 1000)); st != wire.MailQuota {
+			t.Fatalf("alice's third kilobyte after a restart: %v", st)
+		}
+	})
 	t.Run("unlimited", func(t *testing.T) {
 		h, a, b, _ := setup(t, func(o *rendezvous.Options) { o.MailboxCount = -1; o.MailboxBytes = -1; o.MailboxShare = -1 })
 		for i := range 20 {

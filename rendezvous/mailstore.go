@@ -30,7 +30,7 @@ type Mailboxes interface {
 	// durable, a refusal) it returns it with queued false and never calls
 	// done; otherwise it returns queued true and calls done once, with
 	// the outcome, when it is durable. The outcome's Status is
-	// wire.MailStored, MailFull, MailShare or MailTooBig; Err is set when
+	// wire.MailStored, MailFull, MailShare, MailQuota or MailTooBig; Err is set when
 	// the write failed (nothing was stored).
 	Deposit(m StoredMail, lim MailLimits, done func(DepositResult)) (res DepositResult, queued bool)
 	// Mail returns up to max of to's messages, oldest first, leaving out
@@ -86,6 +86,11 @@ type MailLimits struct {
 	Bytes      int64 // bytes of blobs in the mailbox
 	ShareCount int   // messages from one sender in the mailbox
 	ShareBytes int64 // bytes from one sender in the mailbox
+	// SenderCount and SenderBytes bound what one sender has waiting in
+	// all mailboxes together (0: no bound), so that one registered node
+	// cannot fill every offline node's share of its mailbox.
+	SenderCount int
+	SenderBytes int64
 }
 
 // DepositResult is the outcome of a Deposit.
@@ -140,7 +145,8 @@ func idKey(a, b wire.Key, id wire.MsgID) []byte {
 // what the limits and the notices need without reading the disk.
 type mailState struct {
 	boxes    map[wire.Key]*boxStats
-	receipts map[wire.Key]int // receipts waiting, per sender
+	senders  map[wire.Key]*senderStats // per sender, in all mailboxes
+	receipts map[wire.Key]int          // receipts waiting, per sender
 	count    int
 	bytes    int64
 	// committing holds the idKeys of deposits queued or being committed:
@@ -161,7 +167,8 @@ type senderStats struct {
 }
 
 func newMailState() mailState {
-	return mailState{boxes: make(map[wire.Key]*boxStats), receipts: make(map[wire.Key]int), committing: make(map[string]int)}
+	return mailState{boxes: make(map[wire.Key]*boxStats), senders: make(map[wire.Key]*senderStats),
+		receipts: make(map[wire.Key]int), committing: make(map[string]int)}
 }
 
 // loadMailState counts the mailboxes and receipts in tx.
@@ -232,6 +239,16 @@ func (st *mailState) apply(d *mailDelta) {
 			f.bytes += df.bytes
 			if f.count <= 0 {
 				delete(b.senders, from)
+			}
+			t := st.senders[from]
+			if t == nil {
+				t = &senderStats{}
+				st.senders[from] = t
+			}
+			t.count += df.count
+			t.bytes += df.bytes
+			if t.count <= 0 {
+				delete(st.senders, from)
 			}
 		}
 		b.count += db.count
@@ -304,7 +321,7 @@ func (s *Store) Deposit(m StoredMail, lim MailLimits, done func(DepositResult)) 
 			s.mailMu.Unlock()
 			return DepositResult{Status: wire.MailStored}, false
 		}
-		if st := s.limitLocked(&m, lim, 0, 0, 0, 0); st != wire.MailStored {
+		if st := s.limitLocked(&m, lim, 0, 0, 0, 0, nil); st != wire.MailStored {
 			s.mailMu.Unlock()
 			return DepositResult{Status: st}, false
 		}
@@ -332,8 +349,9 @@ func (s *Store) uncommit(k string) {
 
 // limitLocked checks m against lim and the counts of its mailbox, plus
 // the changes (dc, db; dfc, dfb from m's sender) of the transaction being
-// built. It returns wire.MailStored if m fits.
-func (s *Store) limitLocked(m *StoredMail, lim MailLimits, dc int, db int64, dfc int, dfb int64) wire.MailStatus {
+// built, and against what m's sender has waiting everywhere, plus d's
+// changes (nil: none). It returns wire.MailStored if m fits.
+func (s *Store) limitLocked(m *StoredMail, lim MailLimits, dc int, db int64, dfc int, dfb int64, d *mailDelta) wire.MailStatus {
 	size := int64(len(m.Blob))
 	if size > wire.MaxMailBlob || (lim.Bytes > 0 && size > lim.Bytes) || (lim.ShareBytes > 0 && size > lim.ShareBytes) {
 		return wire.MailTooBig // it could never fit
@@ -345,7 +363,21 @@ func (s *Store) limitLocked(m *StoredMail, lim MailLimits, dc int, db int64, dfc
 			fcount, fbytes = fcount+f.count, fbytes+f.bytes
 		}
 	}
+	var tcount int
+	var tbytes int64
+	if t := s.mail.senders[m.From]; t != nil {
+		tcount, tbytes = t.count, t.bytes
+	}
+	if d != nil {
+		for _, b := range d.boxes {
+			if f := b.senders[m.From]; f != nil {
+				tcount, tbytes = tcount+f.count, tbytes+f.bytes
+			}
+		}
+	}
 	switch {
+	case lim.SenderCount > 0 && tcount+1 > lim.SenderCount, lim.SenderBytes > 0 && tbytes+size > lim.SenderBytes:
+		return wire.MailQuota
 	case lim.ShareCount > 0 && fcount+1 > lim.ShareCount, lim.ShareBytes > 0 && fbytes+size > lim.ShareBytes:
 		return wire.MailShare
 	case lim.Count > 0 && count+1 > lim.Count, lim.Bytes > 0 && bytes+size > lim.Bytes:
@@ -555,7 +587,7 @@ func (s *Store) applyDeposit(tx *bolt.Tx, r *mailReq, d *mailDelta) error {
 		}
 	}
 	s.mailMu.Lock()
-	st := s.limitLocked(m, r.lim, dc, db, dfc, dfb)
+	st := s.limitLocked(m, r.lim, dc, db, dfc, dfb, d)
 	s.mailMu.Unlock()
 	if st != wire.MailStored {
 		r.res.Status = st

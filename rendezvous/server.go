@@ -113,6 +113,12 @@ type Options struct {
 	// that one sender may fill, so that one sender cannot fill it alone.
 	// 0: 25. Negative or 100: no share limit. Over 100: New fails.
 	MailboxShare int
+	// MailboxSenderCount and MailboxSenderBytes bound what one sender has
+	// waiting in all mailboxes together, so that one registered node
+	// cannot fill every offline node's share. 0: 10,000 messages and
+	// 64 MiB. Negative: unlimited.
+	MailboxSenderCount int
+	MailboxSenderBytes int64
 	// MailboxAge is how long a message waits for its recipient: older
 	// ones are deleted unread and their senders get an expired receipt.
 	// 0: 30 days. Negative: messages never expire.
@@ -285,6 +291,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MailboxAge == 0 {
 		opts.MailboxAge = DefaultMailboxAge
+	}
+	if opts.MailboxSenderCount == 0 {
+		opts.MailboxSenderCount = DefaultMailboxSenderCount
+	}
+	if opts.MailboxSenderBytes == 0 {
+		opts.MailboxSenderBytes = DefaultMailboxSenderBytes
 	}
 	var sources *sourceLimiter
 	if opts.SourceRate > 0 {

@@ -124,6 +124,7 @@ const (
 	MailShare   MailStatus = 4 // the sender's share of that mailbox is used up
 	MailTooBig  MailStatus = 5 // the blob is over MaxMailBlob, or could never fit the mailbox or the sender's share of it
 	MailBusy    MailStatus = 6 // too many deposits in progress: retry later
+	MailQuota   MailStatus = 7 // the sender has as much waiting in all mailboxes together as it may
 )
 
 func (s MailStatus) String() string {
@@ -142,6 +143,8 @@ func (s MailStatus) String() string {
 		return "too_big"
 	case MailBusy:
 		return "busy"
+	case MailQuota:
+		return "quota"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }

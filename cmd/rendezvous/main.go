@@ -50,6 +50,8 @@ func run(args []string) error {
 	bigRoom := fs.Int("big-room", 200, "rooms above this size no longer broadcast every join and leave")
 	mailCount := fs.Int("mailbox-count", rendezvous.DefaultMailboxCount, "messages waiting in one node's offline mailbox (-1 unlimited)")
 	mailBytes := fs.Int64("mailbox-bytes", rendezvous.DefaultMailboxBytes, "bytes waiting in one node's offline mailbox (-1 unlimited)")
+	mailSenderCount := fs.Int("mailbox-sender-count", rendezvous.DefaultMailboxSenderCount, "messages one sender may have waiting in all mailboxes together (-1 unlimited)")
+	mailSenderBytes := fs.Int64("mailbox-sender-bytes", rendezvous.DefaultMailboxSenderBytes, "bytes one sender may have waiting in all mailboxes together (-1 unlimited)")
 	mailShare := fs.Int("mailbox-share", rendezvous.DefaultMailboxShare, "percent of a mailbox's count and bytes one sender may fill (1-100, -1 no share limit)")
 	mailAge := fs.Duration("mailbox-age", rendezvous.DefaultMailboxAge, "delete a mailbox message unread after this long and tell its sender (-1s: never)")
 	printKey := fs.Bool("print-key", false, "print the rendezvous's public key (creating it in -data if need be) and exit")
@@ -89,6 +91,8 @@ func run(args []string) error {
 		return cmdutil.Usagef("-big-room must be positive")
 	case *mailCount == 0 || *mailBytes == 0:
 		return cmdutil.Usagef("-mailbox-count and -mailbox-bytes must be positive or -1")
+	case *mailSenderCount == 0 || *mailSenderBytes == 0:
+		return cmdutil.Usagef("-mailbox-sender-count and -mailbox-sender-bytes must be positive or -1")
 	case *mailShare == 0 || *mailShare > 100:
 		return cmdutil.Usagef("-mailbox-share must be 1 to 100, or -1")
 	case *mailAge == 0:
@@ -125,6 +129,7 @@ func run(args []string) error {
 		Key:   key, NewNames: *newNames, LookupRate: *lookupRate, IntroRate: *introRate,
 		BindingTTL: *bindingTTL, BigRoom: *bigRoom,
 		MailboxCount: *mailCount, MailboxBytes: *mailBytes, MailboxShare: *mailShare, MailboxAge: *mailAge,
+		MailboxSenderCount: *mailSenderCount, MailboxSenderBytes: *mailSenderBytes,
 	})
 	if err != nil {
 		conn.Close()

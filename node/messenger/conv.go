@@ -411,13 +411,16 @@ func (c *conv) deposit(ctx context.Context, backoff *time.Duration) (Stream, boo
 			c.online = true
 			c.liveEnd = time.Time{}
 			return nil, false
-		case wire.MailFull, wire.MailShare:
-			why := c.to + "'s mailbox is full"
-			if st == wire.MailShare {
-				why = "your share of " + c.to + "'s mailbox is used up (other senders' messages wait there too)"
+		case wire.MailFull, wire.MailShare, wire.MailQuota:
+			why := c.to + "'s mailbox is full; try again when " + c.to + " has been online"
+			switch st {
+			case wire.MailShare:
+				why = "your share of " + c.to + "'s mailbox is used up (other senders' messages wait there too); try again when " + c.to + " has been online"
+			case wire.MailQuota:
+				why = "you have as many messages waiting in offline mailboxes as the rendezvous allows; try again when some were delivered"
 			}
 			if c.remove(msg) {
-				m.failed(msg, api.CodeMailboxFull, why+"; try again when "+c.to+" has been online")
+				m.failed(msg, api.CodeMailboxFull, why)
 			}
 		case wire.MailUnknown:
 			if c.remove(msg) {

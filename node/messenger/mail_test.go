@@ -362,26 +362,27 @@ func TestMailboxRefusals(t *testing.T) {
 	w.dir.mu.Lock()
 	w.dir.down = true
 	w.dir.mu.Unlock()
-	texts := []string{"full", "share", "unknown", "fine"}
+	texts := []string{"full", "share", "unknown", "quota", "fine"}
 	var ids []string
 	for _, text := range texts {
 		a.m.Send("bob", text)
 		ids = append(ids, a.next(t, "sent", isType(api.TypeSent)).(*api.Sent).ID)
 	}
 	mu.Lock()
-	script[ids[0]], script[ids[1]], script[ids[2]] = wire.MailFull, wire.MailShare, wire.MailUnknown
+	script[ids[0]], script[ids[1]], script[ids[2]], script[ids[3]] = wire.MailFull, wire.MailShare, wire.MailUnknown, wire.MailQuota
 	mu.Unlock()
 	w.dir.mu.Lock()
 	w.dir.down = false
 	w.dir.mu.Unlock()
 	evs := collect(t, a, 1, api.TypeStored)
 	errs := ofType[*api.Error](evs)
-	if len(errs) != 3 || errs[0].Code != api.CodeMailboxFull || errs[0].ID != ids[0] || !strings.Contains(errs[0].Message, "full") ||
+	if len(errs) != 4 || errs[0].Code != api.CodeMailboxFull || errs[0].ID != ids[0] || !strings.Contains(errs[0].Message, "full") ||
 		errs[1].Code != api.CodeMailboxFull || errs[1].ID != ids[1] || !strings.Contains(errs[1].Message, "share") ||
-		errs[2].Code != api.CodeUnknownPeer || errs[2].ID != ids[2] {
+		errs[2].Code != api.CodeUnknownPeer || errs[2].ID != ids[2] ||
+		errs[3].Code != api.CodeMailboxFull || errs[3].ID != ids[3] || !strings.Contains(errs[3].Message, "offline mailboxes") {
 		t.Fatalf("errors %+v", errs)
 	}
-	if s := ofType[*api.Stored](evs); s[0].ID != ids[3] {
+	if s := ofType[*api.Stored](evs); s[0].ID != ids[4] {
 		t.Fatalf("stored %+v", s)
 	}
 
