@@ -409,12 +409,12 @@ func (s *Server) handleMailReceiptAckLocked(c *client, m *wire.MailReceiptAck) {
 // sendMadeReceiptsLocked sends the senders of made that are online their
 // waiting receipts.
 func (s *Server) sendMadeReceiptsLocked(made []SenderReceipt) {
-	var done []wire.Key
+	done := make(map[wire.Key]bool) // an expiry makes up to thousands
 	for _, rc := range made {
-		if slices.Contains(done, rc.Sender) {
+		if done[rc.Sender] {
 			continue
 		}
-		done = append(done, rc.Sender)
+		done[rc.Sender] = true
 		if o := s.byKey[rc.Sender]; o != nil {
 			s.sendReceiptsLocked(o)
 		}

@@ -45,7 +45,7 @@ func newMetrics(names Names, mail Mailboxes) *metrics {
 			Name: "natchat_rendezvous_online_nodes", Help: "Nodes registered now.",
 		}),
 		stun: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "natchat_rendezvous_stun_responses_total", Help: "STUN Binding success responses sent.",
+			Name: "natchat_rendezvous_stun_responses_total", Help: "STUN Binding responses sent: successes, and 420 errors for unknown comprehension-required attributes.",
 		}),
 		relayedPkts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "natchat_rendezvous_relayed_packets_total", Help: "Packets relayed between nodes.",

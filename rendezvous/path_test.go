@@ -208,3 +208,32 @@ func TestRelayFromUnvalidatedAddress(t *testing.T) {
 		t.Errorf("relay to alice went to %v", got)
 	}
 }
+
+// TestSpoofedRelaysCannotBlockRoaming: an on-path attacker who saw
+// alice's session ID in a Relay header sends Relays with it from its own
+// address, before and right after alice's NAT rebinds: alice's sealed
+// heartbeat from her new address is still challenged there, and her
+// answer moves the session.
+func TestSpoofedRelaysCannotBlockRoaming(t *testing.T) {
+	h := newHarness(t, nil)
+	a := newNode(t, "alice", "198.51.100.1:1000")
+	b := newNode(t, "bob", "198.51.100.2:2000")
+	h.mustRegister(a, b)
+	attacker := netip.MustParseAddrPort("203.0.113.66:6666")
+	spoof := func() { h.handle(a.rv.Relay(b.key, make([]byte, 100)), attacker) }
+	moved := netip.MustParseAddrPort("198.51.100.1:1001")
+
+	h.clock.Step(time.Second)
+	spoof() // a challenge to the attacker, just now
+	out := h.sealed(a, &wire.Heartbeat{}, moved)
+	ch := onlyAt[*wire.PathChallenge](t, out, a, moved)
+	h.clock.Step(300 * time.Millisecond)
+	spoof() // must not replace alice's challenge
+	if out := h.sealed(a, &wire.PathResponse{Data: ch.Data}, moved); len(out) != 0 {
+		t.Fatalf("path response answered: %s", describe(out))
+	}
+	a.addr = moved
+	if ack := h.heartbeat(a); ack.Observed != moved {
+		t.Fatalf("after the answer alice is at %v, want %v", ack.Observed, moved)
+	}
+}

@@ -167,9 +167,9 @@ func (s *Server) register(j regJob) {
 		return
 	}
 	now := s.now()
+	_, _, bound := s.opts.Store.ByName(p.Name) // a read transaction: not under s.mu
 	s.mu.Lock()
 	replay := slices.ContainsFunc(s.spent[p.Key], func(r spentCookie) bool { return r.cookie == j.cookie })
-	_, _, bound := s.opts.Store.ByName(p.Name)
 	quota := !bound && !s.newNameLocked(j.src.Addr(), now)
 	s.mu.Unlock()
 	switch {

@@ -153,6 +153,9 @@ type client struct {
 		addr netip.AddrPort
 		data [8]byte
 		at   time.Time
+		// authed: sent for a datagram sealed by the session itself, not
+		// for a Relay (whose session ID anyone on the path has seen).
+		authed bool
 	}
 	pending  []wire.Change        // presence changes not sent yet
 	watching map[wire.Key]*client // peers it talks with (bounded by maxWatch)
@@ -548,7 +551,6 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 		switch {
 		case errors.As(err, &verr):
 			s.drop(relay.DropVersion)
-			s.log.Warn().Stringer("src", src).Uint8("theirs", verr.Got).Uint8("ours", wire.Version).Msg("protocol version mismatch: refused")
 			if verr.Type != wire.TypeError {
 				// A Hello's nonce (its first 8 body bytes in every version)
 				// is echoed, so that the node believes only an answer to
@@ -557,8 +559,12 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 				if verr.Type == wire.TypeHello && len(b) >= wire.HeaderLen+8 {
 					tx = binary.BigEndian.Uint32(b[wire.HeaderLen+4 : wire.HeaderLen+8])
 				}
-				s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeVersion, Request: verr.Type, TxID: tx,
-					Message: fmt.Sprintf("rendezvous speaks protocol v%d, you sent v%d", wire.Version, verr.Got)})
+				// Logged only when answered: the source meter bounds the
+				// log lines a flood of spoofed datagrams can cause.
+				if s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeVersion, Request: verr.Type, TxID: tx,
+					Message: fmt.Sprintf("rendezvous speaks protocol v%d, you sent v%d", wire.Version, verr.Got)}) {
+					s.log.Warn().Stringer("src", src).Uint8("theirs", verr.Got).Uint8("ours", wire.Version).Msg("protocol version mismatch: refused")
+				}
 			}
 		case errors.Is(err, wire.ErrUnknownType):
 			s.drop(relay.DropUnknownType)
@@ -588,7 +594,7 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 			// the clear is not enough. A node whose NAT rebound proves
 			// its new address first.
 			s.drop(relay.DropUnvalidated)
-			s.challengeLocked(c, src, now, len(b))
+			s.challengeLocked(c, src, now, len(b), false)
 		default:
 			if d := s.forwardableLocked(c, m.Dst, len(m.Payload), now); d != nil {
 				s.scratch = append(wire.AppendRelayedHeader(s.scratch[:0], c.key), m.Payload...)
@@ -636,7 +642,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 		} else {
 			// Until the new address answers a challenge, nothing larger
 			// than this datagram goes there; replies go to the old one.
-			s.challengeLocked(c, src, now, len(b))
+			s.challengeLocked(c, src, now, len(b), true)
 		}
 	}
 	switch m := inner.(type) {
@@ -720,29 +726,45 @@ func (s *Server) sendSealedToLocked(c *client, m wire.Message, to netip.AddrPort
 
 // challengeLocked sends a path challenge to src, an address the node spoke
 // from that is not its validated one, unless one went there very recently;
-// never larger than the reqLen bytes that came from there.
-func (s *Server) challengeLocked(c *client, src netip.AddrPort, now time.Time, reqLen int) {
-	if now.Sub(c.challenge.at) < 200*time.Millisecond {
+// never larger than the reqLen bytes that came from there. authed says the
+// datagram from src was sealed by the session: a challenge for one may
+// replace a challenge for a Relay at once, but not the other way round
+// while it can still be answered, so that Relays spoofed with a session ID
+// seen on the path cannot keep the node's own move from validating.
+func (s *Server) challengeLocked(c *client, src netip.AddrPort, now time.Time, reqLen int, authed bool) {
+	since := now.Sub(c.challenge.at)
+	switch {
+	case !authed && c.challenge.authed && c.challenge.addr.IsValid() && since < challengeLife:
+		return
+	case since < 200*time.Millisecond && (!authed || c.challenge.authed):
 		return // at most five a second per session, to any address
 	}
 	if wire.SealedHeaderLen+1+8+ctrl.Overhead > reqLen {
 		return
 	}
-	c.challenge.addr, c.challenge.at = src, now
+	c.challenge.addr, c.challenge.at, c.challenge.authed = src, now, authed
 	rand.Read(c.challenge.data[:])
 	s.sendSealedToLocked(c, &wire.PathChallenge{Data: c.challenge.data}, src)
 }
 
+// challengeLife is how long a challenge for a sealed datagram is kept
+// from being replaced by one for a Relay: a few round trips.
+const challengeLife = 2 * time.Second
+
 // replyErrorLocked sends e to an unproven source, no larger than the
-// datagram that caused it, within the source's budget.
-func (s *Server) replyErrorLocked(src netip.AddrPort, now time.Time, reqLen int, e *wire.Error) {
+// datagram that caused it, within the source's budget, and reports
+// whether it did.
+func (s *Server) replyErrorLocked(src netip.AddrPort, now time.Time, reqLen int, e *wire.Error) bool {
 	if !s.allowSourceLocked(src.Addr(), now) {
 		s.drop(relay.DropSourceLimited)
-		return
+		return false
 	}
-	if b := wire.ErrorFits(e, reqLen); b != nil {
-		s.send(b, src)
+	b := wire.ErrorFits(e, reqLen)
+	if b == nil {
+		return false
 	}
+	s.send(b, src)
+	return true
 }
 
 // Online returns the names online now, sorted. For tests and the operator.

@@ -21,7 +21,7 @@ import (
 // budget, with a 420 (Unknown Attribute) error listing them (RFC 8489
 // §6.3.1); see unknownAttrReply for its size bound.
 func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time) {
-	req := &stun.Message{Raw: append([]byte(nil), b...)}
+	req := &stun.Message{Raw: b} // read only, and not kept past this call
 	if err := req.Decode(); err != nil {
 		s.drop(relay.DropMalformed)
 		return
