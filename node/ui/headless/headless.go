@@ -6,12 +6,15 @@ package headless
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"natchat/node/api"
 	"natchat/node/ui"
@@ -25,8 +28,7 @@ import (
 func Run(ctx context.Context, n ui.Node, in io.Reader, out io.Writer) error {
 	sub := n.Subscribe()
 	defer sub.Close()
-	w := &writer{enc: json.NewEncoder(out)}
-	w.enc.SetEscapeHTML(false)
+	w := newWriter(out)
 	var d ui.Dispatcher
 
 	inCtx, stopInput := context.WithCancel(ctx)
@@ -74,11 +76,49 @@ func readInput(ctx context.Context, n ui.Node, d *ui.Dispatcher, w *writer, in i
 // writer writes events as JSON lines, one at a time.
 type writer struct {
 	mu  sync.Mutex
+	out io.Writer
+	js  bytes.Buffer // what enc writes: one event's JSON line
 	enc *json.Encoder
+	buf []byte
+}
+
+func newWriter(out io.Writer) *writer {
+	w := &writer{out: out}
+	w.enc = json.NewEncoder(&w.js)
+	w.enc.SetEscapeHTML(false)
+	return w
 }
 
 func (w *writer) write(e api.Event) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.enc.Encode(e)
+	w.js.Reset()
+	if err := w.enc.Encode(e); err != nil {
+		return err
+	}
+	w.buf = escapeControls(w.buf[:0], w.js.Bytes()) // keeps Encode's newline
+	_, err := w.out.Write(w.buf)
+	return err
+}
+
+// escapeControls appends js (JSON from encoding/json) to dst with the
+// characters a terminal may act on that encoding/json leaves raw written
+// as \uXXXX escapes: DEL, the C1 controls (U+009B alone starts a control
+// sequence in some terminals) and the bidirectional formatting characters
+// (which reorder what follows them on screen). They can only stand inside
+// strings, where the escape decodes to the same text, so a script reads
+// what the peer sent and a person who runs headless in a terminal sees no
+// peer-made control sequence.
+func escapeControls(dst, js []byte) []byte {
+	for _, r := range string(js) {
+		switch {
+		case r == 0x7f, r >= 0x80 && r <= 0x9f,
+			r == 0x061c, r == 0x200e, r == 0x200f,
+			r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			dst = fmt.Appendf(dst, `\u%04x`, r)
+		default:
+			dst = utf8.AppendRune(dst, r)
+		}
+	}
+	return dst
 }
