@@ -53,3 +53,36 @@ func TestBadFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentCreate: processes starting at once agree on one key, none
+// reads a half-written file, and no temporary file is left behind.
+func TestConcurrentCreate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k.pem")
+	const n = 16
+	keys := make(chan any, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			k, _, err := LoadOrCreate(path, gen)
+			keys <- k
+			errs <- err
+		}()
+	}
+	var first ed25519.PrivateKey
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		k := (<-keys).(ed25519.PrivateKey)
+		if first == nil {
+			first = k
+		} else if !first.Equal(k) {
+			t.Fatal("two different keys")
+		}
+	}
+	es, err := os.ReadDir(dir)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("directory holds %d entries (%v), want only the key", len(es), err)
+	}
+}
