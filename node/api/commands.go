@@ -4,10 +4,12 @@ package api
 // its outcome comes back as events.
 type Command interface{ command() }
 
-// Send sends Text to the peer called To: Sent, then exactly one Delivered
-// or Error with the same ID, follow (or one Error without an ID when it is
-// refused at once). Kind is the message's kind: KindText (empty, the zero
-// value) or KindEmote (/me); any other is refused with bad_command.
+// Send sends Text to the peer called To: Sent, then exactly one outcome
+// with the same ID follows: Delivered or Error, or Stored (the message is
+// in the peer's offline mailbox) and then Delivered or Expired (or one
+// Error without an ID when it is refused at once). Kind is the message's
+// kind: KindText (empty, the zero value) or KindEmote (/me); any other is
+// refused with bad_command.
 type Send struct {
 	To   string
 	Text string

@@ -115,7 +115,7 @@ const (
 	CodeState                 = "state"                  // the node's state store failed
 	CodeNotMember             = "not_member"             // /who ROOM for a room we are not in
 	CodeQuota                 = "quota"                  // the rendezvous takes no more new names from our network this hour; the node asks every minute
-	CodeMailboxFull           = "mailbox_full"           // the recipient's mailbox (or our share of it) is full
+	CodeMailboxFull           = "mailbox_full"           // the recipient's mailbox (or our share of it) is full, or our quota of messages waiting in all mailboxes is used up
 	CodeTooOld                = "too_old"                // a message older than the mailbox's age limit cannot be deposited
 )
 
