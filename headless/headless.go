@@ -155,6 +155,7 @@ const (
 	CodeQuota                 = api.CodeQuota
 	CodeMailboxFull           = api.CodeMailboxFull
 	CodeTooOld                = api.CodeTooOld
+	CodeMalformed             = api.CodeMalformed
 )
 
 var (

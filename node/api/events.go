@@ -117,6 +117,7 @@ const (
 	CodeQuota                 = "quota"                  // the rendezvous takes no more new names from our network this hour; the node asks every minute
 	CodeMailboxFull           = "mailbox_full"           // the recipient's mailbox (or our share of it) is full, or our quota of messages waiting in all mailboxes is used up
 	CodeTooOld                = "too_old"                // a message older than the mailbox's age limit cannot be deposited
+	CodeMalformed             = "malformed"              // the rendezvous could not parse our registration (fatal)
 )
 
 // Registered: the rendezvous accepted us. Public is our address as it saw
