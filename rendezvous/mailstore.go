@@ -323,6 +323,12 @@ func (s *Store) Deposit(m StoredMail, lim MailLimits, done func(DepositResult)) 
 		}
 		if st := s.limitLocked(&m, lim, 0, 0, 0, 0, nil); st != wire.MailStored {
 			s.mailMu.Unlock()
+			// The counts may already hold this very message: a copy
+			// committed between the read above and the lock (a
+			// retransmission). Refusals are rare: look again.
+			if s.stored(k) {
+				return DepositResult{Status: wire.MailStored}, false
+			}
 			return DepositResult{Status: st}, false
 		}
 	}
@@ -336,6 +342,17 @@ func (s *Store) Deposit(m StoredMail, lim MailLimits, done func(DepositResult)) 
 		return DepositResult{Status: wire.MailStored, Err: err}, false
 	}
 	return DepositResult{}, true
+}
+
+// stored reports whether the message with idKey k is in a mailbox (a
+// failed read counts as not).
+func (s *Store) stored(k string) bool {
+	var ok bool
+	s.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketMailID).Get([]byte(k)) != nil
+		return nil
+	})
+	return ok
 }
 
 // uncommit forgets one queued deposit of k.
@@ -697,16 +714,20 @@ func expire(tx *bolt.Tx, r *mailReq, d *mailDelta) error {
 		old = append(old, bytes.Clone(k))
 	}
 	mail := tx.Bucket(bucketMail)
+	ages := tx.Bucket(bucketMailAge)
 	for _, k := range old {
+		// Every entry taken is deleted, whatever it holds: one that
+		// stayed would come first again at every expiry, which then
+		// never got past it.
+		if err := ages.Delete(k); err != nil {
+			return err
+		}
 		if len(k) != 8+wire.KeyLen+8 {
 			continue
 		}
 		to, mk := wire.Key(k[8:8+wire.KeyLen]), k[8:]
 		v := mail.Get(mk)
 		if len(v) < mailHeaderLen {
-			if err := tx.Bucket(bucketMailAge).Delete(k); err != nil {
-				return err
-			}
 			continue
 		}
 		from := wire.Key(v[:wire.KeyLen])
@@ -717,6 +738,12 @@ func expire(tx *bolt.Tx, r *mailReq, d *mailDelta) error {
 			return err
 		}
 		if !ok {
+			// Its ID index is gone: delete the message itself, which
+			// nothing could reach any more (an Ack finds it by ID).
+			if err := mail.Delete(mk); err != nil {
+				return err
+			}
+			d.add(to, from, -1, -int64(len(v)-mailHeaderLen))
 			continue
 		}
 		d.add(to, from, -1, -size)

@@ -530,3 +530,49 @@ func TestMailCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestMailStoreExpireDamaged: an expiry deletes every old age entry it
+// takes, even one that names nothing or a message whose ID index is gone,
+// so it is never stuck on them; such a message is deleted and no longer
+// counted.
+func TestMailStoreExpireDamaged(t *testing.T) {
+	s := openTestStore(t, t.TempDir(), StoreOptions{})
+	to, from := storeKey(1), storeKey(2)
+	for i := range 3 {
+		if st := depositWait(t, s, StoredMail{To: to, From: from, ID: mailTestID(i), Stored: storeT0, Blob: []byte("x")}, MailLimits{}); st.Status != wire.MailStored {
+			t.Fatalf("deposit %d: %v", i, st)
+		}
+	}
+	// Damage: an age entry of the wrong length, and the ID index of
+	// message 1 lost.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		t0 := encodeTime(storeT0)
+		if err := tx.Bucket(bucketMailAge).Put(append(t0[:], 1, 2, 3), nil); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMailID).Delete(idKey(to, from, mailTestID(1)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	made, err := s.ExpireMail(storeT0.Add(time.Minute), time.Time{}, storeT0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(made) != 2 {
+		t.Errorf("%d expired with receipts, want 2 (the one without an index goes silently)", len(made))
+	}
+	if c, _ := s.MailStats(to); c != 0 {
+		t.Errorf("%d messages still counted", c)
+	}
+	var left int
+	s.db.View(func(tx *bolt.Tx) error {
+		left = tx.Bucket(bucketMailAge).Stats().KeyN + tx.Bucket(bucketMail).Stats().KeyN
+		return nil
+	})
+	if left != 0 {
+		t.Errorf("%d age entries and messages left", left)
+	}
+	if made, err := s.ExpireMail(storeT0.Add(time.Minute), time.Time{}, storeT0.Add(time.Hour)); err != nil || len(made) != 0 {
+		t.Errorf("a second expiry: %d, %v", len(made), err)
+	}
+}
