@@ -79,6 +79,9 @@ func TestBadFlags(t *testing.T) {
 		{"node/rv port not a number", "node", func(t *testing.T) []string {
 			return []string{"-name", "alice", "-rv", "127.0.0.1:x", "-identity", key(t)}
 		}},
+		{"node/rv with an empty key", "node", func(t *testing.T) []string {
+			return []string{"-name", "alice", "-rv", "127.0.0.1:9#", "-identity", key(t)}
+		}},
 		{"node/missing name", "node", func(t *testing.T) []string { return []string{"-rv", "127.0.0.1:9", "-identity", key(t)} }},
 		{"node/missing rv", "node", func(t *testing.T) []string { return []string{"-name", "alice", "-identity", key(t)} }},
 		{"node/bad log level", "node", func(t *testing.T) []string {

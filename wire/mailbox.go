@@ -395,9 +395,3 @@ func parseRefs(b []byte) ([]MailRef, error) {
 	}
 	return refs, nil
 }
-
-// appendBytes16 appends a two-byte-length-prefixed byte string (callers
-// keep it within MailPartLen).
-func appendBytes16(b, v []byte) []byte {
-	return append(appendU16(b, uint16(len(v))), v...)
-}

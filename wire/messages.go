@@ -653,8 +653,7 @@ type Signal struct {
 func (*Signal) Type() Type { return TypeSignal }
 func (m *Signal) AppendBody(b []byte) []byte {
 	b = append(b, m.Dst[:]...)
-	b = appendU16(b, uint16(min(len(m.Body), 0xffff)))
-	return append(b, m.Body[:min(len(m.Body), 0xffff)]...)
+	return appendBytes16(b, m.Body)
 }
 func parseSignal(b []byte) (Message, error) {
 	r := reader{b: b}

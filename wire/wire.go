@@ -368,10 +368,15 @@ func appendStr(b []byte, s string) []byte {
 
 // appendStr16 appends a two-byte-length-prefixed string, truncated to 65535 bytes.
 func appendStr16(b []byte, s string) []byte {
-	if len(s) > 0xFFFF {
-		s = s[:0xFFFF]
-	}
+	s = s[:min(len(s), 0xFFFF)]
 	return append(appendU16(b, uint16(len(s))), s...)
+}
+
+// appendBytes16 appends a two-byte-length-prefixed byte string, truncated
+// to 65535 bytes.
+func appendBytes16(b, v []byte) []byte {
+	v = v[:min(len(v), 0xFFFF)]
+	return append(appendU16(b, uint16(len(v))), v...)
 }
 
 // AppendAddr appends an address as family(1: 4 or 6) port(2) ip(4 or 16).

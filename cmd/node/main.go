@@ -81,6 +81,11 @@ func parse(args []string) (*options, error) {
 		return nil, cmdutil.Usagef("-name %q: %v", o.name, err)
 	}
 	if addr, key, ok := strings.Cut(o.rv, "#"); ok {
+		if key == "" {
+			// Else the node would trust the first key offered, which the
+			// user meant to rule out by writing the #.
+			return nil, cmdutil.Usagef("-rv %q: no key after #", o.rv)
+		}
 		if o.rvKey != "" && o.rvKey != key {
 			return nil, cmdutil.Usagef("-rv %q carries a key other than -rv-key's", o.rv)
 		}
