@@ -110,22 +110,23 @@ var _ punch.Handler = (*direct)(nil)
 func (p *Net) controlling(k wire.Key) bool { return bytes.Compare(p.opts.Local[:], k[:]) < 0 }
 
 // ensureDirect returns the punching state for k, creating and starting it.
-// ours says we have a session with k; an offer from a peer we have none
-// with is taken only under half the cap, and not right after its session
-// ended. It runs on the worker only.
-func (p *Net) ensureDirect(k wire.Key, ours bool) *direct {
+// A peer that is not ours (Vouch) gets one only under half the cap: a
+// stranger's offer (no session with us), or a peer whose session it
+// dialed and we never used. None is made right after k's session ended.
+// It runs on the worker only.
+func (p *Net) ensureDirect(k wire.Key) *direct {
 	if p.punch == nil || k == p.opts.Local {
 		return nil
 	}
 	p.mu.Lock()
 	d := p.directs[k]
-	_, tomb := p.closed[k]
-	full := len(p.directs) >= p.opts.MaxDirect || (!ours && !p.opened[k] && len(p.directs) >= p.opts.MaxDirect/2)
+	_, tomb := p.closed[k] // never for a peer opened
+	full := len(p.directs) >= p.opts.MaxDirect || (!p.ours[k] && len(p.directs) >= p.opts.MaxDirect/2)
 	p.mu.Unlock()
 	if d != nil {
 		return d
 	}
-	if p.stopped || (!ours && tomb) || full {
+	if p.stopped || tomb || full {
 		if full {
 			p.log.Info().Str("key", k.Short()).Msg("too many peers punched at once; staying on the relay")
 		}
@@ -308,7 +309,7 @@ func (p *Net) onSignal(k wire.Key, body []byte) {
 	case wire.SignalOffer:
 		// Acknowledge every copy: the first Ack may have been lost.
 		p.rv.Signal(k, wire.AppendPeerSignal(nil, &wire.PeerSignal{Kind: wire.SignalAck, Seq: ps.Seq}))
-		d := p.ensureDirect(k, false)
+		d := p.ensureDirect(k)
 		if d == nil {
 			return
 		}
@@ -319,6 +320,6 @@ func (p *Net) onSignal(k wire.Key, body []byte) {
 		d.peer.HandleSignal(punch.Signal{Generation: ps.Generation, Ufrag: ps.Ufrag, Pwd: ps.Pwd,
 			Candidates: cs, Failed: ps.Flags&wire.SignalFailed != 0})
 	case wire.SignalHello:
-		p.ensureDirect(k, false)
+		p.ensureDirect(k)
 	}
 }

@@ -67,8 +67,10 @@ type Options struct {
 	// OnPath is told each change of a peer's path (see link.Options).
 	OnPath func(wire.Key, link.Path)
 	// MaxDirect caps the peers punched at once (an ICE agent each). 0: 128.
-	// Offers from peers we have never had a session with (strangers'
-	// introductions) are ignored past MaxDirect/2: 64 by default.
+	// Peers that are not ours (see Vouch) are punched only while fewer
+	// than MaxDirect/2 peers are, 64 by default: strangers' introductions
+	// (offers from peers we have no session with) and peers whose session
+	// is only one they dialed to us (any registered key can).
 	MaxDirect int
 	Logger    zerolog.Logger
 }
@@ -94,6 +96,7 @@ type Net struct {
 	// Guarded by mu:
 	directs map[wire.Key]*direct
 	opened  map[wire.Key]bool      // peers with a session
+	ours    map[wire.Key]bool      // peers with a session we vouch for (Vouch); a subset of opened
 	closed  map[wire.Key]time.Time // peers whose session ended: no punching for a while
 	stopped bool
 }
@@ -109,6 +112,7 @@ const (
 	opOpen = iota
 	opClose
 	opSignal
+	opOurs
 )
 
 // tombstone is how long after a peer's session ended its late signals are
@@ -133,6 +137,7 @@ func New(o Options) (*Net, error) {
 		fatal:   make(chan error, 1),
 		directs: make(map[wire.Key]*direct),
 		opened:  make(map[wire.Key]bool),
+		ours:    make(map[wire.Key]bool),
 		closed:  make(map[wire.Key]time.Time),
 	}
 	p.remotes.Store(&map[netip.AddrPort]*direct{})
@@ -345,12 +350,18 @@ func (p *Net) post(o op) {
 	}
 }
 
-// Open starts punching to peer k (we have a session with it) and tracks it
-// on the link.
+// Open tracks peer k on the link and starts punching to it (we have a
+// session with it). Until Vouch, it is punched only under the strangers'
+// cap (Options.MaxDirect): a session the peer dialed proves nothing.
 func (p *Net) Open(k wire.Key) {
 	p.link.Open(k)
 	p.post(op{kind: opOpen, key: k})
 }
+
+// Vouch makes peer k, opened, ours until Close: we dialed it or talk with
+// it (session.Options.OnOurs), so it is punched up to MaxDirect, not only
+// under the strangers' cap. Call it after Open.
+func (p *Net) Vouch(k wire.Key) { p.post(op{kind: opOurs, key: k}) }
 
 // Close stops punching to peer k and forgets its path (its session ended).
 func (p *Net) Close(k wire.Key) {
@@ -384,32 +395,49 @@ func (p *Net) worker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case o := <-p.ops:
-			switch o.kind {
-			case opOpen:
-				p.mu.Lock()
-				p.opened[o.key] = true
-				delete(p.closed, o.key)
-				d := p.directs[o.key]
-				p.mu.Unlock()
-				if d != nil {
-					d.reopen() // the session came back within the grace
-				} else {
-					p.ensureDirect(o.key, true)
-				}
-			case opClose:
-				p.mu.Lock()
-				delete(p.opened, o.key)
-				p.closed[o.key] = time.Now()
-				p.mu.Unlock()
-				// The direct is stopped by reap after a grace, so that a
-				// session replaced at once (a duplicate dial lost, an idle
-				// close and a new message) keeps its ICE agent and path.
-			case opSignal:
-				p.onSignal(o.key, o.body)
-			}
+			p.do(o)
 		case now := <-tick.C:
 			p.reap(now)
 		}
+	}
+}
+
+// do does one op. It runs on the worker only.
+func (p *Net) do(o op) {
+	switch o.kind {
+	case opOpen:
+		p.mu.Lock()
+		p.opened[o.key] = true
+		delete(p.closed, o.key)
+		d := p.directs[o.key]
+		p.mu.Unlock()
+		if d != nil {
+			d.reopen() // the session came back within the grace
+		} else {
+			p.ensureDirect(o.key)
+		}
+	case opOurs:
+		p.mu.Lock()
+		opened := p.opened[o.key]
+		if opened {
+			p.ours[o.key] = true
+		}
+		d := p.directs[o.key]
+		p.mu.Unlock()
+		if opened && d == nil {
+			p.ensureDirect(o.key) // refused under the strangers' cap before
+		}
+	case opClose:
+		p.mu.Lock()
+		delete(p.opened, o.key)
+		delete(p.ours, o.key)
+		p.closed[o.key] = time.Now()
+		p.mu.Unlock()
+		// The direct is stopped by reap after a grace, so that a
+		// session replaced at once (a duplicate dial lost, an idle
+		// close and a new message) keeps its ICE agent and path.
+	case opSignal:
+		p.onSignal(o.key, o.body)
 	}
 }
 

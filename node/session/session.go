@@ -87,6 +87,13 @@ type Options struct {
 	// peer (up) and when it has none left (down), in that order per peer,
 	// one call at a time, without locks held. It must not block. May be nil.
 	OnPeer func(peer wire.Key, up bool)
+	// OnOurs is called, at most once between a peer's up and down and
+	// after its up, when the peer becomes one this node talks with rather
+	// than one that merely connected to it: we opened a stream to it (we
+	// dialed it, or answered on its connection), or Vouch was called for
+	// it. A peer that only dialed us is not ours: any registered key can.
+	// Same rules as OnPeer (in order with it). May be nil.
+	OnOurs func(peer wire.Key)
 	// Logger receives structured logs. Zero value: disabled.
 	Logger zerolog.Logger
 	// Now is the clock. nil: time.Now.
@@ -118,8 +125,9 @@ type Manager struct {
 }
 
 type peerEvent struct {
-	key wire.Key
-	up  bool
+	key  wire.Key
+	up   bool
+	ours bool // an OnOurs call (up is then ignored)
 }
 
 // peer is what the Manager holds for one peer.
@@ -134,6 +142,8 @@ type peer struct {
 	// its way, so the peer is not reported down unless none comes within
 	// duplicateGrace.
 	downDue bool
+	// ours: reported through OnOurs since the peer was last reported up.
+	ours bool
 }
 
 // duplicateGrace is how long a peer whose last connection closed as a
@@ -300,7 +310,7 @@ func (m *Manager) adopt(c *conn) bool {
 	}
 	p.conns++
 	if p.conns == 1 && !p.downDue {
-		m.pending = append(m.pending, peerEvent{c.key, true})
+		m.pending = append(m.pending, peerEvent{key: c.key, up: true})
 	}
 	p.downDue = false
 	if p.cur == c {
@@ -375,8 +385,8 @@ func (m *Manager) gone(c *conn) {
 // downLocked reports peer key down and forgets it unless a dial is in
 // flight.
 func (m *Manager) downLocked(key wire.Key, p *peer) {
-	p.downDue = false
-	m.pending = append(m.pending, peerEvent{key, false})
+	p.downDue, p.ours = false, false
+	m.pending = append(m.pending, peerEvent{key: key})
 	if p.dialing == nil {
 		delete(m.peers, key)
 	}
@@ -394,8 +404,13 @@ func (m *Manager) flush() {
 		if len(evs) == 0 {
 			return
 		}
-		if m.opts.OnPeer != nil {
-			for _, e := range evs {
+		for _, e := range evs {
+			switch {
+			case e.ours:
+				if m.opts.OnOurs != nil {
+					m.opts.OnOurs(e.key)
+				}
+			case m.opts.OnPeer != nil:
 				m.opts.OnPeer(e.key, e.up)
 			}
 		}
@@ -502,6 +517,9 @@ func (m *Manager) OpenStream(ctx context.Context, key wire.Key, kind wire.Stream
 	}
 	for attempt := 0; ; attempt++ {
 		c, wait, err := m.current(key)
+		if c != nil {
+			m.flush() // OnOurs, the first time
+		}
 		switch {
 		case err != nil:
 			return nil, err
@@ -549,6 +567,7 @@ func (m *Manager) current(key wire.Key) (*conn, <-chan struct{}, error) {
 	}
 	if c := p.cur; c != nil && c.alive() {
 		c.active++
+		m.oursLocked(key, p) // we talk to it: dialed or answering
 		return c, nil, nil
 	}
 	if p.dialing != nil {
@@ -616,6 +635,28 @@ func (m *Manager) Close(key wire.Key, why string) {
 	if qc != nil {
 		qc.CloseWithError(codeNormal, why)
 	}
+}
+
+// oursLocked reports peer key ours (OnOurs) unless it was already since
+// it came up. The peer is up: it has a connection in use.
+func (m *Manager) oursLocked(key wire.Key, p *peer) {
+	if !p.ours {
+		p.ours = true
+		m.pending = append(m.pending, peerEvent{key: key, ours: true})
+	}
+}
+
+// Vouch makes a peer that dialed us ours (OnOurs), as opening a stream to
+// it would: call it when the node accepts what the peer sent (the
+// messenger checked its name and pinned key). It does nothing when the
+// peer has no connection in use.
+func (m *Manager) Vouch(key wire.Key) {
+	m.mu.Lock()
+	if p := m.peers[key]; p != nil && p.cur != nil && !m.closed {
+		m.oursLocked(key, p)
+	}
+	m.mu.Unlock()
+	m.flush()
 }
 
 // Connected reports whether a connection to peer is in use now.

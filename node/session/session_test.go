@@ -115,8 +115,10 @@ type node struct {
 	done   chan struct{}
 	conn   *memConn
 
-	mu  sync.Mutex
-	ups map[wire.Key]int // OnPeer up minus down
+	mu   sync.Mutex
+	ups  map[wire.Key]int // OnPeer up minus down
+	ours map[wire.Key]int // OnOurs calls
+	bad  []string         // OnOurs out of order
 }
 
 func newKey(t *testing.T) ed25519.PrivateKey {
@@ -130,7 +132,7 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 func start(t *testing.T, n *memNet, priv ed25519.PrivateKey, idle time.Duration) *node {
 	t.Helper()
 	k := wire.Key(priv.Public().(ed25519.PublicKey))
-	nd := &node{key: k, priv: priv, done: make(chan struct{}), ups: map[wire.Key]int{}}
+	nd := &node{key: k, priv: priv, done: make(chan struct{}), ups: map[wire.Key]int{}, ours: map[wire.Key]int{}}
 	nd.conn = n.attach(k)
 	m, err := New(Options{Link: nd.conn, Identity: priv, IdleTimeout: idle,
 		OnPeer: func(p wire.Key, up bool) {
@@ -140,6 +142,14 @@ func start(t *testing.T, n *memNet, priv ed25519.PrivateKey, idle time.Duration)
 			} else {
 				nd.ups[p]--
 			}
+			nd.mu.Unlock()
+		},
+		OnOurs: func(p wire.Key) {
+			nd.mu.Lock()
+			if nd.ups[p] != 1 {
+				nd.bad = append(nd.bad, "OnOurs for a peer not up: "+p.Short())
+			}
+			nd.ours[p]++
 			nd.mu.Unlock()
 		}})
 	if err != nil {
@@ -160,6 +170,15 @@ func (nd *node) stop() {
 	nd.cancel()
 	<-nd.done
 	nd.conn.Close()
+}
+
+func (nd *node) oursCount(p wire.Key) int {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if len(nd.bad) > 0 {
+		return -1 // fails every check; see bad
+	}
+	return nd.ours[p]
 }
 
 func (nd *node) upCount(p wire.Key) int {
@@ -211,6 +230,47 @@ func TestOpenStreamEcho(t *testing.T) {
 		}
 		if a.upCount(b.key) != 1 || b.upCount(a.key) != 1 {
 			t.Fatalf("OnPeer: a %d b %d", a.upCount(b.key), b.upCount(a.key))
+		}
+	})
+}
+
+// TestOursOnlyWhenWeTalk: a peer that dialed us is not ours (any registered
+// key can dial) until we open a stream to it or Vouch for it; the peer we
+// dialed is ours at once. Ours ends with the peer's session.
+func TestOursOnlyWhenWeTalk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := &memNet{conns: map[wire.Key]*memConn{}}
+		a := start(t, n, newKey(t), time.Minute)
+		b := start(t, n, newKey(t), time.Minute)
+		c := start(t, n, newKey(t), time.Minute)
+		echo(t, a, b.key, "hello")
+		echo(t, c, b.key, "hello")
+		synctest.Wait()
+		if a.oursCount(b.key) != 1 {
+			t.Fatalf("a dialed b: OnOurs %d times, want 1", a.oursCount(b.key))
+		}
+		if b.upCount(a.key) != 1 || b.oursCount(a.key) != 0 || b.oursCount(c.key) != 0 {
+			t.Fatalf("b, dialed by a and c: up %d, ours %d and %d, want up 1, not ours", b.upCount(a.key), b.oursCount(a.key), b.oursCount(c.key))
+		}
+		echo(t, b, a.key, "back") // b answers on a's connection
+		echo(t, a, b.key, "again")
+		b.m.Vouch(c.key) // as the messenger accepting c's chat
+		b.m.Vouch(c.key)
+		synctest.Wait()
+		if a.oursCount(b.key) != 1 || b.oursCount(a.key) != 1 || b.oursCount(c.key) != 1 || b.m.Conns() != 2 {
+			t.Fatalf("OnOurs a→b %d, b→a %d, b→c %d, want 1 each on the same connections (b has %d)",
+				a.oursCount(b.key), b.oursCount(a.key), b.oursCount(c.key), b.m.Conns())
+		}
+		// After the session ends (idle), a new one from a is not ours.
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if b.upCount(a.key) != 0 {
+			t.Fatalf("b: a still up after the idle timeout")
+		}
+		echo(t, a, b.key, "later")
+		synctest.Wait()
+		if a.oursCount(b.key) != 2 || b.oursCount(a.key) != 1 {
+			t.Fatalf("after a new session dialed by a: OnOurs a→b %d (want 2), b→a %d (want 1)", a.oursCount(b.key), b.oursCount(a.key))
 		}
 	})
 }
