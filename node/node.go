@@ -173,6 +173,7 @@ func New(o Options) (*Node, error) {
 	n.sess, err = session.New(session.Options{
 		Link: n.pn.Link(), Identity: o.Identity, IdleTimeout: o.IdleTimeout, Logger: o.Logger,
 		OnPeer: n.onPeer,
+		OnOurs: n.pn.Vouch, // a peer we dialed or answered: past the strangers' cap
 	})
 	if err != nil {
 		return nil, err
@@ -533,15 +534,15 @@ func (o *observer) MailWaiting(count, bytes uint32) {
 }
 
 // Mail implements rvclient.MailObserver.
-func (o *observer) Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) {
-	o.msgr.ReceiveMail(from, id, storedMS, blob)
+func (o *observer) Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) bool {
+	return o.msgr.ReceiveMail(from, id, storedMS, blob)
 }
 
 // MailDrain implements rvclient.MailObserver.
 func (o *observer) MailDrain(active bool) { o.msgr.MailDrain(active) }
 
 // MailReceipt implements rvclient.MailObserver.
-func (o *observer) MailReceipt(r wire.Receipt) bool { return o.msgr.MailReceipt(r) }
+func (o *observer) MailReceipt(r wire.Receipt) { o.msgr.MailReceipt(r) }
 
 func (o *observer) ServerKeyLearned(k ctrl.PublicKey) {
 	// Called on the read loop: the pin is written off it.

@@ -85,15 +85,11 @@ func (c *conv) retire() bool {
 
 // unsent reports whether a queued message is not in the peer's mailbox:
 // one to deliver live or to deposit.
-func (c *conv) unsent() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, msg := range c.queue {
-		if !msg.stored {
-			return true
-		}
-	}
-	return false
+func (c *conv) unsent() bool { return c.firstUnsent() != nil }
+
+// nextBackoff doubles a retry pause, from 250 ms up to 5 s.
+func nextBackoff(d time.Duration) time.Duration {
+	return min(max(2*d, 250*time.Millisecond), 5*time.Second)
 }
 
 // failAll reports every queued message not in the peer's mailbox as
@@ -303,7 +299,7 @@ func (c *conv) connect(ctx context.Context, backoff *time.Duration) (Stream, boo
 		}
 	}
 	retry := func(why string, err error) (Stream, bool) {
-		*backoff = min(max(2**backoff, 250*time.Millisecond), 5*time.Second)
+		*backoff = nextBackoff(*backoff)
 		m.log.Info().Err(err).Str("peer", c.to).Dur("retry_in", *backoff).Msg(why)
 		c.sleep(ctx, *backoff)
 		return nil, false
@@ -395,7 +391,7 @@ func (c *conv) deposit(ctx context.Context, backoff *time.Duration) (Stream, boo
 			if ctx.Err() != nil {
 				return nil, false
 			}
-			*backoff = min(max(2**backoff, 250*time.Millisecond), 5*time.Second)
+			*backoff = nextBackoff(*backoff)
 			m.log.Info().Err(err).Str("peer", c.to).Dur("retry_in", *backoff).Msg("deposit failed")
 			c.sleep(ctx, *backoff)
 			return nil, false

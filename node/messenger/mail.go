@@ -13,14 +13,9 @@ import (
 // The receiving side of the offline mailbox (see the package doc).
 
 // mailQueue bounds the messages from our mailbox waiting for the mail
-// goroutine; more are left to the next fetch (the rendezvous client hands
-// out at most a few dozen before they are acknowledged).
+// goroutine; more are refused, and fetched again (the rendezvous client
+// hands out at most a few dozen before they are acknowledged).
 const mailQueue = 64
-
-// mailRetry is how long after a transient failure (the sender's name
-// could not be looked up) further messages from that sender are left for
-// the next fetch, so that they are not shown before the one that failed.
-const mailRetry = 5 * time.Second
 
 // mailIn is a message from our mailbox, sealed.
 type mailIn struct {
@@ -32,16 +27,19 @@ type mailIn struct {
 
 // ReceiveMail takes a sealed message from our mailbox
 // (rvclient.MailObserver.Mail). It never blocks: the mail goroutine opens
-// and shows the messages in the order they came. One that does not fit its
-// queue is left in the mailbox for the next fetch.
-func (m *Messenger) ReceiveMail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) {
+// and shows the messages in the order they came. It returns false for one
+// that does not fit its queue: the rendezvous client hands out nothing
+// after it and fetches it again.
+func (m *Messenger) ReceiveMail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) bool {
 	if m.mail == nil {
-		return
+		return false
 	}
 	select {
 	case m.mailQ <- mailIn{from: from, id: id, storedMS: storedMS, blob: blob}:
+		return true
 	default:
-		m.log.Debug().Str("from", from.Short()).Stringer("id", id).Msg("mailbox: behind; message left for the next fetch")
+		m.log.Debug().Str("from", from.Short()).Stringer("id", id).Msg("mailbox: behind; message refused for now")
+		return false
 	}
 }
 
@@ -58,6 +56,7 @@ func (m *Messenger) MailDrain(active bool) {
 	case !active && m.drainDone != nil:
 		close(m.drainDone)
 		m.drainDone = nil
+		m.drainGen++
 	}
 }
 
@@ -93,13 +92,22 @@ type mailAck struct {
 	shown <-chan struct{}
 }
 
+// blocked is a sender whose message failed for now (and was left in the
+// mailbox): its later messages are left too, until that one comes again
+// (it comes first: the rendezvous hands out the oldest first), or the
+// drain ends.
+type blocked struct {
+	id  wire.MsgID
+	gen uint64 // m.drainGen when it failed
+}
+
 // mailLoop takes the messages of our mailbox, in order, until ctx is done;
 // its acknowledger acknowledges them in the same order once shown.
 func (m *Messenger) mailLoop(ctx context.Context) {
 	acks := make(chan mailAck, mailQueue)
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.mailAcker(ctx, acks) }()
-	failed := make(map[wire.Key]time.Time) // senders whose last message failed for now
+	failed := make(map[wire.Key]blocked)
 	for {
 		var in mailIn
 		select {
@@ -107,17 +115,20 @@ func (m *Messenger) mailLoop(ctx context.Context) {
 			return
 		case in = <-m.mailQ:
 		}
-		now := m.now()
-		for k, at := range failed {
-			if now.Sub(at) >= mailRetry {
-				delete(failed, k)
+		m.mu.Lock()
+		gen := m.drainGen
+		m.mu.Unlock()
+		if b, ok := failed[in.from]; ok {
+			if b.id != in.id && b.gen == gen {
+				// Not shown before the one that failed.
+				m.mail.LeaveMail(in.from, in.id)
+				continue
 			}
-		}
-		if _, ok := failed[in.from]; ok {
-			continue // left for the next fetch, after the one that failed
+			delete(failed, in.from)
 		}
 		if !m.takeMail(ctx, in, acks) && ctx.Err() == nil {
-			failed[in.from] = now
+			m.mail.LeaveMail(in.from, in.id)
+			failed[in.from] = blocked{id: in.id, gen: gen}
 		}
 	}
 }
@@ -142,7 +153,7 @@ func (m *Messenger) mailAcker(ctx context.Context, acks <-chan mailAck) {
 
 // takeMail opens and shows one message from our mailbox, and has it
 // acknowledged once shown. It reports false when it failed for now (the
-// message stays in the mailbox and comes again).
+// caller leaves it in the mailbox: it comes again).
 func (m *Messenger) takeMail(ctx context.Context, in mailIn, acks chan<- mailAck) bool {
 	log := m.log.With().Str("from", in.from.Short()).Stringer("id", in.id).Logger()
 	name, err := m.mailSender(ctx, in.from)

@@ -14,6 +14,7 @@ import (
 
 	"natchat/node/api"
 	"natchat/node/mailbox"
+	"natchat/node/store"
 	"natchat/wire"
 )
 
@@ -29,8 +30,12 @@ type fakeBox struct {
 	deposits []deposit            // every Deposit, in order
 	acks     []wire.MailRef       // every AckMail (Peer: the sender)
 	kept     []wire.MailRef       // every KeepMail
-	status   func(to wire.Key, id wire.MsgID) (wire.MailStatus, bool)
-	clock    int64
+	left     []wire.MailRef       // every LeaveMail
+	racks    []wire.MailRef       // every AckReceipt (Peer: the recipient)
+	// onAckReceipt, if set, is called on each AckReceipt.
+	onAckReceipt func(wire.MailRef)
+	status       func(to wire.Key, id wire.MsgID) (wire.MailStatus, bool)
+	clock        int64
 }
 
 type boxed struct {
@@ -66,6 +71,47 @@ func (d mailDir) KeepMail(from wire.Key, id wire.MsgID) {
 	d.box.mu.Lock()
 	d.box.kept = append(d.box.kept, wire.MailRef{Peer: from, ID: id})
 	d.box.mu.Unlock()
+}
+
+func (d mailDir) LeaveMail(from wire.Key, id wire.MsgID) {
+	d.box.mu.Lock()
+	d.box.left = append(d.box.left, wire.MailRef{Peer: from, ID: id})
+	d.box.mu.Unlock()
+}
+
+func (d mailDir) AckReceipt(ref wire.MailRef) {
+	d.box.mu.Lock()
+	d.box.racks = append(d.box.racks, ref)
+	hook := d.box.onAckReceipt
+	d.box.mu.Unlock()
+	if hook != nil {
+		hook(ref)
+	}
+}
+
+// receiptAcks returns how many times the receipt for id was acknowledged.
+func (b *fakeBox) receiptAcks(id wire.MsgID) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, r := range b.racks {
+		if r.ID == id {
+			n++
+		}
+	}
+	return n
+}
+
+// waitReceiptAcks waits until the receipt for id was acknowledged n times.
+func (b *fakeBox) waitReceiptAcks(t *testing.T, id wire.MsgID, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.receiptAcks(id) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("receipt for %s acknowledged %d times, want %d", id, b.receiptAcks(id), n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the fake, with a deadline
+	}
 }
 
 func (b *fakeBox) deposit(from, to wire.Key, id wire.MsgID, blob []byte) (st wire.MailStatus) {
@@ -123,8 +169,8 @@ func (b *fakeBox) receipt(sender wire.Key, r wire.Receipt) {
 	b.w.mu.Lock()
 	p := b.w.ms[sender]
 	b.w.mu.Unlock()
-	if p != nil && !p.m.MailReceipt(r) {
-		b.w.t.Errorf("receipt %v not taken", r)
+	if p != nil {
+		p.m.MailReceipt(r)
 	}
 }
 
@@ -465,16 +511,14 @@ func TestReceiptExpired(t *testing.T) {
 	a.m.Send("bob", "too late")
 	st := a.next(t, "stored", isType(api.TypeStored)).(*api.Stored)
 	id, _ := wire.ParseMsgID(st.ID)
-	if !a.m.MailReceipt(wire.Receipt{MailRef: wire.MailRef{Peer: b.key, ID: id}, Status: wire.ReceiptExpired}) {
-		t.Fatal("receipt not taken")
-	}
+	a.m.MailReceipt(wire.Receipt{MailRef: wire.MailRef{Peer: b.key, ID: id}, Status: wire.ReceiptExpired})
 	if e := a.next(t, "expired", isType(api.TypeExpired)).(*api.Expired); e.ID != st.ID || e.To != "bob" {
 		t.Fatalf("expired %+v", e)
 	}
+	w.box.waitReceiptAcks(t, id, 1)
 	// Again (the rendezvous repeats until acknowledged): taken, quietly.
-	if !a.m.MailReceipt(wire.Receipt{MailRef: wire.MailRef{Peer: b.key, ID: id}, Status: wire.ReceiptExpired}) {
-		t.Fatal("repeated receipt not taken")
-	}
+	a.m.MailReceipt(wire.Receipt{MailRef: wire.MailRef{Peer: b.key, ID: id}, Status: wire.ReceiptExpired})
+	w.box.waitReceiptAcks(t, id, 2)
 	select {
 	case e := <-a.events:
 		t.Fatalf("a repeated receipt gave %T %+v", e, e)
@@ -686,4 +730,184 @@ func TestLiveWaitsForStored(t *testing.T) {
 		t.Fatalf("bob was shown %q, want %q", got, want)
 	}
 	collect(t, a, 5, api.TypeDelivered)
+}
+
+// spyStore is a store that logs Done and Flush.
+type spyStore struct {
+	*store.Store
+	mu  sync.Mutex
+	log []string
+}
+
+func (s *spyStore) note(e string) { s.mu.Lock(); s.log = append(s.log, e); s.mu.Unlock() }
+
+func (s *spyStore) Done(ids ...wire.MsgID) {
+	for _, id := range ids {
+		s.note("done " + id.String())
+	}
+	s.Store.Done(ids...)
+}
+
+func (s *spyStore) Flush() error {
+	s.note("flush")
+	return s.Store.Flush()
+}
+
+// TestReceiptAckAfterDurable: a receipt is acknowledged to the rendezvous
+// only once its message is durably out of the outbox (Done, then a
+// flush); so is a repeated one, for a message no longer in flight.
+func TestReceiptAckAfterDurable(t *testing.T) {
+	w := newMailWorld(t)
+	var spy *spyStore
+	w.wrapStore = func(st *store.Store) Store { spy = &spyStore{Store: st}; return spy }
+	a := w.start("alice", nil, "", Options{})
+	w.wrapStore = nil
+	b := w.start("bob", nil, "", Options{})
+	w.box.onAckReceipt = func(ref wire.MailRef) { spy.note("ack " + ref.ID.String()) }
+	w.setOffline("bob", true)
+	a.m.Send("bob", "later")
+	st := a.next(t, "stored", isType(api.TypeStored)).(*api.Stored)
+	id, _ := wire.ParseMsgID(st.ID)
+	for round := 1; round <= 2; round++ {
+		a.m.MailReceipt(wire.Receipt{MailRef: wire.MailRef{Peer: b.key, ID: id}, Status: wire.ReceiptDelivered})
+		if round == 1 {
+			a.next(t, "delivered", isType(api.TypeDelivered))
+		}
+		w.box.waitReceiptAcks(t, id, round)
+		spy.mu.Lock()
+		log := slices.Clone(spy.log)
+		spy.mu.Unlock()
+		// The round's ack, and the last Done before it.
+		ack, seen := -1, 0
+		for i, e := range log {
+			if e == "ack "+id.String() {
+				if seen++; seen == round {
+					ack = i
+				}
+			}
+		}
+		done := -1
+		for i := range max(ack, 0) {
+			if log[i] == "done "+id.String() {
+				done = i
+			}
+		}
+		if ack < 0 || done < 0 || !slices.Contains(log[done:ack], "flush") {
+			t.Fatalf("round %d: store and ack log %v: the ack does not follow a durable Done", round, log)
+		}
+	}
+	if out, err := a.st.Outbox(); err != nil || len(out) != 0 {
+		t.Fatalf("outbox %v, %v", out, err)
+	}
+}
+
+// TestReceiptBeforeStart: a receipt that comes while the messenger loads
+// its outbox (here: before Start) is held until the outbox is back in its
+// conversations: the stored message is delivered, not taken for one no
+// longer in flight (and later falsely expired).
+func TestReceiptBeforeStart(t *testing.T) {
+	w := newMailWorld(t)
+	_, aPriv, _ := ed25519.GenerateKey(rand.Reader)
+	a := w.start("alice", aPriv, "", Options{})
+	b := w.start("bob", nil, "", Options{})
+	w.setOffline("bob", true)
+	a.m.Send("bob", "while you were out")
+	st := a.next(t, "stored", isType(api.TypeStored)).(*api.Stored)
+	id, _ := wire.ParseMsgID(st.ID)
+	a.cancel()
+	a.m.Wait()
+	if err := a.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.beforeStart = func(p *peer) {
+		p.m.MailReceipt(wire.Receipt{MailRef: wire.MailRef{Peer: b.key, ID: id}, Status: wire.ReceiptDelivered})
+	}
+	a2 := w.start("alice", aPriv, a.stDir, Options{})
+	w.beforeStart = nil
+	if d := a2.next(t, "delivered", isType(api.TypeDelivered)).(*api.Delivered); d.ID != st.ID {
+		t.Fatalf("delivered %+v", d)
+	}
+	w.box.waitReceiptAcks(t, id, 1)
+	if out, err := a2.st.Outbox(); err != nil || len(out) != 0 {
+		t.Fatalf("outbox %v, %v", out, err)
+	}
+}
+
+// TestMailQueueFull: a message that does not fit the mail queue is
+// refused (ReceiveMail returns false), not dropped as if taken.
+func TestMailQueueFull(t *testing.T) {
+	w := newMailWorld(t)
+	w.manual = true
+	_, aPriv, _ := ed25519.GenerateKey(rand.Reader)
+	a := w.start("alice", aPriv, "", Options{})
+	a.cancel() // the mail goroutine stops: nothing leaves the queue
+	a.m.Wait()
+	for i := range mailQueue {
+		if !a.m.ReceiveMail(wire.Key{1}, wire.MsgID{byte(i)}, 1, []byte("x")) {
+			t.Fatalf("message %d refused with room in the queue", i)
+		}
+	}
+	if a.m.ReceiveMail(wire.Key{1}, wire.MsgID{0xFF}, 1, []byte("x")) {
+		t.Fatal("a message past the queue was taken")
+	}
+}
+
+// TestMailSenderLookupFails: when the sender's name cannot be found for
+// now, the message is left (LeaveMail), and so are that sender's later
+// ones, shown neither before it nor instead of it; when it comes again it
+// is shown, then the others, in order.
+func TestMailSenderLookupFails(t *testing.T) {
+	w := newMailWorld(t)
+	_, aPriv, _ := ed25519.GenerateKey(rand.Reader)
+	// Alice has a name, but bob has not pinned it: he looks it up.
+	w.dir.set("alice", wire.Key(aPriv.Public().(ed25519.PublicKey)))
+	ak := wire.Key(aPriv.Public().(ed25519.PublicKey))
+	b := w.start("bob", nil, "", Options{})
+	seal := func(id wire.MsgID, text string) []byte {
+		blob, err := mailbox.Seal(aPriv, b.key, &wire.Msg{ID: id, Seq: uint64(id[0]), SentMS: 1, Text: text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return blob
+	}
+	w.dir.mu.Lock()
+	w.dir.down = true
+	w.dir.mu.Unlock()
+	b.m.MailDrain(true)
+	for i := 1; i <= 3; i++ {
+		if !b.m.ReceiveMail(ak, wire.MsgID{byte(i)}, int64(i), seal(wire.MsgID{byte(i)}, fmt.Sprint("m", i))) {
+			t.Fatal("refused")
+		}
+	}
+	want := []wire.MailRef{{Peer: ak, ID: wire.MsgID{1}}, {Peer: ak, ID: wire.MsgID{2}}, {Peer: ak, ID: wire.MsgID{3}}}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w.box.mu.Lock()
+		left := slices.Clone(w.box.left)
+		w.box.mu.Unlock()
+		if slices.Equal(left, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left %v, want %v", left, want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling, with a deadline
+	}
+	select {
+	case e := <-b.events:
+		t.Fatalf("bob: %T %+v", e, e)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Fetched again: all three, in order.
+	w.dir.mu.Lock()
+	w.dir.down = false
+	w.dir.mu.Unlock()
+	for i := 1; i <= 3; i++ {
+		b.m.ReceiveMail(ak, wire.MsgID{byte(i)}, int64(i), seal(wire.MsgID{byte(i)}, fmt.Sprint("m", i)))
+	}
+	for i := 1; i <= 3; i++ {
+		if m := b.next(t, "message", isType(api.TypeMessage)).(*api.Message); m.Text != fmt.Sprint("m", i) {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+	}
 }

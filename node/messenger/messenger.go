@@ -107,8 +107,15 @@ type Mailbox interface {
 	Deposit(ctx context.Context, to wire.Key, id wire.MsgID, blob []byte) (wire.MailStatus, error)
 	// AckMail says a message from our mailbox is durably ours.
 	AckMail(from wire.Key, id wire.MsgID)
-	// KeepMail leaves a message in our mailbox, not taken for now.
+	// KeepMail leaves a message in our mailbox, set aside until the next
+	// registration.
 	KeepMail(from wire.Key, id wire.MsgID)
+	// LeaveMail leaves a message in our mailbox, not taken for now: it
+	// is fetched again.
+	LeaveMail(from wire.Key, id wire.MsgID)
+	// AckReceipt says the outcome of a receipt (MailReceipt) is durably
+	// recorded: the rendezvous may forget it.
+	AckReceipt(ref wire.MailRef)
 }
 
 // Store is the durable state the messenger keeps (package store).
@@ -117,6 +124,8 @@ type Store interface {
 	Outbox() ([]store.OutMsg, error)
 	MarkStored(id wire.MsgID) error
 	Done(ids ...wire.MsgID)
+	// Flush commits what is queued (Done) durably.
+	Flush() error
 	Shown(peer wire.Key, id wire.MsgID) bool
 	MarkShown(peer wire.Key, id wire.MsgID) error
 	PinByName(name string) (store.Pin, bool, error)
@@ -196,6 +205,15 @@ type Messenger struct {
 	persistWake chan struct{} // cap 1: incoming has messages
 	mail        Mailbox       // nil: no offline delivery
 	mailQ       chan mailIn   // ReceiveMail → the mail goroutine
+	// box acknowledges receipts: the Dir, if it is a Mailbox (nil: none).
+	box Mailbox
+	// receipts wait for the receipt goroutine (guarded by mu), which
+	// starts once the outbox is loaded; receiptWake (cap 1) says some do.
+	receipts    []wire.Receipt
+	receiptWake chan struct{}
+	// drainGen counts the drains of our mailbox that ended (guarded by
+	// mu).
+	drainGen uint64
 }
 
 type conflict struct {
@@ -244,9 +262,13 @@ func New(o Options) (*Messenger, error) {
 
 		persistWake: make(chan struct{}, 1),
 		mailQ:       make(chan mailIn, mailQueue),
+		receiptWake: make(chan struct{}, 1),
 	}
-	if mb, ok := o.Dir.(Mailbox); ok && len(o.Identity) == ed25519.PrivateKeySize {
-		m.mail = mb
+	if mb, ok := o.Dir.(Mailbox); ok {
+		m.box = mb
+		if len(o.Identity) == ed25519.PrivateKeySize {
+			m.mail = mb
+		}
 	}
 	return m, nil
 }
@@ -283,6 +305,10 @@ func (m *Messenger) Start(ctx context.Context) error {
 		}
 		m.add(msg)
 	}
+	// Only now are receipts taken: one that came before would find its
+	// message not yet back in its conversation.
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.receiptLoop(ctx) }()
 	return nil
 }
 
@@ -469,43 +495,106 @@ func (m *Messenger) settle(msg *outMsg) {
 	}
 }
 
+// maxReceipts bounds the receipts waiting for the receipt goroutine; the
+// rendezvous repeats those dropped (they are not acknowledged).
+const maxReceipts = 1024
+
 // MailReceipt takes the rendezvous's receipt for a message we deposited
-// (rvclient.MailObserver): delivered or expired. It never blocks. It
-// reports whether the receipt is recorded (then the rendezvous may forget
-// it): false only before Start.
-func (m *Messenger) MailReceipt(r wire.Receipt) bool {
+// (rvclient.MailObserver): delivered or expired. It never blocks: the
+// receipt goroutine (once Start has loaded the outbox) takes the message
+// out of its conversation, records its outcome durably, publishes it, and
+// only then acknowledges the receipt (Mailbox.AckReceipt). One for a
+// message not in flight (an outcome came already, or an earlier run gave
+// up on it) is acknowledged once the message is durably out of the
+// outbox.
+func (m *Messenger) MailReceipt(r wire.Receipt) {
 	m.mu.Lock()
-	if m.ctx == nil {
+	if len(m.receipts) >= maxReceipts {
 		m.mu.Unlock()
-		return false
+		m.log.Debug().Stringer("id", r.ID).Msg("receipts behind; this one comes again")
+		return
 	}
-	var msg *outMsg
-	var owner *conv
-	for _, c := range m.convs {
-		if msg = c.take(r.ID); msg != nil {
-			owner = c
-			break
+	m.receipts = append(m.receipts, r)
+	m.mu.Unlock()
+	select {
+	case m.receiptWake <- struct{}{}:
+	default:
+	}
+}
+
+// receiptLoop takes the receipts MailReceipt queued, until ctx is done.
+func (m *Messenger) receiptLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.receiptWake:
+		}
+		m.takeReceipts()
+	}
+}
+
+// takeReceipts records the outcomes of the receipts queued, durably
+// (one commit for them all), publishes them, and acknowledges them.
+func (m *Messenger) takeReceipts() {
+	type taken struct {
+		r     wire.Receipt
+		msg   *outMsg // nil: not in flight
+		owner *conv
+	}
+	m.mu.Lock()
+	rs := m.receipts
+	m.receipts = nil
+	ts := make([]taken, len(rs))
+	for i, r := range rs {
+		ts[i].r = r
+		for _, c := range m.convs {
+			if msg := c.take(r.ID); msg != nil {
+				ts[i].msg, ts[i].owner = msg, c
+				break
+			}
 		}
 	}
 	m.mu.Unlock()
-	if msg == nil {
-		// Not in flight (an outcome came already, or the receipt is for
-		// a message an earlier run gave up on): make sure it is gone.
-		m.opts.Store.Done(r.ID)
-		m.log.Debug().Stringer("id", r.ID).Stringer("status", r.Status).Msg("receipt for a message not in flight")
-		return true
+	if len(ts) == 0 {
+		return
 	}
-	switch r.Status {
-	case wire.ReceiptDelivered:
-		m.delivered(msg)
-	case wire.ReceiptExpired:
-		m.log.Info().Str("peer", msg.to).Stringer("id", msg.id).Msg("message expired unread in the mailbox")
-		m.expired(msg)
-	default:
-		m.failed(msg, api.CodeUndelivered, "the rendezvous gave an unknown outcome for the message ("+r.Status.String()+")")
+	ids := make([]wire.MsgID, len(ts))
+	for i, t := range ts {
+		ids[i] = t.r.ID
 	}
-	owner.poke()
-	return true
+	m.opts.Store.Done(ids...)
+	err := m.opts.Store.Flush()
+	for _, t := range ts {
+		msg, r := t.msg, t.r
+		if msg == nil {
+			m.log.Debug().Stringer("id", r.ID).Stringer("status", r.Status).Msg("receipt for a message not in flight")
+			continue
+		}
+		switch r.Status {
+		case wire.ReceiptDelivered:
+			m.bus.Publish(&api.Delivered{ID: msg.id.String(), To: msg.to})
+		case wire.ReceiptExpired:
+			m.log.Info().Str("peer", msg.to).Stringer("id", msg.id).Msg("message expired unread in the mailbox")
+			m.bus.Publish(&api.Expired{ID: msg.id.String(), To: msg.to})
+		default:
+			m.bus.Publish(&api.Error{Code: api.CodeUndelivered, ID: msg.id.String(), To: msg.to,
+				Message: "the rendezvous gave an unknown outcome for the message (" + r.Status.String() + ")"})
+		}
+		m.settle(msg)
+		t.owner.poke()
+	}
+	if err != nil {
+		// Not acknowledged: the rendezvous repeats them (the store
+		// retries the commit meanwhile).
+		m.log.Error().Err(err).Int("receipts", len(ts)).Msg("recording receipts; not acknowledged")
+		return
+	}
+	if m.box != nil {
+		for _, t := range ts {
+			m.box.AckReceipt(t.r.MailRef)
+		}
+	}
 }
 
 // --- trust on first use ---

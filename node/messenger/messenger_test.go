@@ -80,6 +80,11 @@ type world struct {
 	manual bool
 	// box, when set, gives every peer started a mailbox (mail_test.go).
 	box *fakeBox
+	// wrapStore, when set, wraps the store of every peer started.
+	wrapStore func(*store.Store) Store
+	// beforeStart, when set, is called for every peer between New and
+	// Start.
+	beforeStart func(*peer)
 }
 
 type peer struct {
@@ -144,6 +149,9 @@ func (w *world) start(name string, priv ed25519.PrivateKey, stDir string, o Opti
 	if w.box != nil {
 		o.Dir, o.Identity = mailDir{fakeDir: w.dir, box: w.box, self: k}, priv
 	}
+	if w.wrapStore != nil {
+		o.Store = w.wrapStore(st)
+	}
 	if o.Linger == 0 {
 		o.Linger = 50 * time.Millisecond
 	}
@@ -159,6 +167,9 @@ func (w *world) start(name string, priv ed25519.PrivateKey, stDir string, o Opti
 	w.mu.Lock()
 	w.ms[k] = p
 	w.mu.Unlock()
+	if w.beforeStart != nil {
+		w.beforeStart(p)
+	}
 	if err := m.Start(ctx); err != nil {
 		w.t.Fatal(err)
 	}

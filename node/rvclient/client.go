@@ -230,7 +230,7 @@ func New(o Options) (*Client, error) {
 		lookups:   make(map[uint32]chan *wire.LookupReply),
 		whos:      make(map[uint32]chan whoResult),
 		deposits:  make(map[uint32]depositWait),
-		mb:        mailState{partial: make(map[mailKey]*partialMail), handed: make(map[mailKey]time.Time), kept: make(map[mailKey]bool)},
+		mb:        newMailState(0),
 	}, nil
 }
 
@@ -694,7 +694,7 @@ func (c *Client) onSealedLocked(m *wire.Sealed, b []byte, now time.Time) {
 	case *wire.Mail:
 		c.onMailLocked(m, now)
 	case *wire.MailReceipt:
-		c.onMailReceiptLocked(m)
+		c.onMailReceiptLocked(m, now)
 	case *wire.Error:
 		c.log.Debug().Stringer("code", m.Code).Str("msg", m.Message).Stringer("request", m.Request).Msg("rendezvous refused a request")
 		switch m.Request {

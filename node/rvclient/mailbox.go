@@ -24,7 +24,22 @@ import (
 // every message handed out has been acknowledged (AckMail: the node has it
 // durably) or set aside (KeepMail), fetches the next ones, until the
 // rendezvous answers that the mailbox is empty. Receipts for messages we
-// deposited go to the observer and are acknowledged once it took them.
+// deposited go to the observer, which acknowledges each (AckReceipt) once
+// its outcome is durable; the acknowledgements are batched like AckMail's.
+//
+// A message the observer does not take is left in the mailbox: refused at
+// once (Mail returns false: the client hands out nothing more of that
+// answer, and fetches again, so that nothing younger overtakes it), or
+// left later (LeaveMail), or neither acknowledged nor set aside within
+// handedTimeout. Skipping the messages set aside (MailFetch.Skip) is right
+// only while they are the oldest in the mailbox, that is while every other
+// message handed out was acknowledged: so while any message left is not
+// (yet) acknowledged nor set aside, fetches skip nothing (the ones set
+// aside take their places in the answers without being handed out again;
+// when they fill the answers the drain ends). A message left is fetched
+// again at most maxFetchTries times in a row before the drain ends. When
+// maxKept messages are set aside, the drain ends (the next registration
+// starts over).
 //
 // Everything a rendezvous sends is bounded here: at most maxPartials
 // messages being reassembled (each at most wire.MaxMailBlob), at most
@@ -42,19 +57,23 @@ type MailObserver interface {
 	// while we were online.
 	MailWaiting(count, bytes uint32)
 	// Mail: a complete sealed message from the mailbox, oldest first.
-	// Acknowledge it with AckMail once it is durably ours, or set it
-	// aside with KeepMail; either may come much later (after it was
-	// shown). blob is the observer's to keep.
-	Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte)
+	// It returns false when the observer cannot take it now (it is
+	// fetched again, and nothing younger is handed out before it). Once
+	// taken, acknowledge it with AckMail once it is durably ours, set it
+	// aside with KeepMail, or leave it with LeaveMail; any of them may
+	// come much later (after it was shown). blob is the observer's to
+	// keep.
+	Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) bool
 	// MailDrain: a drain of the mailbox began (true: after each
 	// registration, and when messages wait) or ended (false: the mailbox
 	// is empty but for messages set aside, the registration was lost, or
 	// the rendezvous did not answer). Calls alternate, starting with true.
 	MailDrain(active bool)
-	// MailReceipt: what became of a message we deposited. It returns
-	// whether the outcome is recorded: only then is the receipt
-	// acknowledged (else the rendezvous repeats it later).
-	MailReceipt(r wire.Receipt) bool
+	// MailReceipt: what became of a message we deposited. Acknowledge it
+	// with AckReceipt once the outcome is durably recorded (later, from
+	// another goroutine); until then the rendezvous repeats it (after the
+	// next registration).
+	MailReceipt(r wire.Receipt)
 }
 
 // Mailbox timing and bounds.
@@ -120,8 +139,9 @@ type readyMail struct {
 // messages by their index (wire.Mail.Index), handed out strictly in that
 // order.
 type mailAnswer struct {
-	count    int // messages in it (0: no part came yet)
-	next     int // the index handed out (or known) next
+	count    int  // messages in it (0: no part came yet)
+	next     int  // the index handed out (or known) next
+	refused  bool // the observer refused one: nothing more is handed out
 	bound    [wire.MailFetchMax]bool
 	slot     [wire.MailFetchMax]mailKey // the message at each index bound
 	done     [wire.MailFetchMax]bool    // handed out, or known already
@@ -141,8 +161,23 @@ type mailState struct {
 	ready    []readyMail
 	handed   map[mailKey]time.Time
 	kept     map[mailKey]bool
-	acks     []wire.MailRef
-	ackAt    time.Time // when the oldest queued ack was queued
+	keptFull bool // one could not be set aside (maxKept): the drain ends
+	// left: handed out and not taken (refused, LeaveMail, handedTimeout),
+	// not acknowledged or set aside since. While any is, fetches skip
+	// nothing.
+	left   map[mailKey]bool
+	acks   []wire.MailRef
+	ackAt  time.Time      // when the oldest queued ack was queued
+	racks  []wire.MailRef // receipts to acknowledge
+	rackAt time.Time      // when the oldest queued receipt ack was queued
+	// rhanded: receipts handed to the observer and not yet acknowledged
+	// (a repeat of one is not handed out again, for handedTimeout).
+	rhanded map[wire.MailRef]time.Time
+}
+
+func newMailState(tag uint16) mailState {
+	return mailState{tag: tag, partial: make(map[mailKey]*partialMail), handed: make(map[mailKey]time.Time),
+		kept: make(map[mailKey]bool), left: make(map[mailKey]bool), rhanded: make(map[wire.MailRef]time.Time)}
 }
 
 // depositWait is a Deposit waiting for its reply.
@@ -166,7 +201,7 @@ func (c *Client) resetMailLocked() {
 	c.endDrainLocked()
 	// The tag goes on counting: a late part of an answer to the last
 	// registration's fetch is not taken for one to the next.
-	c.mb = mailState{tag: c.mb.tag, partial: make(map[mailKey]*partialMail), handed: make(map[mailKey]time.Time), kept: make(map[mailKey]bool)}
+	c.mb = newMailState(c.mb.tag)
 }
 
 // startDrainLocked begins draining the mailbox, if the observer takes mail.
@@ -205,10 +240,15 @@ func (c *Client) fetchLocked(now time.Time) {
 	c.mb.ans = mailAnswer{}
 	clear(c.mb.partial)
 	c.mb.ready = nil
-	// The messages set aside are the oldest in the mailbox (every other
-	// one handed out before them was acknowledged, and deleted): skip
-	// them, or they would fill every answer.
-	c.sendSealedLocked(&wire.MailFetch{Max: wire.MailFetchMax, Skip: uint16(min(len(c.mb.kept), math.MaxUint16)), Tag: c.mb.tag})
+	// The messages set aside are the oldest in the mailbox when every
+	// other one handed out before them was acknowledged, and deleted:
+	// then skip them, or they would fill every answer. While one left is
+	// not, it may be among the oldest: skip nothing.
+	skip := 0
+	if len(c.mb.left) == 0 {
+		skip = min(len(c.mb.kept), math.MaxUint16)
+	}
+	c.sendSealedLocked(&wire.MailFetch{Max: wire.MailFetchMax, Skip: uint16(skip), Tag: c.mb.tag})
 }
 
 func (c *Client) sendAcksLocked() {
@@ -219,6 +259,16 @@ func (c *Client) sendAcksLocked() {
 	}
 	c.mb.acks = nil
 	c.mb.ackAt = time.Time{}
+}
+
+func (c *Client) sendReceiptAcksLocked() {
+	for len(c.mb.racks) > 0 {
+		n := min(len(c.mb.racks), wire.MaxMailAcks)
+		c.sendSealedLocked(&wire.MailReceiptAck{Refs: slices.Clone(c.mb.racks[:n])})
+		c.mb.racks = c.mb.racks[n:]
+	}
+	c.mb.racks = nil
+	c.mb.rackAt = time.Time{}
 }
 
 func (c *Client) onMailNoticeLocked(m *wire.MailNotice, now time.Time) {
@@ -301,7 +351,7 @@ func (c *Client) onMailLocked(m *wire.Mail, now time.Time) {
 // is given up and fetched again, see mailTickLocked).
 func (c *Client) releaseReadyLocked(now time.Time) {
 	a := &c.mb.ans
-	for a.next < a.count {
+	for !a.refused && a.next < a.count {
 		i := a.next
 		if !a.done[i] {
 			j := slices.IndexFunc(c.mb.ready, func(r readyMail) bool { return r.index == i })
@@ -313,11 +363,58 @@ func (c *Client) releaseReadyLocked(now time.Time) {
 			a.done[i] = true
 			c.mb.handed[r.key] = now
 			c.mb.fresh++
-			c.mb.tries = 0
-			from, id, stored, blob := r.key.from, r.key.id, r.storedMS, r.blob
-			c.notifyLocked(func(o Observer) { o.(MailObserver).Mail(from, id, stored, blob) })
+			if !c.mb.left[r.key] {
+				// Progress (a message left before does not count: one
+				// that keeps being left ends the drain).
+				c.mb.tries = 0
+			}
+			tag, k := c.mb.tag, r.key
+			c.notifyLocked(func(o Observer) { c.handOut(o.(MailObserver), tag, k, r.storedMS, r.blob) })
 		}
 		a.next++
+	}
+}
+
+// handOut gives a message of the answer to fetch tag to the observer
+// (without the lock, from flush), unless one before it in that answer was
+// refused; one refused, or not given, is left in the mailbox.
+func (c *Client) handOut(mo MailObserver, tag uint16, k mailKey, storedMS int64, blob []byte) {
+	c.mu.Lock()
+	skip := c.mb.tag == tag && c.mb.ans.refused
+	c.mu.Unlock()
+	if !skip && mo.Mail(k.from, k.id, storedMS, blob) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.mb.handed[k]; !ok {
+		return // a new registration forgot it
+	}
+	delete(c.mb.handed, k)
+	c.mb.activity = c.now()
+	if skip {
+		return // never handed out: it comes again with the next answer
+	}
+	c.log.Debug().Str("from", k.from.Short()).Stringer("id", k.id).Msg("mailbox: message refused for now; fetching it again")
+	c.leftLocked(k)
+	if c.mb.tag == tag {
+		// Nothing younger of this answer is handed out before it: the
+		// answer is given up (see mailTickLocked) and fetched again.
+		c.mb.ans.refused = true
+		c.mb.ready = nil
+	}
+	c.poke()
+}
+
+// leftLocked records that a message handed out stays in the mailbox, not
+// taken.
+func (c *Client) leftLocked(k mailKey) {
+	if len(c.mb.left) < maxHanded || c.mb.left[k] {
+		c.mb.left[k] = true
+	} else {
+		// Too many to track: fetch as if all of them were left (the
+		// kept ones would no longer be skipped; end the drain).
+		c.mb.keptFull = true
 	}
 }
 
@@ -335,6 +432,7 @@ func (c *Client) AckMail(from wire.Key, id wire.MsgID) {
 	now := c.now()
 	k := mailKey{from: from, id: id}
 	delete(c.mb.handed, k)
+	delete(c.mb.left, k)
 	if slices.Contains(c.mb.acks, wire.MailRef{Peer: from, ID: id}) {
 		return
 	}
@@ -353,7 +451,8 @@ func (c *Client) AckMail(from wire.Key, id wire.MsgID) {
 // it: the node cannot take it now (its sender's key is not the one pinned
 // for the sender's name, or the sender's name could not be found). It
 // stays in the mailbox and is not handed out again until the next
-// registration; a drain that gets nothing but such messages ends.
+// registration; a drain that gets nothing but such messages ends, and so
+// does one with maxKept set aside.
 func (c *Client) KeepMail(from wire.Key, id wire.MsgID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -362,10 +461,57 @@ func (c *Client) KeepMail(from wire.Key, id wire.MsgID) {
 	}
 	k := mailKey{from: from, id: id}
 	delete(c.mb.handed, k)
+	delete(c.mb.left, k)
 	if len(c.mb.kept) < maxKept {
 		c.mb.kept[k] = true
+	} else if !c.mb.kept[k] {
+		// Not recorded, it would be fetched again and again: the drain
+		// ends (see mailTickLocked).
+		c.mb.keptFull = true
 	}
 	c.mb.activity = c.now()
+	c.poke()
+}
+
+// LeaveMail leaves a message from our mailbox that was handed out and
+// that the node could not take now (its sender's name could not be
+// found, say): it stays in the mailbox and is fetched again (the fetches
+// skip nothing meanwhile, so that it is not hidden behind the messages
+// set aside).
+func (c *Client) LeaveMail(from wire.Key, id wire.MsgID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stRegistered {
+		return
+	}
+	k := mailKey{from: from, id: id}
+	if _, ok := c.mb.handed[k]; !ok {
+		return // acknowledged or set aside meanwhile, or from an earlier registration
+	}
+	delete(c.mb.handed, k)
+	c.leftLocked(k)
+	c.mb.activity = c.now()
+	c.poke()
+}
+
+// AckReceipt acknowledges a receipt (MailObserver.MailReceipt) whose
+// outcome the node recorded durably: the rendezvous forgets it.
+// Acknowledgements are batched (up to wire.MaxMailAcks, or ackDelay).
+// Without a registration it does nothing: the receipt comes again.
+func (c *Client) AckReceipt(ref wire.MailRef) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stRegistered || slices.Contains(c.mb.racks, ref) {
+		return
+	}
+	delete(c.mb.rhanded, ref)
+	if len(c.mb.racks) == 0 {
+		c.mb.rackAt = c.now()
+	}
+	c.mb.racks = append(c.mb.racks, ref)
+	if len(c.mb.racks) >= wire.MaxMailAcks {
+		c.sendReceiptAcksLocked()
+	}
 	c.poke()
 }
 
@@ -392,15 +538,29 @@ func (c *Client) mailTickLocked(now time.Time) time.Duration {
 	for k, at := range c.mb.handed {
 		if due(at.Add(handedTimeout)) {
 			delete(c.mb.handed, k)
+			c.leftLocked(k)
+		}
+	}
+	for ref, at := range c.mb.rhanded {
+		if due(at.Add(handedTimeout)) {
+			delete(c.mb.rhanded, ref)
 		}
 	}
 	if len(c.mb.acks) > 0 && due(c.mb.ackAt.Add(ackDelay)) {
 		c.sendAcksLocked()
 	}
+	if len(c.mb.racks) > 0 && due(c.mb.rackAt.Add(ackDelay)) {
+		c.sendReceiptAcksLocked()
+	}
+	if c.mb.draining && c.mb.keptFull {
+		c.log.Warn().Int("kept", len(c.mb.kept)).Int("left", len(c.mb.left)).Msg("mailbox: too many messages set aside or left; draining again after the next registration")
+		c.endDrainLocked()
+		return next
+	}
 	if !c.mb.draining || len(c.mb.handed) > 0 || len(c.mb.partial) > 0 {
 		return next
 	}
-	if a := &c.mb.ans; a.next < a.count {
+	if a := &c.mb.ans; a.refused || a.next < a.count {
 		// A message of this answer is missing in full (lost, or dropped
 		// incomplete): those after it wait. When no part came for a while
 		// it will not come; drop them and fetch again (once those handed
@@ -418,10 +578,18 @@ func (c *Client) mailTickLocked(now time.Time) time.Duration {
 		return min(next, fetchQuiet)
 	}
 	switch {
+	case c.mb.fresh > 0 && c.mb.tries >= maxFetchTries:
+		// All this fetch brought was left before, again and again.
+		c.log.Warn().Int("left", len(c.mb.left)).Msg("mailbox: messages keep being left; giving up until the next registration")
+		c.endDrainLocked()
 	case c.mb.fresh > 0:
-		// Everything this fetch brought is acknowledged or set aside:
-		// the next ones.
-		if due(c.mb.activity.Add(fetchSettle)) {
+		// Everything this fetch brought is acknowledged, set aside or
+		// left: the next ones (a message left, after a pause).
+		settle := fetchSettle
+		if len(c.mb.left) > 0 {
+			settle = fetchQuiet
+		}
+		if due(c.mb.activity.Add(settle)) {
 			c.fetchLocked(now)
 			next = min(next, fetchQuiet)
 		}
@@ -443,28 +611,32 @@ func (c *Client) mailTickLocked(now time.Time) time.Duration {
 	return next
 }
 
-// onMailReceiptLocked hands receipts to the observer, and acknowledges
-// those it recorded once it returns.
-func (c *Client) onMailReceiptLocked(m *wire.MailReceipt) {
+// onMailReceiptLocked hands receipts to the observer; it acknowledges
+// each (AckReceipt) once the outcome is durable. The rendezvous repeats
+// the receipts not yet acknowledged whenever it has new ones: a repeat of
+// one the observer has (or whose acknowledgement is queued) is not handed
+// out again.
+func (c *Client) onMailReceiptLocked(m *wire.MailReceipt, now time.Time) {
 	mo := c.mailObserver()
-	if mo == nil || len(m.Receipts) == 0 {
+	if mo == nil {
 		return
 	}
-	rs := m.Receipts
+	var rs []wire.Receipt
+	for _, r := range m.Receipts {
+		if _, ok := c.mb.rhanded[r.MailRef]; ok || slices.Contains(c.mb.racks, r.MailRef) {
+			continue
+		}
+		if len(c.mb.rhanded) < maxHanded {
+			c.mb.rhanded[r.MailRef] = now
+		}
+		rs = append(rs, r)
+	}
+	if len(rs) == 0 {
+		return
+	}
 	c.notifyLocked(func(Observer) {
-		var refs []wire.MailRef
 		for _, r := range rs {
-			if mo.MailReceipt(r) {
-				refs = append(refs, r.MailRef)
-			}
-		}
-		if len(refs) == 0 {
-			return
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.state == stRegistered {
-			c.sendSealedLocked(&wire.MailReceiptAck{Refs: refs})
+			mo.MailReceipt(r)
 		}
 	})
 }

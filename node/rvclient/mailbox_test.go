@@ -60,6 +60,13 @@ type mailObs struct {
 	hold     bool                // neither ack nor keep
 	keep     bool                // keep instead of ack
 	waiting  []uint32
+	// take, if set, says what to do with a message: refuse it at once
+	// (false), or, taken, "ack", "keep", "leave" or "hold" it.
+	take func(from wire.Key, id wire.MsgID) (bool, string)
+	// Receipts to acknowledge, in order, by one goroutine at a time.
+	rackMu  sync.Mutex
+	pending []wire.MailRef
+	calls   []wire.MsgID // every Mail call, taken or not
 }
 
 func (o *mailObs) note(s string) { o.mu.Lock(); o.log = append(o.log, s); o.mu.Unlock() }
@@ -79,22 +86,35 @@ func (o *mailObs) MailWaiting(count, _ uint32) {
 	o.mu.Unlock()
 }
 
-func (o *mailObs) Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) {
+func (o *mailObs) Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) bool {
 	o.mu.Lock()
+	o.calls = append(o.calls, id)
+	hold, keep, take := o.hold, o.keep, o.take
+	what := ""
+	if take != nil {
+		var ok bool
+		if ok, what = take(from, id); !ok {
+			o.mu.Unlock()
+			return false
+		}
+	}
 	o.mail = append(o.mail, boxMail{from: from, id: id, storedMS: storedMS, blob: blob})
-	hold, keep := o.hold, o.keep
 	o.mu.Unlock()
-	if hold {
-		return
+	if hold || what == "hold" {
+		return true
 	}
 	// Later, off the read path, as the node does after showing it.
 	go func() {
-		if keep {
+		switch {
+		case what == "leave":
+			o.c.LeaveMail(from, id)
+		case keep || what == "keep":
 			o.c.KeepMail(from, id)
-		} else {
+		default:
 			o.c.AckMail(from, id)
 		}
 	}()
+	return true
 }
 
 func (o *mailObs) MailDrain(active bool) {
@@ -103,11 +123,27 @@ func (o *mailObs) MailDrain(active bool) {
 	o.mu.Unlock()
 }
 
-func (o *mailObs) MailReceipt(r wire.Receipt) bool {
+func (o *mailObs) MailReceipt(r wire.Receipt) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.receipts = append(o.receipts, r)
-	return !o.refuse[r.ID]
+	if o.refuse[r.ID] {
+		return
+	}
+	o.pending = append(o.pending, r.MailRef)
+	// Later, off the read path, in order, as the node does once the
+	// outcome is durable.
+	go func() {
+		o.rackMu.Lock()
+		defer o.rackMu.Unlock()
+		o.mu.Lock()
+		refs := o.pending
+		o.pending = nil
+		o.mu.Unlock()
+		for _, ref := range refs {
+			o.c.AckReceipt(ref)
+		}
+	}()
 }
 
 func (o *mailObs) snapshot() (mail []boxMail, drains []bool) {
@@ -768,11 +804,11 @@ type mailClientObs struct {
 }
 
 func (o mailClientObs) MailWaiting(count, bytes uint32) { o.m.MailWaiting(count, bytes) }
-func (o mailClientObs) Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) {
-	o.m.Mail(from, id, storedMS, blob)
+func (o mailClientObs) Mail(from wire.Key, id wire.MsgID, storedMS int64, blob []byte) bool {
+	return o.m.Mail(from, id, storedMS, blob)
 }
-func (o mailClientObs) MailDrain(active bool)           { o.m.MailDrain(active) }
-func (o mailClientObs) MailReceipt(r wire.Receipt) bool { return o.m.MailReceipt(r) }
+func (o mailClientObs) MailDrain(active bool)      { o.m.MailDrain(active) }
+func (o mailClientObs) MailReceipt(r wire.Receipt) { o.m.MailReceipt(r) }
 
 // addMailClient adds a client to the world (the real rendezvous) that
 // takes mail.
@@ -875,4 +911,193 @@ func TestMailboxThroughRendezvous(t *testing.T) {
 			t.Fatalf("alice got %d receipts after a minute, want 12 (acknowledged ones repeated?)", n)
 		}
 	})
+}
+
+// TestMailLeftNotSkipped: a message handed out and neither acknowledged
+// nor set aside (forgotten after handedTimeout, or left with LeaveMail)
+// stays in the mailbox, possibly before the ones set aside: the next
+// fetches skip nothing, so it is handed out again rather than hidden.
+func TestMailLeftNotSkipped(t *testing.T) {
+	for _, how := range []string{"hold", "leave"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFakeRV(t)
+				a := wire.Key{0xA}
+				l, k, x := wire.MsgID{1}, wire.MsgID{2}, wire.MsgID{3}
+				f.mu.Lock()
+				f.box = []boxMail{{from: a, id: l, storedMS: 1, blob: []byte("l")}, {from: a, id: k, storedMS: 2, blob: []byte("k")}, {from: a, id: x, storedMS: 3, blob: []byte("x")}}
+				f.mu.Unlock()
+				f.setHook(f.serveBoxSkip)
+				seen := 0
+				f.obs.mu.Lock()
+				f.obs.take = func(_ wire.Key, id wire.MsgID) (bool, string) {
+					switch id {
+					case l:
+						if seen++; seen == 1 {
+							return true, how
+						}
+					case k:
+						return true, "keep"
+					}
+					return true, "ack"
+				}
+				f.obs.mu.Unlock()
+				time.Sleep(time.Minute)
+				synctest.Wait()
+				f.obs.mu.Lock()
+				calls := slices.Clone(f.obs.calls)
+				f.obs.mu.Unlock()
+				if !slices.Equal(calls, []wire.MsgID{l, k, x, l}) {
+					t.Fatalf("handed out %v, want l, k, x, then l again", calls)
+				}
+				f.mu.Lock()
+				left := slices.Clone(f.box)
+				f.mu.Unlock()
+				if len(left) != 1 || left[0].id != k {
+					t.Fatalf("mailbox holds %v, want only the one set aside", left)
+				}
+				fs := received[*wire.MailFetch](f)
+				if len(fs) < 2 || fs[1].Skip != 0 {
+					t.Fatalf("fetches %+v: the one after a message was left skips", fs)
+				}
+				if _, drains := f.obs.snapshot(); !slices.Equal(drains, []bool{true, false}) {
+					t.Fatalf("drains %v", drains)
+				}
+			})
+		})
+	}
+}
+
+// TestMailRefused: a message the observer refuses (Mail returns false)
+// stops the handing out of its answer: nothing younger is handed out
+// before it; it is fetched again and handed out first.
+func TestMailRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeRV(t)
+		want := f.fill(4)
+		refused := false
+		f.obs.mu.Lock()
+		f.obs.take = func(_ wire.Key, id wire.MsgID) (bool, string) {
+			if id == want[1].id && !refused {
+				refused = true
+				return false, ""
+			}
+			return true, "ack"
+		}
+		f.obs.mu.Unlock()
+		time.Sleep(20 * time.Second)
+		synctest.Wait()
+		mail, drains := f.obs.snapshot()
+		sameMail(t, mail, want)
+		f.obs.mu.Lock()
+		calls := slices.Clone(f.obs.calls)
+		f.obs.mu.Unlock()
+		if !slices.Equal(calls, []wire.MsgID{want[0].id, want[1].id, want[1].id, want[2].id, want[3].id}) {
+			t.Fatalf("Mail calls %v", calls)
+		}
+		if !slices.Equal(drains, []bool{true, false}) {
+			t.Fatalf("drains %v", drains)
+		}
+	})
+}
+
+// TestMailKeptFull: once maxKept messages are set aside, one more set
+// aside ends the drain (it could not be skipped: it would be fetched again
+// and again).
+func TestMailKeptFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeRV(t)
+		const n = 1024 + 3
+		f.mu.Lock()
+		for i := range n {
+			f.box = append(f.box, boxMail{from: wire.Key{0xA}, id: wire.MsgID{byte(i), byte(i >> 8)}, storedMS: int64(i), blob: []byte("k")})
+		}
+		f.mu.Unlock()
+		f.setHook(f.serveBoxSkip)
+		f.obs.mu.Lock()
+		f.obs.keep = true
+		f.obs.mu.Unlock()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		mail, drains := f.obs.snapshot()
+		if len(mail) < 1025 {
+			t.Fatalf("%d messages handed out, want at least 1025", len(mail))
+		}
+		if !slices.Equal(drains, []bool{true, false}) {
+			t.Fatalf("drains %v, want [true false]", drains)
+		}
+		before := len(received[*wire.MailFetch](f))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if after := len(received[*wire.MailFetch](f)); after != before || before > n/wire.MailFetchMax+3 {
+			t.Fatalf("%d fetches, then %d a minute later", before, after)
+		}
+	})
+}
+
+// TestMailReceiptAcks: a receipt is acknowledged only once the observer
+// says so (AckReceipt), in batches of at most wire.MaxMailAcks; a repeat
+// of one the observer has is not handed out again.
+func TestMailReceiptAcks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeRV(t)
+		time.Sleep(time.Second)
+		var rs []wire.Receipt
+		for i := range 20 {
+			rs = append(rs, wire.Receipt{MailRef: wire.MailRef{Peer: wire.Key{0xB}, ID: wire.MsgID{byte(i)}}, Status: wire.ReceiptDelivered})
+		}
+		f.obs.mu.Lock()
+		for _, r := range rs {
+			f.obs.refuse[r.ID] = true // held: not acknowledged yet
+		}
+		f.obs.mu.Unlock()
+		f.sendLater(&wire.MailReceipt{Receipts: rs[:16]})
+		f.sendLater(&wire.MailReceipt{Receipts: rs[:16]}) // a repeat
+		f.sendLater(&wire.MailReceipt{Receipts: rs[16:]})
+		time.Sleep(time.Second)
+		synctest.Wait()
+		f.obs.mu.Lock()
+		n := len(f.obs.receipts)
+		f.obs.mu.Unlock()
+		if n != 20 {
+			t.Fatalf("observer got %d receipts, want 20", n)
+		}
+		if acks := received[*wire.MailReceiptAck](f); len(acks) != 0 {
+			t.Fatalf("receipts acknowledged before the observer said so: %+v", acks)
+		}
+		for _, r := range rs {
+			f.c.AckReceipt(r.MailRef)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		var got []wire.MailRef
+		acks := received[*wire.MailReceiptAck](f)
+		for _, a := range acks {
+			if len(a.Refs) > wire.MaxMailAcks {
+				t.Fatalf("an ack of %d refs", len(a.Refs))
+			}
+			got = append(got, a.Refs...)
+		}
+		if len(acks) != 2 || len(got) != 20 {
+			t.Fatalf("%d acks of %d refs, want 2 of 20", len(acks), len(got))
+		}
+	})
+}
+
+// serveBoxSkip is serveBox with fetches that skip the oldest Skip
+// messages, as the real rendezvous does.
+func (f *fakeRV) serveBoxSkip(m wire.Message) {
+	fm, ok := m.(*wire.MailFetch)
+	if !ok {
+		f.serveBox(m)
+		return
+	}
+	f.mu.Lock()
+	box := f.box
+	f.box = f.box[min(int(fm.Skip), len(f.box)):]
+	f.mu.Unlock()
+	f.serveFetch(fm, nil)
+	f.mu.Lock()
+	f.box = box
+	f.mu.Unlock()
 }
