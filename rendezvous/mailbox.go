@@ -285,12 +285,12 @@ func (s *Server) handleMailFetchLocked(c *client, m *wire.MailFetch) {
 	// m.Skip oldest of the rest (the node has set them aside).
 	var skip func(wire.Key, wire.MsgID) bool
 	if len(c.mail.acking) > 0 || m.Skip > 0 {
-		skipped := 0
+		skipped, toSkip := 0, min(int(m.Skip), wire.MaxMailSkip)
 		skip = func(from wire.Key, id wire.MsgID) bool {
 			if _, ok := c.mail.acking[wire.MailRef{Peer: from, ID: id}]; ok {
 				return true
 			}
-			if skipped < int(m.Skip) {
+			if skipped < toSkip {
 				skipped++
 				return true
 			}

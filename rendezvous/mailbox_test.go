@@ -959,3 +959,22 @@ func TestMailInconsistentParts(t *testing.T) {
 		t.Fatalf("fetched %v", ids(got))
 	}
 }
+
+// TestMailFetchSkipCapped: a skip over MaxMailSkip counts as MaxMailSkip,
+// so that one fetch reads a bounded part of a mailbox.
+func TestMailFetchSkipCapped(t *testing.T) {
+	h := newHarness(t, func(o *rendezvous.Options) { o.MailboxShare = -1; o.MailboxCount = -1; o.LookupRate = -1 })
+	a, b := newNode(t, "alice", "198.51.100.1:1000"), newNode(t, "bob", "198.51.100.2:2000")
+	h.offline(b)
+	h.mustRegister(a)
+	for i := range wire.MaxMailSkip + 2 {
+		h.mustStore(a, uint32(i), b.key, mailID(i), blobOf(i, 10))
+	}
+	h.registerAll(b)
+	h.conn.take()
+	h.s.Handle(b.seal(&wire.MailFetch{Max: 8, Skip: 65535}), b.addr)
+	got, err := rvtest.AssembleMail(b.msgs(t, h.conn.take()))
+	if err != nil || !slices.Equal(ids(got), idRange(wire.MaxMailSkip, wire.MaxMailSkip+2)) {
+		t.Fatalf("fetch skipping 65535 of %d: %v, %v", wire.MaxMailSkip+2, ids(got), err)
+	}
+}

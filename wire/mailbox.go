@@ -29,6 +29,10 @@ const (
 	// MaxMailAcks bounds the entries of one MailAck, MailReceipt or
 	// MailReceiptAck.
 	MaxMailAcks = 16
+	// MaxMailSkip bounds a MailFetch's skip: the most messages a node
+	// sets aside; a rendezvous treats a larger skip as this, so that one
+	// fetch reads a bounded part of a mailbox.
+	MaxMailSkip = 1024
 )
 
 // Mailbox message types (inside Sealed only).

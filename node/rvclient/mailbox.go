@@ -104,8 +104,9 @@ const (
 	maxPartials = wire.MailFetchMax
 	// maxHanded bounds the messages handed out and not acknowledged.
 	maxHanded = 4 * wire.MailFetchMax
-	// maxKept bounds the messages set aside in one registration.
-	maxKept = 1024
+	// maxKept bounds the messages set aside in one registration: what a
+	// fetch may skip.
+	maxKept = wire.MaxMailSkip
 )
 
 // ErrDepositTimeout means the rendezvous did not answer a deposit in time
