@@ -87,7 +87,13 @@ const (
 
 // Msg is a chat message.
 // Body: id(8) seq(8) sent_unix_ms(8) kind(1) room(str; empty for 1:1)
-// text(u16 length + bytes). Trailing bytes are ignored (newer senders).
+// text(u16 length + bytes) [group(8)]. Trailing bytes are ignored (newer
+// senders).
+//
+// A room message goes to each member as its own copy, with its own ID
+// (the member's receipt names it) and Group, the ID of the message in the
+// room, the same in every copy (what members show). Group is left out when
+// zero (1:1 messages).
 type Msg struct {
 	ID MsgID
 	// Seq numbers the sender's messages in this conversation, from 1, in
@@ -97,6 +103,16 @@ type Msg struct {
 	Kind   MsgKind
 	Room   string
 	Text   string
+	Group  MsgID
+}
+
+// ShownID is the ID a receiver shows for m: Group for a room message's
+// copy, else ID.
+func (m *Msg) ShownID() MsgID {
+	if m.Group != (MsgID{}) {
+		return m.Group
+	}
+	return m.ID
 }
 
 // AppendFrame appends a frame with the given kind and body.
@@ -108,13 +124,16 @@ func AppendFrame(b []byte, k FrameKind, body []byte) []byte {
 
 // AppendMsg appends m as a FrameMsg frame.
 func AppendMsg(b []byte, m *Msg) []byte {
-	body := make([]byte, 0, 8+8+8+1+1+len(m.Room)+2+len(m.Text))
+	body := make([]byte, 0, 8+8+8+1+1+len(m.Room)+2+len(m.Text)+8)
 	body = append(body, m.ID[:]...)
 	body = appendU64(body, m.Seq)
 	body = appendU64(body, uint64(m.SentMS))
 	body = append(body, byte(m.Kind))
 	body = appendStr(body, m.Room)
 	body = appendStr16(body, m.Text)
+	if m.Group != (MsgID{}) {
+		body = append(body, m.Group[:]...)
+	}
 	return AppendFrame(b, FrameMsg, body)
 }
 
@@ -128,6 +147,9 @@ func ParseMsg(b []byte) (*Msg, error) {
 	m.Kind = MsgKind(r.u8())
 	m.Room = r.str()
 	m.Text = r.str16()
+	if len(r.b) >= len(m.Group) {
+		copy(m.Group[:], r.b)
+	}
 	if r.err != nil {
 		return nil, fmt.Errorf("msg: %w", r.err)
 	}

@@ -67,7 +67,8 @@ const (
 	TypePathResponse  Type = 0x14 // N→R: the challenge, echoed
 	TypeWho           Type = 0x15 // N→R: ask for a page of a room's members
 	TypeWhoReply      Type = 0x16 // R→N: the page, and the room's size
-	// 0x17–0x1E: the offline mailbox (mailbox.go). 0x1F: reserved for rooms.
+	// 0x17–0x1E: the offline mailbox (mailbox.go); 0x1F–0x26: rooms
+	// (rooms.go).
 )
 
 func (t Type) String() string {
@@ -106,6 +107,22 @@ func (t Type) String() string {
 		return "mail_receipt"
 	case TypeMailReceiptAck:
 		return "mail_receipt_ack"
+	case TypeRoomJoin:
+		return "room_join"
+	case TypeRoomPart:
+		return "room_part"
+	case TypeRoomReply:
+		return "room_reply"
+	case TypeRoomList:
+		return "room_list"
+	case TypeRoomListReply:
+		return "room_list_reply"
+	case TypeRoomMembers:
+		return "room_members"
+	case TypeRoomMembersReply:
+		return "room_members_reply"
+	case TypeRoomEvent:
+		return "room_event"
 	case TypeHeartbeat:
 		return "heartbeat"
 	case TypeHeartbeatAck:

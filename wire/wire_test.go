@@ -319,6 +319,46 @@ var innerCases = []msgCase{
 		hex:  "1e" + "00",
 	},
 	{
+		name: "room join",
+		msg:  &RoomJoin{TxID: 1, Room: "#dev"},
+		hex:  "1f" + "00000001" + "04 23646576",
+	},
+	{
+		name: "room part",
+		msg:  &RoomPart{TxID: 2, Room: "#dev"},
+		hex:  "20" + "00000002" + "04 23646576",
+	},
+	{
+		name: "room reply full",
+		msg:  &RoomReply{TxID: 3, Status: RoomFull, Room: "#dev", Version: 7, Members: 256, Online: 5, Limit: 256},
+		hex:  "21" + "00000003" + "01" + "04 23646576" + "0000000000000007" + "00000100" + "00000005" + "00000100",
+	},
+	{
+		name: "room list",
+		msg:  &RoomList{TxID: 4},
+		hex:  "22" + "00000004" + "00",
+	},
+	{
+		name: "room list reply",
+		msg:  &RoomListReply{TxID: 5, More: true, Rooms: []RoomInfo{{Room: "#dev", Version: 2, Members: 3, Online: 1}}},
+		hex:  "23" + "00000005" + "01" + "01" + "04 23646576" + "0000000000000002" + "00000003" + "00000001",
+	},
+	{
+		name: "room members",
+		msg:  &RoomMembers{TxID: 6, Room: "#lobby", After: "bob"},
+		hex:  "24" + "00000006" + lobbyHex + bobHex,
+	},
+	{
+		name: "room members reply",
+		msg:  &RoomMembersReply{TxID: 7, Room: "#lobby", Version: 1, Total: 1, Members: []RoomMember{{Key: testKey, Name: "bob", Online: true}}},
+		hex:  "25" + "00000007" + lobbyHex + "0000000000000001" + "00000001" + "00" + "01" + keyHex + "01" + bobHex,
+	},
+	{
+		name: "room event left",
+		msg:  &RoomEvent{Room: "#lobby", Version: 8, Kind: RoomLeft, Reason: RoomLeftExpired, Key: testKey, Name: "bob"},
+		hex:  "26" + lobbyHex + "0000000000000008" + "02" + "01" + keyHex + bobHex,
+	},
+	{
 		name: "who first page",
 		msg:  &Who{TxID: 7, Room: "#lobby"},
 		hex:  "15" + "00000007" + lobbyHex + "00",
@@ -357,6 +397,7 @@ var innerCases = []msgCase{
 var fromNode = map[Type]bool{
 	TypeHeartbeat: true, TypeLeave: true, TypePeersRequest: true, TypeLookup: true,
 	TypeSignal: true, TypePathResponse: true, TypeWho: true,
+	TypeRoomJoin: true, TypeRoomPart: true, TypeRoomList: true, TypeRoomMembers: true,
 }
 
 // openPayload reports whether messages of type t end in a field that runs
@@ -553,7 +594,7 @@ func TestParseHeaderErrors(t *testing.T) {
 		{"magic off by one", "ad" + verHex + "12" + sessHex + ctrHex, ErrMagic},
 		{"type zero", "ac" + verHex + "00" + sessHex, ErrUnknownType},
 		{"mailbox type in the clear", "ac" + verHex + "17" + sessHex, ErrUnknownType},
-		{"last reserved type", "ac" + verHex + "1f" + sessHex, ErrUnknownType},
+		{"last reserved type", "ac" + verHex + "27" + sessHex, ErrUnknownType},
 		{"type 20", "ac" + verHex + "20", ErrUnknownType},
 		{"type ff", "ac" + verHex + "ff", ErrUnknownType},
 		{"version 0", "ac00" + "12" + sessHex + ctrHex, ErrVersion},
@@ -607,7 +648,7 @@ func TestParseInnerErrors(t *testing.T) {
 	}{
 		{"empty", "", ErrTooShort},
 		{"type zero", "00", ErrUnknownType},
-		{"reserved type", "1f" + sessHex, ErrUnknownType},
+		{"reserved type", "27" + sessHex, ErrUnknownType},
 		{"type ff", "ff", ErrUnknownType},
 		// A whole clear datagram sealed by mistake: 0xac is no type.
 		{"clear datagram inside", "ac" + verHex + "05", ErrUnknownType},
@@ -961,8 +1002,8 @@ func TestTypeString(t *testing.T) {
 		}
 		names[s] = ty
 	}
-	if got := Type(0x1f).String(); got != "type(0x1f)" {
-		t.Errorf("Type(0x1f) = %q", got)
+	if got := Type(0x27).String(); got != "type(0x27)" {
+		t.Errorf("Type(0x27) = %q", got)
 	}
 }
 
