@@ -177,7 +177,7 @@ func TestBadInput(t *testing.T) {
 			for j := range pt {
 				pt[j] = byte(rng.Uint32())
 			}
-			pt[0] = byte(rng.IntN(0x20))
+			pt[0] = byte(rng.IntN(int(wire.TypeRoomEvent) + 1))
 			if wire.Type(pt[0]) == wire.TypeLeave {
 				pt[0] = 0xee
 			}

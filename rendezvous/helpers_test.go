@@ -160,12 +160,14 @@ func newHarnessIn(t testing.TB, dir string, edit func(*rendezvous.Options)) *har
 	return h
 }
 
-// handle feeds one datagram, runs the registration it queued if any, and
-// returns what the server wrote meanwhile.
+// handle feeds one datagram, runs the registration it queued if any,
+// waits for the room writes it queued (their replies are sent when they
+// are durable), and returns what the server wrote meanwhile.
 func (h *harness) handle(b []byte, src netip.AddrPort) []packet {
 	h.conn.take()
 	h.s.Handle(b, src)
 	h.s.DrainRegistrations()
+	h.s.WaitRooms()
 	return h.conn.take()
 }
 
@@ -205,6 +207,7 @@ type node struct {
 	addr    netip.AddrPort // where it sends from, and where the rendezvous should answer
 	session wire.SessionID
 	hs      []byte // the Handshake datagram of its accepted registration
+	tx      uint32 // the TxID of its last room request
 }
 
 func newNode(t testing.TB, name, addr string) *node {
@@ -637,6 +640,10 @@ func corpus(h *harness, a, b, c *node) []datagram {
 		&wire.MailFetch{Max: 8},
 		&wire.MailAck{Refs: []wire.MailRef{{Peer: b.key, ID: wire.MsgID{3}}}},
 		&wire.MailReceiptAck{Refs: []wire.MailRef{{Peer: b.key, ID: wire.MsgID{4}}}},
+		&wire.RoomJoin{TxID: 6, Room: "#corpus"},
+		&wire.RoomList{TxID: 7},
+		&wire.RoomMembers{TxID: 8, Room: "#lobby", After: b.name},
+		&wire.RoomPart{TxID: 9, Room: "#corpus"},
 	} {
 		ds = append(ds, datagram{"sealed " + m.Type().String(), a.seal(m), a.addr})
 	}
@@ -678,5 +685,13 @@ func rToN(a, b *node) []wire.Message {
 		&wire.MailAck{Refs: []wire.MailRef{{Peer: b.key}}},
 		&wire.MailReceipt{Receipts: []wire.Receipt{{MailRef: wire.MailRef{Peer: b.key}}}},
 		&wire.MailReceiptAck{Refs: []wire.MailRef{{Peer: b.key}}},
+		&wire.RoomJoin{TxID: 1, Room: "#lobby"},
+		&wire.RoomPart{TxID: 1, Room: "#lobby"},
+		&wire.RoomReply{TxID: 1, Room: "#lobby", Version: 1, Members: 1, Online: 1},
+		&wire.RoomList{TxID: 1},
+		&wire.RoomListReply{TxID: 1, Rooms: []wire.RoomInfo{{Room: "#lobby", Version: 1, Members: 1}}},
+		&wire.RoomMembers{TxID: 1, Room: "#lobby"},
+		&wire.RoomMembersReply{TxID: 1, Room: "#lobby", Version: 1, Total: 1, Members: []wire.RoomMember{{Key: b.key, Name: b.name}}},
+		&wire.RoomEvent{Room: "#lobby", Version: 2, Kind: wire.RoomJoined, Key: b.key, Name: b.name},
 	}
 }

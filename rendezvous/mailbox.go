@@ -465,8 +465,8 @@ func (s *Server) ExpireMail(now time.Time) (int, error) {
 	return len(made), err
 }
 
-// expireLoop expires mail at start and then every hour, or every eighth
-// of MailboxAge if that is shorter.
+// expireLoop expires mail and room members at start and then every hour,
+// or every eighth of MailboxAge if that is shorter.
 func (s *Server) expireLoop(ctx context.Context) {
 	every := time.Hour
 	if s.opts.MailboxAge > 0 {
@@ -477,6 +477,9 @@ func (s *Server) expireLoop(ctx context.Context) {
 	for {
 		if _, err := s.ExpireMail(s.now()); err != nil {
 			s.log.Error().Err(err).Msg("expiring mail")
+		}
+		if _, err := s.ExpireRooms(s.now()); err != nil {
+			s.log.Error().Err(err).Msg("expiring room members")
 		}
 		select {
 		case <-ctx.Done():

@@ -204,6 +204,7 @@ func waitClosed(t *testing.T, c <-chan struct{}, what string) {
 func (h *harness) restart(edit func(*rendezvous.Options)) *harness {
 	h.t.Helper()
 	h.s.WaitMail()
+	h.s.WaitRooms()
 	if err := h.store.Close(); err != nil {
 		h.t.Fatal(err)
 	}

@@ -33,6 +33,11 @@ type metrics struct {
 	mailDelivered prometheus.Counter
 	mailExpired   prometheus.Counter
 	mailRejected  *prometheus.CounterVec
+	roomJoins     prometheus.Counter
+	roomLeaves    *prometheus.CounterVec
+	roomRefused   *prometheus.CounterVec
+	rooms         prometheus.Gauge
+	roomMembers   prometheus.Gauge
 }
 
 func newMetrics(names Names, mail Mailboxes) *metrics {
@@ -75,6 +80,21 @@ func newMetrics(names Names, mail Mailboxes) *metrics {
 			Name: "natchat_rendezvous_mail_rejected_total",
 			Help: "Deposits not stored, by reason: the MailPutReply status (online: the sender was told to deliver live), or error (a failed write, answered busy).",
 		}, []string{"reason"}),
+		roomJoins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_room_joins_total", Help: "Room joins recorded (durably), default-room joins of new keys included.",
+		}),
+		roomLeaves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_room_leaves_total", Help: "Members taken out of rooms (durably), by reason: part, or expired (away longer than the mailbox age).",
+		}, []string{"reason"}),
+		roomRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_room_refused_total", Help: "Room joins and parts refused, by the RoomReply status.",
+		}, []string{"reason"}),
+		rooms: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "natchat_rendezvous_rooms", Help: "Rooms with members.",
+		}),
+		roomMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "natchat_rendezvous_room_members", Help: "Members of all rooms together, online or not.",
+		}),
 	}
 	mailMessages := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "natchat_rendezvous_mailbox_messages", Help: "Messages waiting in mailboxes.",
@@ -87,6 +107,7 @@ func newMetrics(names Names, mail Mailboxes) *metrics {
 	}, func() float64 { return float64(names.Len()) })
 	m.reg.MustRegister(bound, m.registrations, m.online, m.stun, m.relayedPkts, m.relayedBytes, m.signals, m.roams, m.dropped,
 		m.mailStored, m.mailDelivered, m.mailExpired, m.mailRejected, mailMessages, mailBytes,
+		m.roomJoins, m.roomLeaves, m.roomRefused, m.rooms, m.roomMembers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{relay.DropMalformed, relay.DropVersion, relay.DropUnknownType, relay.DropBadCookie,
 		relay.DropBadSignature, relay.DropNotRegistered, relay.DropRateLimited, relay.DropOffline, relay.DropReplay,
@@ -98,6 +119,12 @@ func newMetrics(names Names, mail Mailboxes) *metrics {
 		m.mailRejected.WithLabelValues(st.String())
 	}
 	m.mailRejected.WithLabelValues(mailRejectError)
+	for _, r := range []string{roomLeftPart, roomLeftExpired} {
+		m.roomLeaves.WithLabelValues(r)
+	}
+	for _, st := range []wire.RoomStatus{wire.RoomFull, wire.RoomTooMany, wire.RoomNotMember, wire.RoomBadName, wire.RoomBusy, wire.RoomFailed} {
+		m.roomRefused.WithLabelValues(st.String())
+	}
 	return m
 }
 

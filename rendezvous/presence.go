@@ -12,16 +12,23 @@ import (
 
 // Presence: who sees whom.
 //
-// A node sees the peers it shares a small room with (BigRoom members or
-// fewer), and the peers it talks with (it looked them up or signalled
-// them: it watches them). Joins and leaves go to those who see the node,
+// A node sees the online peers it shares a small room with (BigRoom of
+// them online or fewer), and the peers it talks with (it looked them up or
+// signalled them: it watches them). Rooms here are the online view of the
+// durable rooms (rooms.go): s.rooms holds, per room (by wire.NameKey), its
+// members online now, and c.rooms the rooms of c; a registration puts the
+// node in every room it is a member of, a join or part committed while it
+// is online puts it in or takes it out of one (enterRoomLocked,
+// exitRoomLocked), and its registration's end takes it out of all. Joins
+// and leaves go to those who see the node,
 // gathered per receiver for PresenceDelay and sent together; in a room
 // bigger than BigRoom they are not broadcast, so what a join costs is
 // bounded by BigRoom and the node's watchers, not by the room. A room that
 // crosses BigRoom one way or the other skips a presence sequence number
 // for each member, so each asks for a fresh snapshot at its next heartbeat.
 
-// joinLocked puts c in room.
+// joinLocked puts c in room (a wire.NameKey) as it registers: its
+// snapshot and its announced join follow, so nothing is queued here.
 func (s *Server) joinLocked(c *client, room string) {
 	if slices.Contains(c.rooms, room) {
 		return
@@ -51,6 +58,89 @@ func (s *Server) leaveRoomsLocked(c *client) {
 		}
 	}
 	c.rooms = nil
+}
+
+// enterRoomLocked puts c, online, in room (a wire.NameKey): a join
+// committed while it is registered. If the room is small after it, c
+// and each member that did not see the other before see it now: each
+// gets the other's join queued. A room that becomes big makes its
+// members resynchronise instead (joinLocked).
+func (s *Server) enterRoomLocked(c *client, room string) {
+	if slices.Contains(c.rooms, room) {
+		return
+	}
+	type pair struct {
+		o          *client
+		cSaw, oSaw bool
+	}
+	var before []pair
+	if members := s.rooms[room]; len(members)+1 <= s.opts.BigRoom {
+		for o := range members {
+			before = append(before, pair{o, s.seesLocked(c, o), s.seesLocked(o, c)})
+		}
+	}
+	s.joinLocked(c, room)
+	for _, p := range before {
+		if !p.cSaw {
+			s.queueChangeLocked(c, wire.PresenceJoin, wire.ReasonNone, p.o)
+		}
+		if !p.oSaw {
+			s.queueChangeLocked(p.o, wire.PresenceJoin, wire.ReasonNone, c)
+		}
+	}
+}
+
+// exitRoomLocked takes c, online, out of room (a wire.NameKey): a part
+// or removal committed while it is registered. If the room was small, c
+// and each remaining member that no longer see the other (no other small
+// room in common, no watch) get the other's leave queued, with reason
+// ReasonNone: out of sight, not gone. A room that becomes small makes its
+// members resynchronise instead.
+func (s *Server) exitRoomLocked(c *client, room string) {
+	i := slices.Index(c.rooms, room)
+	if i < 0 {
+		return
+	}
+	c.rooms = slices.Delete(c.rooms, i, i+1)
+	if len(c.rooms) == 0 {
+		c.rooms = nil
+	}
+	members := s.rooms[room]
+	wasSmall := s.smallLocked(members)
+	delete(members, c)
+	switch {
+	case len(members) == 0:
+		delete(s.rooms, room)
+		return
+	case len(members) == s.opts.BigRoom:
+		s.resyncLocked(members) // it just became small
+		return
+	case !wasSmall:
+		return
+	}
+	for o := range members {
+		if !s.seesLocked(c, o) {
+			s.queueChangeLocked(c, wire.PresenceLeft, wire.ReasonNone, o)
+		}
+		if !s.seesLocked(o, c) {
+			s.queueChangeLocked(o, wire.PresenceLeft, wire.ReasonNone, c)
+		}
+	}
+}
+
+// seesLocked reports whether a sees b: they share a small room, or a
+// watches b.
+func (s *Server) seesLocked(a, b *client) bool {
+	if _, ok := a.watching[b.key]; ok {
+		return true
+	}
+	return s.shareSmallRoomLocked(a, b)
+}
+
+// queueChangeLocked queues for to a change about peer.
+func (s *Server) queueChangeLocked(to *client, kind wire.PresenceKind, reason wire.LeaveReason, peer *client) {
+	to.pending = append(to.pending, wire.Change{Kind: kind, Reason: reason, Key: peer.key, Name: peer.name})
+	s.dirty[to] = struct{}{}
 }
 
 // resyncLocked makes every member of a room that changed size class ask for

@@ -129,7 +129,8 @@ func (s *Server) DrainRegistrations() int {
 }
 
 // register runs one registration: the handshake, the checks, the durable
-// name binding, then (under the lock) the new session and the reply.
+// name binding, a new key's default room, then (under the lock) the new
+// session and the reply.
 func (s *Server) register(j regJob) {
 	resp, payload, static, err := ctrl.Respond(s.opts.Key, j.cookie, j.noise)
 	if err != nil {
@@ -180,7 +181,7 @@ func (s *Server) register(j regJob) {
 		refuse(wire.CodeQuota, relay.DropQuota, "too many new names from your network this hour; try later")
 		return
 	}
-	name, err := s.opts.Store.Bind(p.Name, p.Key)
+	name, err := s.bind(p.Name, p.Key)
 	switch {
 	case errors.Is(err, ErrNameTaken):
 		refuse(wire.CodeNameTaken, relay.DropMalformed, fmt.Sprintf("name %q is taken", p.Name))
@@ -196,6 +197,12 @@ func (s *Server) register(j regJob) {
 		return
 	}
 	s.opts.Store.Touch(p.Key, now)
+	if s.opts.DefaultRoom != "" {
+		// A key not given its default room with its binding (bound
+		// before rooms existed, or by a store that cannot): now, durably,
+		// before the reply. Otherwise a read.
+		s.initRooms(p.Key, name)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -236,8 +243,11 @@ func (s *Server) register(j regJob) {
 	s.send(c.reply, c.addr)
 	if !rejoined {
 		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
-		if s.opts.DefaultRoom != "" {
-			s.joinLocked(c, s.opts.DefaultRoom)
+		if mem := s.members[c.key]; mem != nil {
+			mem.name, mem.nameKey = c.name, c.nameKey
+			for rk := range mem.rooms {
+				s.joinLocked(c, rk)
+			}
 		}
 		s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
 	}

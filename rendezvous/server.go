@@ -2,8 +2,9 @@
 // STUN Binding requests, registers nodes (name, Ed25519 key, public
 // endpoint), keeps presence, forwards signaling between nodes, relays
 // their packets when no direct path exists, and keeps sealed messages for
-// offline nodes in their mailboxes until they take them. It shares only
-// wire and ctrl (the authenticated control channel) with the node.
+// offline nodes in their mailboxes until they take them, and keeps who is
+// in which chat room. It shares only wire and ctrl (the authenticated
+// control channel) with the node.
 //
 // A node registers with a Noise handshake (package ctrl) after proving its
 // address with a stateless cookie; every control message after that, both
@@ -12,10 +13,10 @@
 // also guards the expiry sweep and presence; the costly work of a
 // registration (the handshake's Diffie-Hellman and the durable name
 // binding) runs on registration workers, off the packet path, and the
-// mailbox's writes run on the store's committer, which answers them when
-// they are durable (mailbox.go). Replies to a source that has not yet
-// proved it can receive at its address are never larger than the datagram
-// that caused them (see docs/PROTOCOL.md).
+// mailbox's and the rooms' writes run on the store's committer, which
+// answers them when they are durable (mailbox.go, rooms.go). Replies to a
+// source that has not yet proved it can receive at its address are never
+// larger than the datagram that caused them (see docs/PROTOCOL.md).
 package rendezvous
 
 import (
@@ -59,8 +60,13 @@ type Options struct {
 	// Heartbeat is the interval suggested to nodes. 0: 25 s (or Expiry/2.4
 	// when that is shorter).
 	Heartbeat time.Duration
-	// DefaultRoom is the room every node joins on registration, such as
-	// "#lobby". Empty: no default room, and so no presence.
+	// DefaultRoom is the room every key is put in when it first
+	// registers, such as "#lobby" (once: a node that parts it stays out).
+	// It holds everyone, so the members-per-room limit does not apply to
+	// it, and it does not count toward a node's rooms. Empty: no default
+	// room; nodes then see only the members of rooms they join and the
+	// peers they talk with. New fails if it is not a valid room name
+	// (wire.ValidateRoom).
 	DefaultRoom string
 	// Relay bounds each node's relayed traffic. Zero value: relay defaults.
 	Relay relay.Limits
@@ -89,7 +95,8 @@ type Options struct {
 	// Negative: unlimited.
 	IntroRate int
 	// BindingTTL releases a name binding not used (registered) for this
-	// long. 0: 180 days. Negative: never.
+	// long, and takes its key out of its rooms. 0: 180 days. Negative:
+	// never.
 	BindingTTL time.Duration
 	// BigRoom is the room size above which joins and leaves are no longer
 	// broadcast to every member: members of a bigger room see only the
@@ -121,8 +128,22 @@ type Options struct {
 	MailboxSenderBytes int64
 	// MailboxAge is how long a message waits for its recipient: older
 	// ones are deleted unread and their senders get an expired receipt.
-	// 0: 30 days. Negative: messages never expire.
+	// It also bounds how long a room keeps a member that is away: one not
+	// online whose name binding was last used longer ago (or is no longer
+	// bound) is taken out of its rooms. 0: 30 days. Negative: messages
+	// never expire, and room members are not taken out for being away
+	// (only when their binding is released: BindingTTL).
 	MailboxAge time.Duration
+	// Rooms keeps the rooms' members. nil: Store, which must then
+	// implement Rooms (the bbolt Store does). The caller closes it after
+	// Run returns.
+	Rooms Rooms
+	// RoomMembers bounds the members of one room (the default room
+	// excepted). 0: 256. Negative: unlimited.
+	RoomMembers int
+	// RoomsPerNode bounds the rooms one node is in (the default room not
+	// counted). 0: 32. Negative: unlimited.
+	RoomsPerNode int
 }
 
 // DefaultRoom is the room the command-line rendezvous puts every node in.
@@ -139,8 +160,10 @@ type client struct {
 	reply    []byte      // the HandshakeReply datagram, resent to a retransmitted Handshake
 	keys     *ctrl.Keys
 	lastSeen time.Time
-	seq      uint32 // last presence sequence number sent to this node
-	rooms    []string
+	seq      uint32   // last presence sequence number sent to this node
+	roomSeq  uint32   // last RoomEvent sequence number sent to this node
+	rooms    []string // the rooms (wire.NameKey) it is in, in the online view
+	roomOps  int      // its room writes queued and not answered yet (≤ maxRoomOps)
 	limiter  *relay.Limiter
 	lookups  *rate.Limiter
 	intros   *rate.Limiter
@@ -187,7 +210,7 @@ type Server struct {
 	// The fields below are guarded by mu.
 	byKey     map[wire.Key]*client
 	bySession map[wire.SessionID]*client
-	rooms     map[string]map[*client]struct{}
+	rooms     map[string]map[*client]struct{} // each room's members online, by wire.NameKey (presence.go)
 	// spent holds, per key, the cookies of its registrations that ended or
 	// were replaced, kept for the cookie lifetime so a replayed
 	// registration cannot come back (after leave) or reset a newer session.
@@ -205,6 +228,15 @@ type Server struct {
 	mailPutters map[*client]struct{} // clients with deposits in progress
 	mailWrites  int                  // mailbox writes queued and not answered yet
 	mailIdle    *sync.Cond           // signalled (with mu) when mailWrites falls to 0
+
+	// The durable rooms, as committed (rooms.go).
+	byRoom      map[string]*room     // rooms with members, by wire.NameKey
+	members     map[wire.Key]*member // keys in one room or more
+	roomSkel    map[string]skelOwner // confusable skeletons of the rooms, and of rooms being created
+	memberships int                  // members of all rooms together
+	roomWrites  int                  // room writes queued by requests and not answered yet
+	roomIdle    *sync.Cond           // signalled (with mu) when roomWrites falls to 0
+	defaultRK   string               // wire.NameKey(DefaultRoom); set by New
 
 	regQ     chan regJob          // registrations for the workers, from networks that registered little of late
 	regSlowQ chan regJob          // registrations from networks that registered more: served when regQ is empty
@@ -301,6 +333,24 @@ func New(opts Options) (*Server, error) {
 	if opts.MailboxSenderBytes == 0 {
 		opts.MailboxSenderBytes = DefaultMailboxSenderBytes
 	}
+	if opts.Rooms == nil {
+		rs, ok := opts.Store.(Rooms)
+		if !ok {
+			return nil, errors.New("rendezvous: Options.Rooms is nil and Options.Store does not implement Rooms")
+		}
+		opts.Rooms = rs
+	}
+	if opts.RoomMembers == 0 {
+		opts.RoomMembers = DefaultRoomMembers
+	}
+	if opts.RoomsPerNode == 0 {
+		opts.RoomsPerNode = DefaultRoomsPerNode
+	}
+	if opts.DefaultRoom != "" {
+		if err := wire.ValidateRoom(opts.DefaultRoom); err != nil {
+			return nil, fmt.Errorf("rendezvous: Options.DefaultRoom %q: %w", opts.DefaultRoom, err)
+		}
+	}
 	var sources *sourceLimiter
 	if opts.SourceRate > 0 {
 		sources = newSourceLimiter(opts.SourceRate, 2*opts.SourceRate, 0)
@@ -327,8 +377,17 @@ func New(opts Options) (*Server, error) {
 
 		mailHeldMax: maxMailHeld,
 		mailPutters: make(map[*client]struct{}),
+
+		byRoom:    make(map[string]*room),
+		members:   make(map[wire.Key]*member),
+		roomSkel:  make(map[string]skelOwner),
+		defaultRK: wire.NameKey(opts.DefaultRoom),
 	}
 	s.mailIdle = sync.NewCond(&s.mu)
+	s.roomIdle = sync.NewCond(&s.mu)
+	if err := s.loadRooms(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -460,8 +519,9 @@ func (s *Server) releaseLoop(ctx context.Context) {
 
 // ReleaseUnused releases the name bindings not used for BindingTTL as of
 // now: names whose node has not registered in that time and is not online
-// (an online node counts as using its name now). It returns the names
-// released. Run calls it hourly; tests call it with a stepped clock.
+// (an online node counts as using its name now), and takes their keys out
+// of their rooms (RoomEvent left, expired). It returns the names released.
+// Run calls it hourly; tests call it with a stepped clock.
 func (s *Server) ReleaseUnused(now time.Time) ([]string, error) {
 	if s.opts.BindingTTL <= 0 {
 		return nil, nil
@@ -474,6 +534,9 @@ func (s *Server) ReleaseUnused(now time.Time) ([]string, error) {
 	names, err := s.opts.Store.Release(now.Add(-s.opts.BindingTTL))
 	for _, n := range names {
 		s.log.Info().Str("name", n).Msg("name released: unused")
+	}
+	if len(names) > 0 {
+		s.dropReleased(names)
 	}
 	return names, err
 }
@@ -647,7 +710,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 	}
 	switch m := inner.(type) {
 	case *wire.Heartbeat:
-		s.sendSealedLocked(c, &wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq})
+		s.sendSealedLocked(c, &wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq, RoomSeq: c.roomSeq})
 		s.sendReceiptsLocked(c) // again, while any wait
 	case *wire.Leave:
 		s.log.Info().Str("peer", c.name).Msg("left")
@@ -681,7 +744,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeWho, TxID: m.TxID, Message: "too many requests"})
 			return
 		}
-		members := s.rooms[m.Room]
+		members := s.rooms[wire.NameKey(m.Room)]
 		if _, in := members[c]; !in {
 			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeNotMember, Request: wire.TypeWho, TxID: m.TxID, Message: "you are not in " + m.Room})
 			return
@@ -702,6 +765,22 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 		s.handleMailAckLocked(c, m, now)
 	case *wire.MailReceiptAck:
 		s.handleMailReceiptAckLocked(c, m)
+	case *wire.RoomJoin:
+		if s.allowRoomRequestLocked(c, wire.TypeRoomJoin, m.TxID, now) {
+			s.handleRoomJoinLocked(c, m.TxID, m.Room)
+		}
+	case *wire.RoomPart:
+		if s.allowRoomRequestLocked(c, wire.TypeRoomPart, m.TxID, now) {
+			s.handleRoomPartLocked(c, m.TxID, m.Room)
+		}
+	case *wire.RoomList:
+		if s.allowRoomRequestLocked(c, wire.TypeRoomList, m.TxID, now) {
+			s.sendSealedLocked(c, s.roomListLocked(c, m))
+		}
+	case *wire.RoomMembers:
+		if s.allowRoomRequestLocked(c, wire.TypeRoomMembers, m.TxID, now) {
+			s.handleRoomMembersLocked(c, m)
+		}
 	default:
 		s.drop(relay.DropUnknownType)
 	}

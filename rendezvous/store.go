@@ -55,6 +55,10 @@ type Names interface {
 	Release(olderThan time.Time) (released []string, err error)
 	// Len returns the number of bindings.
 	Len() int
+	// LastUse returns when key's binding was last used (bound, or
+	// touched), accounting for every Touch made before it was called, and
+	// false if no name is bound to key. Cost: a read, no disk write.
+	LastUse(key wire.Key) (last time.Time, ok bool)
 }
 
 var _ Names = (*Store)(nil)
@@ -108,7 +112,9 @@ func (e *confusableError) Unwrap() error { return ErrConfusable }
 // receiptage; see Mailboxes and mailstore.go), whose writes go through the
 // same committer: a deposit, an acknowledgement (the messages' deletion
 // and their receipts) or an expiry is durable, in one transaction, before
-// its caller is told.
+// its caller is told; and the rooms' buckets (rooms, roommember, keyroom,
+// roominit; see Rooms and roomstore.go), whose writes go through it too: a
+// join, a part or a removal is durable before its done is called.
 //
 // A database written by older code (names and keys only) is upgraded on
 // open: bindings without a last use get the time of the upgrade, and the
@@ -151,15 +157,18 @@ type Store struct {
 
 type touch struct{ last, queued time.Time }
 
-// request is a Bind, a Release or a mailbox write (mail set) for the
-// committer. Its results are set before done is closed.
+// request is a Bind, a Release, a mailbox write (mail set) or a room
+// write (room set) for the committer. Its results are set before done is
+// closed.
 type request struct {
 	mail    *mailReq
+	room    *roomReq
 	release bool
 	// Bind
 	name, nk string
 	key      wire.Key
 	skels    []string // skeletons(name), once computed
+	init     *roomReq // BindInit: applied after a new binding
 	// Release
 	cut time.Time
 
@@ -255,7 +264,8 @@ func OpenStoreWith(dir string, o StoreOptions) (*Store, error) {
 // bindings.
 func upgrade(tx *bolt.Tx, now time.Time) (int, error) {
 	for _, name := range [][]byte{bucketNames, bucketKeys, bucketLastUse, bucketByUse, bucketSkel, bucketMeta,
-		bucketMail, bucketMailID, bucketMailAge, bucketReceipts, bucketReceiptAge} {
+		bucketMail, bucketMailID, bucketMailAge, bucketReceipts, bucketReceiptAge,
+		bucketRooms, bucketRoomMember, bucketKeyRoom, bucketRoomInit} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return 0, err
 		}
@@ -346,26 +356,48 @@ func (s *Store) Close() error {
 // committer's next transaction: one fsync shared by all the Binds queued
 // meanwhile, so from one to about two fsyncs' time.
 func (s *Store) Bind(name string, key wire.Key) (string, error) {
+	c, _, err := s.bind(name, key, nil)
+	return c, err
+}
+
+// BindInit is Bind that also gives a key bound for the first time its
+// first rooms (Rooms.InitRooms) in the same transaction, so that a new
+// node's registration costs one fsync, not two: when it writes a new
+// binding for key, and key has not been given its rooms, it makes key a
+// member of room (if not empty) and marks it. It reports, as queued,
+// whether it calls done: it does, with the join's outcome (Changed false
+// if there was none), in commit order with the room writes' done
+// functions, whenever it queued a write, whatever the write turned out
+// to be; it does not when the read settled the Bind.
+func (s *Store) BindInit(name string, key wire.Key, room string, done func(RoomResult)) (canonical string, queued bool, err error) {
+	ir := &roomReq{kind: roomInit, room: room, key: key}
+	ir.res = RoomResult{Status: wire.RoomOK, Room: room, Key: key}
+	ir.fn = func() { done(ir.res) }
+	return s.bind(name, key, ir)
+}
+
+// bind runs a Bind, with init (if not nil) applied after a new binding.
+func (s *Store) bind(name string, key wire.Key, init *roomReq) (string, bool, error) {
 	if err := wire.ValidateName(name); err != nil {
-		return "", err
+		return "", false, err
 	}
-	r := &request{name: name, nk: wire.NameKey(name), key: key}
+	r := &request{name: name, nk: wire.NameKey(name), key: key, init: init}
 	var write bool
 	err := s.db.View(func(tx *bolt.Tx) error {
 		r.canonical, write, r.err = checkBind(tx, r)
 		return nil
 	})
 	if err != nil {
-		return "", s.closedOr(err)
+		return "", false, s.closedOr(err)
 	}
 	if !write {
-		return r.canonical, r.err
+		return r.canonical, false, r.err
 	}
 	if err := s.enqueue(r); err != nil {
-		return "", err
+		return "", false, err
 	}
 	<-r.done
-	return r.canonical, r.err
+	return r.canonical, init != nil, r.err
 }
 
 // Release deletes the bindings whose last use is before olderThan and
@@ -445,6 +477,32 @@ func (s *Store) ByKey(key wire.Key) (canonical string, ok bool) {
 		return nil
 	})
 	return canonical, ok
+}
+
+// LastUse returns when key's binding was last used. See Names.LastUse.
+// Cost: a read transaction and a map read under the Store's mutex.
+func (s *Store) LastUse(key wire.Key) (time.Time, bool) {
+	var last time.Time
+	var ok bool
+	s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketKeys).Get(key[:]) == nil {
+			return nil
+		}
+		ok = true
+		if v := tx.Bucket(bucketLastUse).Get(key[:]); len(v) == 8 {
+			last = decodeTime(v)
+		}
+		return nil
+	})
+	if !ok {
+		return time.Time{}, false
+	}
+	s.mu.Lock()
+	if t := s.seen[key]; t.last.After(last) {
+		last = t.last
+	}
+	s.mu.Unlock()
+	return last, true
 }
 
 // Len returns the number of bindings committed. Cost: an atomic load.
@@ -549,6 +607,8 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 			var err error
 			if r.mail != nil {
 				err = s.applyMail(tx, r.mail, md)
+			} else if r.room != nil {
+				err = applyRoom(tx, r.room)
 			} else if r.release {
 				r.released, err = release(tx, r.cut)
 				removed += len(r.released)
@@ -558,6 +618,9 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 				if write {
 					err = bind(tx, r, now)
 					added++
+					if err == nil && r.init != nil {
+						err = applyRoom(tx, r.init)
+					}
 				}
 			}
 			if err != nil {
@@ -575,6 +638,12 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 				r.mail.err, r.mail.made, r.mail.more = err, nil, false
 				r.mail.res = DepositResult{Status: wire.MailStored, Err: err}
 			}
+			if r.room != nil {
+				r.room.fail(err)
+			}
+			if r.init != nil {
+				r.init.fail(err)
+			}
 		}
 		s.mu.Lock()
 		for k, t := range dirty { // to retry with the next commit
@@ -590,7 +659,7 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 		s.n.Add(int64(added - removed))
 		s.mu.Lock()
 		for _, r := range reqs {
-			if r.mail == nil && !r.release && r.err == nil {
+			if r.mail == nil && r.room == nil && !r.release && r.err == nil {
 				if t := s.seen[r.key]; !t.last.After(now) {
 					s.seen[r.key] = touch{last: now, queued: now}
 				}
@@ -617,6 +686,12 @@ func (s *Store) commit(reqs []*request, dirty map[wire.Key]time.Time, seen map[w
 	for _, r := range reqs {
 		if r.mail != nil && r.mail.fn != nil {
 			r.mail.fn()
+		}
+		if r.room != nil && r.room.fn != nil {
+			r.room.fn()
+		}
+		if r.init != nil && r.init.fn != nil {
+			r.init.fn()
 		}
 	}
 	return err

@@ -168,10 +168,10 @@ func FuzzParseInner(f *testing.F) {
 			if !bytes.HasPrefix(b, enc) {
 				t.Fatalf("re-encoding %x is not a prefix of the input %x", enc, b)
 			}
-		} else if len(enc) > len(b) {
+		} else if len(enc) > len(b) && !optionalTail(m.Type()) {
 			t.Fatalf("re-encoding %x is longer than the input %x", enc, b)
 		}
-		if !openPayload(m.Type()) {
+		if !openPayload(m.Type()) && !optionalTail(m.Type()) {
 			if m3, err := ParseInner(enc[:len(enc)-1]); !errors.Is(err, ErrTooShort) || m3 != nil {
 				t.Fatalf("%x less its last byte: %#v, %v; want ErrTooShort", enc, m3, err)
 			}
@@ -662,3 +662,7 @@ func FuzzValidateName(f *testing.F) {
 		}
 	})
 }
+
+// optionalTail reports whether messages of type t end in a field that an
+// older sender leaves out (it parses as zero).
+func optionalTail(t Type) bool { return t == TypeHeartbeatAck }

@@ -300,21 +300,29 @@ func (*Heartbeat) Type() Type                   { return TypeHeartbeat }
 func (m *Heartbeat) AppendBody(b []byte) []byte { return b }
 func parseHeartbeat(b []byte) (Message, error)  { return &Heartbeat{}, nil }
 
-// HeartbeatAck answers a Heartbeat. Body: observed(addr) presence_seq(4).
+// HeartbeatAck answers a Heartbeat. Body: observed(addr) presence_seq(4)
+// room_seq(4).
 // A node whose last presence event is older than PresenceSeq lost one and
 // asks for the snapshot again.
 type HeartbeatAck struct {
 	Observed    netip.AddrPort
 	PresenceSeq uint32
+	// RoomSeq is the Seq of the last RoomEvent sent to the node (0:
+	// none). It follows PresenceSeq; a HeartbeatAck without it parses as
+	// 0.
+	RoomSeq uint32
 }
 
 func (*HeartbeatAck) Type() Type { return TypeHeartbeatAck }
 func (m *HeartbeatAck) AppendBody(b []byte) []byte {
-	return appendU32(AppendAddr(b, m.Observed), m.PresenceSeq)
+	return appendU32(appendU32(AppendAddr(b, m.Observed), m.PresenceSeq), m.RoomSeq)
 }
 func parseHeartbeatAck(b []byte) (Message, error) {
 	r := reader{b: b}
 	m := &HeartbeatAck{Observed: r.addr(), PresenceSeq: r.u32()}
+	if len(r.b) > 0 {
+		m.RoomSeq = r.u32()
+	}
 	return m, r.err
 }
 

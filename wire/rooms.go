@@ -326,9 +326,14 @@ const (
 // RoomEvent tells a room's online members that its member set changed
 // (sealed). Version is the room's version after the change: a node that
 // knew version Version-1 is up to date, one that knew less missed an
-// event and asks for the members again. It is sent once, unacknowledged.
-// Body: room(str) version(8) kind(1) reason(1) key(32) name(str).
+// event and asks for the members again. It is sent once, unacknowledged;
+// Seq numbers the RoomEvents sent to this node in its registration (from
+// 1), and every HeartbeatAck carries the last one sent (RoomSeq), so a
+// node learns within a heartbeat that it missed one, and asks for its
+// rooms again.
+// Body: seq(4) room(str) version(8) kind(1) reason(1) key(32) name(str).
 type RoomEvent struct {
+	Seq     uint32
 	Room    string
 	Version uint64
 	Kind    RoomEventKind
@@ -339,6 +344,7 @@ type RoomEvent struct {
 
 func (*RoomEvent) Type() Type { return TypeRoomEvent }
 func (m *RoomEvent) AppendBody(b []byte) []byte {
+	b = appendU32(b, m.Seq)
 	b = appendStr(b, m.Room)
 	b = appendU64(b, m.Version)
 	b = append(b, byte(m.Kind), byte(m.Reason))
@@ -347,7 +353,7 @@ func (m *RoomEvent) AppendBody(b []byte) []byte {
 }
 func parseRoomEvent(b []byte) (Message, error) {
 	r := reader{b: b}
-	m := &RoomEvent{Room: r.str(), Version: r.u64(), Kind: RoomEventKind(r.u8()), Reason: RoomLeaveReason(r.u8()), Key: r.key(), Name: r.str()}
+	m := &RoomEvent{Seq: r.u32(), Room: r.str(), Version: r.u64(), Kind: RoomEventKind(r.u8()), Reason: RoomLeaveReason(r.u8()), Key: r.key(), Name: r.str()}
 	if r.err != nil {
 		return nil, r.err
 	}

@@ -18,7 +18,7 @@ func TestRoomMessagesRoundTrip(t *testing.T) {
 		&RoomListReply{TxID: 5},
 		&RoomMembers{TxID: 6, Room: "#dev", After: "bob"},
 		&RoomMembersReply{TxID: 7, Room: "#dev", Version: 4, Total: 2, Members: []RoomMember{{Key: k, Name: "ann", Online: true}, {Key: k, Name: "bob"}}},
-		&RoomEvent{Room: "#dev", Version: 5, Kind: RoomLeft, Reason: RoomLeftExpired, Key: k, Name: "bob"},
+		&RoomEvent{Seq: 1, Room: "#dev", Version: 5, Kind: RoomLeft, Reason: RoomLeftExpired, Key: k, Name: "bob"},
 	}
 	for _, m := range msgs {
 		got, err := ParseInner(AppendInner(nil, m))
@@ -39,7 +39,7 @@ func TestRoomMessagesRoundTrip(t *testing.T) {
 
 func TestRoomMalformed(t *testing.T) {
 	ev := AppendInner(nil, &RoomEvent{Room: "#r", Version: 1, Kind: RoomJoined, Name: "x"})
-	ev[1+1+2+8] = 9 // kind
+	ev[1+4+1+2+8] = 9 // kind
 	if _, err := ParseInner(ev); !errors.Is(err, ErrMalformed) {
 		t.Errorf("room event of kind 9: %v, want malformed", err)
 	}
@@ -77,5 +77,19 @@ func TestMsgGroup(t *testing.T) {
 	_, body, _, _ = ParseFrame(AppendMsg(nil, m))
 	if got, _ := ParseMsg(body); got.Group != (MsgID{}) || got.ShownID() != m.ID {
 		t.Fatalf("1:1 message has group %v", got.Group)
+	}
+}
+
+// TestHeartbeatAckWithoutRoomSeq: an older rendezvous's HeartbeatAck has
+// no RoomSeq; it parses as 0, and one cut inside PresenceSeq does not.
+func TestHeartbeatAckWithoutRoomSeq(t *testing.T) {
+	full := AppendInner(nil, &HeartbeatAck{PresenceSeq: 7, RoomSeq: 9})
+	old := full[:len(full)-4]
+	m, err := ParseInner(old)
+	if err != nil || m.(*HeartbeatAck).PresenceSeq != 7 || m.(*HeartbeatAck).RoomSeq != 0 {
+		t.Fatalf("old ack: %#v, %v", m, err)
+	}
+	if _, err := ParseInner(old[:len(old)-1]); !errors.Is(err, ErrTooShort) {
+		t.Fatalf("ack cut in presence_seq: %v", err)
 	}
 }

@@ -1,5 +1,6 @@
 // Command rendezvous is natchat's meeting point: STUN, registration,
-// presence, introductions, relay and the offline mailbox on one UDP port.
+// presence, introductions, relay, the offline mailbox and chat rooms' members
+// on one UDP port.
 //
 //	rendezvous -addr :3478
 package main
@@ -12,13 +13,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"natchat/internal/cmdutil"
 	"natchat/relay"
 	"natchat/rendezvous"
+	"natchat/wire"
 )
 
 func main() { cmdutil.Exit("rendezvous", run(os.Args[1:])) }
@@ -36,10 +37,10 @@ func defaultDataDir() string {
 func run(args []string) error {
 	fs := flag.NewFlagSet("rendezvous", flag.ContinueOnError)
 	addr := fs.String("addr", ":3478", "UDP address to serve on (IPv4 and IPv6)")
-	data := fs.String("data", defaultDataDir(), "directory for the database (name bindings, offline mailboxes)")
+	data := fs.String("data", defaultDataDir(), "directory for the database (name bindings, offline mailboxes, rooms)")
 	expiry := fs.Duration("expiry", 60*time.Second, "drop a node after this much silence")
 	heartbeat := fs.Duration("heartbeat", 25*time.Second, "heartbeat interval suggested to nodes")
-	room := fs.String("default-room", rendezvous.DefaultRoom, `room every node joins ("" for none)`)
+	room := fs.String("default-room", rendezvous.DefaultRoom, `room every new node is put in, once ("" for none)`)
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this TCP host:port (off when empty)")
 	pps := fs.Int("relay-pps", relay.DefaultPacketsPerSec, "relayed packets per second per node (-1 unlimited)")
 	bps := fs.Int("relay-bps", relay.DefaultBytesPerSec, "relayed bytes per second per node (-1 unlimited)")
@@ -53,7 +54,9 @@ func run(args []string) error {
 	mailSenderCount := fs.Int("mailbox-sender-count", rendezvous.DefaultMailboxSenderCount, "messages one sender may have waiting in all mailboxes together (-1 unlimited)")
 	mailSenderBytes := fs.Int64("mailbox-sender-bytes", rendezvous.DefaultMailboxSenderBytes, "bytes one sender may have waiting in all mailboxes together (-1 unlimited)")
 	mailShare := fs.Int("mailbox-share", rendezvous.DefaultMailboxShare, "percent of a mailbox's count and bytes one sender may fill (1-100, -1 no share limit)")
-	mailAge := fs.Duration("mailbox-age", rendezvous.DefaultMailboxAge, "delete a mailbox message unread after this long and tell its sender (-1s: never)")
+	mailAge := fs.Duration("mailbox-age", rendezvous.DefaultMailboxAge, "delete a mailbox message unread after this long and tell its sender, and take a member away this long out of its rooms (-1s: never)")
+	roomMembers := fs.Int("room-members", rendezvous.DefaultRoomMembers, "members of one room, the default room excepted (-1 unlimited)")
+	roomsPerNode := fs.Int("rooms-per-node", rendezvous.DefaultRoomsPerNode, "rooms one node may be in, the default room not counted (-1 unlimited)")
 	printKey := fs.Bool("print-key", false, "print the rendezvous's public key (creating it in -data if need be) and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -77,8 +80,8 @@ func run(args []string) error {
 		return cmdutil.Usagef("-expiry must be positive")
 	case *heartbeat <= 0 || *heartbeat >= *expiry:
 		return cmdutil.Usagef("-heartbeat must be positive and shorter than -expiry")
-	case *room != "" && (!strings.HasPrefix(*room, "#") || len(*room) < 2 || strings.ContainsAny(*room, " \t")):
-		return cmdutil.Usagef("-default-room %q: a room name starts with '#' and has no spaces", *room)
+	case *room != "" && wire.ValidateRoom(*room) != nil:
+		return cmdutil.Usagef("-default-room %q: %v", *room, wire.ValidateRoom(*room))
 	case *pps == 0 || *bps == 0:
 		return cmdutil.Usagef("-relay-pps and -relay-bps must be positive or -1")
 	case *data == "":
@@ -97,6 +100,8 @@ func run(args []string) error {
 		return cmdutil.Usagef("-mailbox-share must be 1 to 100, or -1")
 	case *mailAge == 0:
 		return cmdutil.Usagef("-mailbox-age must be positive (or negative: never)")
+	case *roomMembers == 0 || *roomsPerNode == 0:
+		return cmdutil.Usagef("-room-members and -rooms-per-node must be positive or -1")
 	}
 	key, created, err := rendezvous.LoadOrCreateKey(*data)
 	if err != nil {
@@ -130,6 +135,7 @@ func run(args []string) error {
 		BindingTTL: *bindingTTL, BigRoom: *bigRoom,
 		MailboxCount: *mailCount, MailboxBytes: *mailBytes, MailboxShare: *mailShare, MailboxAge: *mailAge,
 		MailboxSenderCount: *mailSenderCount, MailboxSenderBytes: *mailSenderBytes,
+		RoomMembers: *roomMembers, RoomsPerNode: *roomsPerNode,
 	})
 	if err != nil {
 		conn.Close()
