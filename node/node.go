@@ -79,6 +79,11 @@ type Options struct {
 	// message created longer ago is not deposited (error too_old). 0: 30
 	// days.
 	MailboxAge time.Duration
+	// RoomRate bounds our messages to one room per second, in bursts of
+	// RoomBurst (more are refused: rate_limited); members are held to
+	// twice that when we receive. 0: 5 a second, bursts of 20.
+	RoomRate  float64
+	RoomBurst int
 	// IdleTimeout closes a session with no open stream. 0: 2 minutes.
 	IdleTimeout time.Duration
 	// Logger receives structured logs. Zero value: disabled.
@@ -183,6 +188,7 @@ func New(o Options) (*Node, error) {
 		Identity:        o.Identity,
 		PathOf:          func(k wire.Key) string { return n.pn.PathOf(k).Kind.String() },
 		DeliveryTimeout: o.DeliveryTimeout, OfflineGrace: o.OfflineGrace, MailboxAge: o.MailboxAge, Logger: o.Logger,
+		Rooms: roomDir{n.rv}, RoomRate: o.RoomRate, RoomBurst: o.RoomBurst,
 	})
 	if err != nil {
 		return nil, err
@@ -191,6 +197,30 @@ func New(o Options) (*Node, error) {
 		n.msgr.ServeChat(ctx, peer, st)
 	})
 	return n, nil
+}
+
+// roomDir is the rendezvous client as the messenger's RoomDirectory.
+type roomDir struct{ c *rvclient.Client }
+
+func (d roomDir) JoinRoom(ctx context.Context, room string) (*wire.RoomReply, error) {
+	return d.c.JoinRoom(ctx, room)
+}
+
+func (d roomDir) PartRoom(ctx context.Context, room string) (*wire.RoomReply, error) {
+	return d.c.PartRoom(ctx, room)
+}
+
+func (d roomDir) Rooms(ctx context.Context) ([]wire.RoomInfo, error) { return d.c.Rooms(ctx) }
+
+func (d roomDir) RoomMembers(ctx context.Context, room string) (*messenger.RoomView, error) {
+	v, err := d.c.RoomMembers(ctx, room)
+	switch {
+	case errors.Is(err, rvclient.ErrNotMember):
+		return nil, messenger.ErrNotMember
+	case err != nil:
+		return nil, err
+	}
+	return &messenger.RoomView{Room: v.Room, Version: v.Version, Members: v.Members}, nil
 }
 
 // chatOpener opens chat streams for the messenger.
@@ -325,6 +355,15 @@ func (n *Node) do(ctx context.Context, c api.Command) {
 			return
 		}
 		n.msgr.SendKind(c.To, kind, c.Text)
+	case api.Join:
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.msgr.JoinRoom(ctx, c.Room) }()
+	case api.Part:
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.msgr.PartRoom(ctx, c.Room) }()
+	case api.ListRooms:
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.msgr.ListRooms(ctx) }()
 	case api.Who:
 		if c.Room == "" {
 			n.who()
@@ -486,11 +525,17 @@ type observer Node
 var (
 	_ rvclient.DeferObserver = (*observer)(nil)
 	_ rvclient.MailObserver  = (*observer)(nil)
+	_ rvclient.RoomObserver  = (*observer)(nil)
 )
 
 func (o *observer) Registered(public netip.AddrPort) {
 	o.bus.Publish(&api.Registered{Name: o.opts.Name, Public: public.String()})
+	o.msgr.Registered()
 }
+
+func (o *observer) RoomEvent(ev *wire.RoomEvent) { o.msgr.RoomEvent(ev) }
+
+func (o *observer) RoomsBehind() { o.msgr.RoomsBehind() }
 
 func (o *observer) Joined(k wire.Key, name string) {
 	o.bus.Publish(&api.PeerJoined{Name: name})

@@ -37,6 +37,8 @@ type options struct {
 	name, rv, rvKey, listen, identity, state, logLevel, logFile string
 	headless, noDirect, version                                 bool
 	heartbeat, delivery, offlineGrace, mailboxAge               time.Duration
+	roomRate                                                    float64
+	roomBurst                                                   int
 }
 
 func parse(args []string) (*options, error) {
@@ -53,6 +55,8 @@ func parse(args []string) (*options, error) {
 	fs.DurationVar(&o.delivery, "delivery-timeout", 2*time.Minute, "how long a message may wait for its receipt (unless it is stored in the recipient's mailbox)")
 	fs.DurationVar(&o.offlineGrace, "offline-grace", 500*time.Millisecond, "after live delivery to a peer failed, wait this long for receipts before depositing in its mailbox")
 	fs.DurationVar(&o.mailboxAge, "mailbox-age", 30*24*time.Hour, "the rendezvous's mailbox age limit: older messages are not deposited (too_old)")
+	fs.Float64Var(&o.roomRate, "room-rate", 5, "most messages a second you send to one room (others are held to twice that)")
+	fs.IntVar(&o.roomBurst, "room-burst", 20, "messages you may send to one room at once, beyond -room-rate")
 	fs.BoolVar(&o.noDirect, "no-direct", false, "never punch a direct path: every peer stays on the relay")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error, disabled")
 	fs.StringVar(&o.logFile, "log-file", "", "write logs to this file (default: stderr with -headless; in the line UI, only warnings, on screen)")
@@ -76,6 +80,10 @@ func parse(args []string) (*options, error) {
 		return nil, cmdutil.Usagef("-offline-grace must be positive")
 	case o.mailboxAge <= 0:
 		return nil, cmdutil.Usagef("-mailbox-age must be positive")
+	case !(o.roomRate > 0) || o.roomRate > 1e6:
+		return nil, cmdutil.Usagef("-room-rate must be a positive number of messages a second")
+	case o.roomBurst <= 0:
+		return nil, cmdutil.Usagef("-room-burst must be positive")
 	}
 	if err := wire.ValidateName(o.name); err != nil {
 		return nil, cmdutil.Usagef("-name %q: %v", o.name, err)
@@ -163,7 +171,7 @@ func run(args []string) error {
 	n, err := node.New(node.Options{
 		Name: o.name, Rendezvous: o.rv, RendezvousKey: rvKey, Conn: conn, Identity: key, Store: st,
 		Heartbeat: o.heartbeat, DeliveryTimeout: o.delivery, OfflineGrace: o.offlineGrace, MailboxAge: o.mailboxAge,
-		Logger: log, NoDirect: o.noDirect,
+		Logger: log, NoDirect: o.noDirect, RoomRate: o.roomRate, RoomBurst: o.roomBurst,
 	})
 	if err != nil {
 		conn.Close()

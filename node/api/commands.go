@@ -4,7 +4,9 @@ package api
 // its outcome comes back as events.
 type Command interface{ command() }
 
-// Send sends Text to the peer called To: Sent, then exactly one outcome
+// Send sends Text to the peer called To, or to every other member of the
+// room To ("#dev"): see docs/HEADLESS.md for a room message's events.
+// For a peer: Sent, then exactly one outcome
 // with the same ID follows: Delivered or Error, or Stored (the message is
 // in the peer's offline mailbox) and then Delivered or Expired (or one
 // Error without an ID when it is refused at once). Kind is the message's
@@ -46,6 +48,20 @@ type Deregister struct{}
 // mailbox is fetched.
 type Register struct{}
 
+// Join makes the node a member of Room ("#dev"), answered by RoomJoined
+// with the node's own name, or an Error.
+type Join struct{ Room string }
+
+// Part takes the node out of Room, answered by RoomLeft with the node's
+// own name, or an Error (not_member).
+type Part struct{ Room string }
+
+// ListRooms asks for a Rooms event: the rooms the node is in.
+type ListRooms struct{}
+
+func (Join) command()            {}
+func (Part) command()            {}
+func (ListRooms) command()       {}
 func (Send) command()            {}
 func (Deregister) command()      {}
 func (Register) command()        {}

@@ -68,6 +68,9 @@ const (
 	TypeExpired       = "expired"
 	TypeMailbox       = "mailbox"
 	TypeDeregistered  = "deregistered"
+	TypeRoomJoined    = "room_joined"
+	TypeRoomLeft      = "room_left"
+	TypeRooms         = "rooms"
 )
 
 // ViaMailbox is Message.Via for a message that came from our mailbox on
@@ -93,6 +96,7 @@ const (
 const (
 	ReasonQuit    = "quit"    // the peer said goodbye
 	ReasonTimeout = "timeout" // the peer went silent past the rendezvous's expiry
+	ReasonPart    = "part"    // the peer is online but no longer shares a room with us (one of us parted)
 )
 
 // Error codes, in the code field of error events. The fatal ones are
@@ -118,6 +122,15 @@ const (
 	CodeMailboxFull           = "mailbox_full"           // the recipient's mailbox (or our share of it) is full, or our quota of messages waiting in all mailboxes is used up
 	CodeTooOld                = "too_old"                // a message older than the mailbox's age limit cannot be deposited
 	CodeMalformed             = "malformed"              // the rendezvous could not parse our registration (fatal)
+	CodeRoomFull              = "room_full"              // the room has as many members as the rendezvous allows (or more than a message may go to)
+	CodeTooManyRooms          = "too_many_rooms"         // we are in as many rooms as the rendezvous allows
+	CodeRateLimited           = "rate_limited"           // too many messages to a room in a short time (or too many requests): wait a moment
+)
+
+// Reasons, in the reason field of room_left.
+const (
+	RoomReasonPart    = "part"    // the member parted (/part)
+	RoomReasonExpired = "expired" // the member was away (unregistered) longer than the mailbox keeps messages
 )
 
 // Registered: the rendezvous accepted us. Public is our address as it saw
@@ -134,7 +147,8 @@ type PeerJoined struct {
 	Name string `json:"name"`
 }
 
-// PeerLeft: a peer left; Reason is ReasonQuit or ReasonTimeout.
+// PeerLeft: a peer left; Reason is ReasonQuit or ReasonTimeout, or
+// ReasonPart when it is only out of our sight.
 type PeerLeft struct {
 	Header
 	Name   string `json:"name"`
@@ -172,6 +186,39 @@ type Members struct {
 	Next    string   `json:"next,omitempty"`
 }
 
+// RoomJoined: Name joined Room. For our own join (Name is ours: the answer
+// to /join), Total and Online say how many members the room has now and
+// how many of them are online.
+type RoomJoined struct {
+	Header
+	Room   string `json:"room"`
+	Name   string `json:"name"`
+	Total  int    `json:"total,omitempty"`
+	Online int    `json:"online,omitempty"`
+}
+
+// RoomLeft: Name left Room; Reason is RoomReasonPart or RoomReasonExpired.
+type RoomLeft struct {
+	Header
+	Room   string `json:"room"`
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// RoomInfo is one row of Rooms.
+type RoomInfo struct {
+	Room    string `json:"room"`
+	Members int    `json:"members"`
+	Online  int    `json:"online"`
+}
+
+// Rooms answers /rooms: the rooms we are in, sorted by name, with how many
+// members each has and how many are online.
+type Rooms struct {
+	Header
+	Rooms []RoomInfo `json:"rooms"`
+}
+
 // Sent: a message was accepted for sending and is stored in the outbox.
 // Exactly one Delivered, Stored or Error with the same ID and To follows
 // in the same run of the node; after Stored, Delivered or Expired follows,
@@ -185,32 +232,44 @@ type Sent struct {
 	To      string `json:"to"`
 	Text    string `json:"text"`
 	Kind    string `json:"kind,omitempty"` // KindText (left out) or KindEmote
+	Room    string `json:"room,omitempty"` // for a room message: the room (To is the room too)
 	Resumed bool   `json:"resumed,omitempty"`
 }
 
 // Delivered: the peer has shown the message (end-to-end receipt; for a
-// stored message, the rendezvous's receipt that the peer took it).
+// stored message, the rendezvous's receipt that the peer took it). For a
+// room message (Room set, To the room) the members' receipts are folded:
+// Members is "n/N", n of the N other members have it; the first Delivered
+// comes once every member's copy has an outcome (delivered, stored in its
+// mailbox, or failed), another each time a stored copy is taken later.
 type Delivered struct {
 	Header
-	ID string `json:"id"`
-	To string `json:"to"`
+	ID      string `json:"id"`
+	To      string `json:"to"`
+	Room    string `json:"room,omitempty"`
+	Members string `json:"members,omitempty"`
 }
 
 // Stored: the peer was offline (or unreachable), and the message is
 // durably in its mailbox on the rendezvous. Delivered follows when the
 // peer took it, or Expired.
+//
+// For a room message, Stored, Expired and Error name one member's copy:
+// To is the member, Room the room, ID the room message's.
 type Stored struct {
 	Header
-	ID string `json:"id"`
-	To string `json:"to"`
+	ID   string `json:"id"`
+	To   string `json:"to"`
+	Room string `json:"room,omitempty"`
 }
 
 // Expired: a stored message waited past the mailbox's age limit and was
 // deleted unread.
 type Expired struct {
 	Header
-	ID string `json:"id"`
-	To string `json:"to"`
+	ID   string `json:"id"`
+	To   string `json:"to"`
+	Room string `json:"room,omitempty"`
 }
 
 // Mailbox: after registering, Count messages wait in our mailbox (only
@@ -231,13 +290,16 @@ type Deregistered struct {
 // Message: a message arrived. SentTS is the sender's clock when it was
 // sent. Path is how it came: PathDirect or PathRelay. Via is ViaMailbox
 // for a message that waited in our mailbox, empty for one delivered live.
-// Kind is KindText (empty) or KindEmote.
+// Kind is KindText (empty) or KindEmote. Room is set for a message to a
+// room we are in (ID is then the room message's, the same at every
+// member).
 type Message struct {
 	Header
 	ID     string    `json:"id"`
 	From   string    `json:"from"`
 	Text   string    `json:"text"`
 	Kind   string    `json:"kind,omitempty"`
+	Room   string    `json:"room,omitempty"`
 	Path   string    `json:"path"`
 	Via    string    `json:"via,omitempty"`
 	SentTS time.Time `json:"sent_ts"`
@@ -261,6 +323,7 @@ type Error struct {
 	Message        string `json:"message"`
 	ID             string `json:"id,omitempty"`
 	To             string `json:"to,omitempty"`
+	Room           string `json:"room,omitempty"`
 	Peer           string `json:"peer,omitempty"`
 	Fingerprint    string `json:"fingerprint,omitempty"`
 	NewFingerprint string `json:"new_fingerprint,omitempty"`
@@ -326,6 +389,9 @@ func (*Stored) EventType() string        { return TypeStored }
 func (*Expired) EventType() string       { return TypeExpired }
 func (*Mailbox) EventType() string       { return TypeMailbox }
 func (*Deregistered) EventType() string  { return TypeDeregistered }
+func (*RoomJoined) EventType() string    { return TypeRoomJoined }
+func (*RoomLeft) EventType() string      { return TypeRoomLeft }
+func (*Rooms) EventType() string         { return TypeRooms }
 
 // droppable reports whether e only describes state that /who can tell
 // again, so that a subscriber far behind may lose it.

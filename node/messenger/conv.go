@@ -51,11 +51,19 @@ type outMsg struct {
 	// receipt; no longer written live, no deadline. Guarded by conv.mu.
 	stored  bool
 	settled atomic.Bool // counted out of Messenger.pending
+	// For one member's copy of a room message: the room, the room
+	// message's ID, and how many copies it has; zero for 1:1.
+	room    string
+	group   wire.MsgID
+	members uint32
+	// counted: the copy's first outcome is counted in its group. Guarded
+	// by Messenger.gmu.
+	counted bool
 }
 
 // wire returns msg as it goes to the peer, live or sealed in its mailbox.
 func (msg *outMsg) wire() *wire.Msg {
-	return &wire.Msg{ID: msg.id, Seq: msg.seq, SentMS: msg.created.UnixMilli(), Kind: msg.kind, Text: msg.text}
+	return &wire.Msg{ID: msg.id, Seq: msg.seq, SentMS: msg.created.UnixMilli(), Kind: msg.kind, Text: msg.text, Room: msg.room, Group: msg.group}
 }
 
 func (c *conv) poke() {
@@ -112,7 +120,7 @@ func (c *conv) failAll(e *api.Error) {
 		ev := *e
 		ev.ID, ev.To = msg.id.String(), msg.to
 		c.m.opts.Store.Done(msg.id)
-		c.m.bus.Publish(&ev)
+		c.m.outcome(msg, &ev)
 		c.m.settle(msg)
 	}
 }
@@ -464,7 +472,7 @@ func (c *conv) stored(msg *outMsg) {
 		msg.stored = true
 		// Published under c.mu: an outcome taking the message (take) comes
 		// after this event.
-		m.bus.Publish(&api.Stored{ID: msg.id.String(), To: msg.to})
+		m.outcome(msg, &api.Stored{ID: msg.id.String(), To: msg.to})
 	}
 	c.mu.Unlock()
 	if queued {

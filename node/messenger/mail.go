@@ -7,6 +7,7 @@ import (
 
 	"natchat/node/api"
 	"natchat/node/mailbox"
+	"natchat/node/ui"
 	"natchat/wire"
 )
 
@@ -190,10 +191,26 @@ func (m *Messenger) takeMail(ctx context.Context, in mailIn, acks chan<- mailAck
 		m.mail.AckMail(in.from, in.id)
 		return true
 	}
-	if _, ok := APIKind(msg.Kind); !ok || msg.Room != "" {
-		log.Info().Uint8("kind", uint8(msg.Kind)).Bool("room", msg.Room != "").Msg("mailbox: message of a kind this node does not support; dropped")
+	if _, ok := APIKind(msg.Kind); !ok {
+		log.Info().Uint8("kind", uint8(msg.Kind)).Msg("mailbox: message of a kind this node does not support; dropped")
 		m.mail.AckMail(in.from, in.id)
 		return true
+	}
+	if msg.Room != "" {
+		room, ok, err := m.acceptRoom(ctx, msg.Room, in.from)
+		if err != nil {
+			log.Info().Err(err).Msg("mailbox: a room message cannot be checked now; it stays in the mailbox")
+			return false
+		}
+		if !ok {
+			// Acknowledged, so that it does not block the mailbox; its
+			// sender hears "delivered" from the rendezvous (the
+			// rendezvous's word, as for any mail).
+			log.Warn().Str("room", ui.Safe(msg.Room)).Msg("mailbox: message to a room we are not in, or from someone not in it; dropped")
+			m.mail.AckMail(in.from, in.id)
+			return true
+		}
+		msg.Room = room
 	}
 	inbox := m.openInbox(in.from)
 	shown, err := m.show(ctx, in.from, name, inbox, msg, api.ViaMailbox)

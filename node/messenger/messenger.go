@@ -174,8 +174,19 @@ type Options struct {
 	// flow control holds the sender. So a peer cannot make us hold more
 	// than Window of its messages. 0: 64.
 	Window int
-	Logger zerolog.Logger
-	Now    func() time.Time
+	// Rooms is the rendezvous's side of rooms. nil: no rooms (a message
+	// to "#room" is refused).
+	Rooms RoomDirectory
+	// RoomRate bounds our messages to one room per second (a burst of
+	// RoomBurst): more are refused (rate_limited). A receiver holds each
+	// member to twice that. 0: 5 a second, bursts of 20.
+	RoomRate  float64
+	RoomBurst int
+	// MaxFanout bounds the members a room message goes to (its copies):
+	// a message to a bigger room is refused (room_full). 0: 256.
+	MaxFanout int
+	Logger    zerolog.Logger
+	Now       func() time.Time
 }
 
 // Messenger runs the node's conversations. Create with New, then Start.
@@ -214,6 +225,8 @@ type Messenger struct {
 	// drainGen counts the drains of our mailbox that ended (guarded by
 	// mu).
 	drainGen uint64
+
+	roomsState
 }
 
 type conflict struct {
@@ -250,6 +263,15 @@ func New(o Options) (*Messenger, error) {
 	if o.DrainWait <= 0 {
 		o.DrainWait = 10 * time.Second
 	}
+	if o.RoomRate <= 0 {
+		o.RoomRate = 5
+	}
+	if o.RoomBurst <= 0 {
+		o.RoomBurst = 20
+	}
+	if o.MaxFanout <= 0 {
+		o.MaxFanout = 256
+	}
 	d := make(chan struct{})
 	close(d)
 	m := &Messenger{
@@ -264,6 +286,9 @@ func New(o Options) (*Messenger, error) {
 		mailQ:       make(chan mailIn, mailQueue),
 		receiptWake: make(chan struct{}, 1),
 	}
+	m.rooms = make(map[string]*room)
+	m.roomsReady = make(chan struct{})
+	m.groups = make(map[wire.MsgID]*group)
 	if mb, ok := o.Dir.(Mailbox); ok {
 		m.box = mb
 		if len(o.Identity) == ed25519.PrivateKeySize {
@@ -282,24 +307,41 @@ func (m *Messenger) Start(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	m.ctx = ctx
+	load := m.loadOnStart
 	m.mu.Unlock()
+	if load {
+		m.Registered()
+	}
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.persister(ctx) }()
 	if m.mail != nil {
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); m.mailLoop(ctx) }()
 	}
+	resumed := make(map[wire.MsgID]int)      // copies of each room message
+	roomMsgs := make(map[wire.MsgID]*outMsg) // a copy of each
+	var msgs []*outMsg
 	for _, om := range out {
-		msg := &outMsg{id: om.ID, to: om.To, seq: om.Seq, kind: wire.MsgKind(om.Kind), text: om.Text, created: om.Created, deadline: om.Deadline, stored: om.Stored}
+		msg := &outMsg{id: om.ID, to: om.To, seq: om.Seq, kind: wire.MsgKind(om.Kind), text: om.Text, created: om.Created, deadline: om.Deadline, stored: om.Stored,
+			room: om.Room, group: om.Group, members: om.Members}
+		msgs = append(msgs, msg)
+		if msg.group != (wire.MsgID{}) {
+			m.resumeGroup(msg, resumed)
+			roomMsgs[msg.group] = msg
+			continue
+		}
 		// Only kinds APIKind knows are ever enqueued; were another found,
 		// it would be resent as it was, and Sent would say text.
 		kind, _ := APIKind(msg.kind)
 		m.bus.Publish(&api.Sent{ID: om.ID.String(), To: om.To, Text: om.Text, Kind: kind, Resumed: true})
+	}
+	m.finishResume(resumed, roomMsgs)
+	for _, msg := range msgs {
 		if msg.stored {
 			// In the recipient's mailbox: waiting for its receipt, which
 			// the rendezvous sends after we register.
 			msg.settled.Store(true)
-			m.bus.Publish(&api.Stored{ID: om.ID.String(), To: om.To})
+			m.outcome(msg, &api.Stored{ID: msg.id.String(), To: msg.to})
 		} else {
 			m.addPending(1)
 		}
@@ -377,27 +419,40 @@ func (m *Messenger) persister(ctx context.Context) {
 		case <-m.persistWake:
 		}
 		m.mu.Lock()
-		in := m.incoming
+		taken := m.incoming
 		m.incoming = nil
 		m.mu.Unlock()
+		// A room message becomes its copies, one per member (fanOut says
+		// Sent for it).
+		var in []*outMsg
+		for _, msg := range taken {
+			if wire.IsRoom(msg.to) {
+				in = append(in, m.fanOut(ctx, msg)...)
+			} else {
+				in = append(in, msg)
+			}
+		}
 		if len(in) == 0 {
 			continue
 		}
 		recs := make([]store.OutMsg, len(in))
 		for i, msg := range in {
-			recs[i] = store.OutMsg{ID: msg.id, To: msg.to, Kind: uint8(msg.kind), Text: msg.text, Created: msg.created, Deadline: msg.deadline}
+			recs[i] = store.OutMsg{ID: msg.id, To: msg.to, Kind: uint8(msg.kind), Text: msg.text, Created: msg.created, Deadline: msg.deadline,
+				Room: msg.room, Group: msg.group, Members: msg.members}
 		}
 		stored, err := m.opts.Store.Enqueue(recs...)
 		for i, msg := range in {
 			if err != nil {
 				m.log.Error().Err(err).Msg("storing messages in the outbox")
-				m.bus.Publish(&api.Error{Code: api.CodeState, Message: "cannot store the message: " + err.Error(), ID: msg.id.String(), To: msg.to})
+				m.outcome(msg, &api.Error{Code: api.CodeState, Message: "cannot store the message: " + err.Error(), ID: msg.id.String(), To: msg.to})
 				m.addPending(-1)
 				continue
 			}
 			msg.seq = stored[i].Seq
-			kind, _ := APIKind(msg.kind)
-			m.bus.Publish(&api.Sent{ID: msg.id.String(), To: msg.to, Text: msg.text, Kind: kind})
+			if msg.group == (wire.MsgID{}) {
+				kind, _ := APIKind(msg.kind)
+				m.bus.Publish(&api.Sent{ID: msg.id.String(), To: msg.to, Text: msg.text, Kind: kind})
+			}
 			m.add(msg)
 		}
 	}
@@ -440,16 +495,22 @@ func (m *Messenger) SendKind(to string, kind wire.MsgKind, text string) {
 		m.bus.Publish(&api.Error{Code: api.CodeBadCommand, Message: fmt.Sprintf("messages of kind %d cannot be sent", kind), To: to})
 		return
 	}
-	if err := wire.ValidateName(to); err != nil {
-		m.bus.Publish(&api.Error{Code: api.CodeBadName, Message: err.Error(), To: to})
-		return
-	}
 	if e := ui.CheckText(text); e != nil {
 		e.To = to
+		if wire.IsRoom(to) {
+			e.Room = to
+		}
 		m.bus.Publish(e)
 		return
 	}
-	if wire.NameKey(to) == wire.NameKey(m.opts.SelfName) {
+	if wire.IsRoom(to) {
+		if !m.checkRoomSend(to) {
+			return
+		}
+	} else if err := wire.ValidateName(to); err != nil {
+		m.bus.Publish(&api.Error{Code: api.CodeBadName, Message: err.Error(), To: to})
+		return
+	} else if wire.NameKey(to) == wire.NameKey(m.opts.SelfName) {
 		m.bus.Publish(&api.Error{Code: api.CodeBadName, Message: "that is this node's own name", To: to})
 		return
 	}
@@ -471,19 +532,19 @@ func (m *Messenger) SendKind(to string, kind wire.MsgKind, text string) {
 
 func (m *Messenger) failed(msg *outMsg, code, text string) {
 	m.opts.Store.Done(msg.id)
-	m.bus.Publish(&api.Error{Code: code, Message: text, ID: msg.id.String(), To: msg.to})
+	m.outcome(msg, &api.Error{Code: code, Message: text, ID: msg.id.String(), To: msg.to})
 	m.settle(msg)
 }
 
 func (m *Messenger) delivered(msg *outMsg) {
 	m.opts.Store.Done(msg.id)
-	m.bus.Publish(&api.Delivered{ID: msg.id.String(), To: msg.to})
+	m.outcome(msg, &api.Delivered{ID: msg.id.String(), To: msg.to})
 	m.settle(msg)
 }
 
 func (m *Messenger) expired(msg *outMsg) {
 	m.opts.Store.Done(msg.id)
-	m.bus.Publish(&api.Expired{ID: msg.id.String(), To: msg.to})
+	m.outcome(msg, &api.Expired{ID: msg.id.String(), To: msg.to})
 	m.settle(msg)
 }
 
@@ -573,12 +634,12 @@ func (m *Messenger) takeReceipts() {
 		}
 		switch r.Status {
 		case wire.ReceiptDelivered:
-			m.bus.Publish(&api.Delivered{ID: msg.id.String(), To: msg.to})
+			m.outcome(msg, &api.Delivered{ID: msg.id.String(), To: msg.to})
 		case wire.ReceiptExpired:
 			m.log.Info().Str("peer", msg.to).Stringer("id", msg.id).Msg("message expired unread in the mailbox")
-			m.bus.Publish(&api.Expired{ID: msg.id.String(), To: msg.to})
+			m.outcome(msg, &api.Expired{ID: msg.id.String(), To: msg.to})
 		default:
-			m.bus.Publish(&api.Error{Code: api.CodeUndelivered, ID: msg.id.String(), To: msg.to,
+			m.outcome(msg, &api.Error{Code: api.CodeUndelivered, ID: msg.id.String(), To: msg.to,
 				Message: "the rendezvous gave an unknown outcome for the message (" + r.Status.String() + ")"})
 		}
 		m.settle(msg)

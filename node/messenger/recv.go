@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"natchat/node/api"
+	"natchat/node/ui"
 	"natchat/wire"
 )
 
@@ -98,12 +99,28 @@ func (m *Messenger) ServeChat(ctx context.Context, peer wire.Key, st Stream) {
 		if err != nil {
 			return err
 		}
-		if _, ok := APIKind(msg.Kind); !ok || msg.Room != "" {
+		if _, ok := APIKind(msg.Kind); !ok {
 			// Not shown, and not acknowledged: a newer sender learns
 			// nothing was delivered (its message times out).
-			m.log.Info().Str("peer", name).Uint8("kind", uint8(msg.Kind)).Bool("room", msg.Room != "").
+			m.log.Info().Str("peer", name).Uint8("kind", uint8(msg.Kind)).
 				Msg("message of a kind this node does not support; dropped")
 			return nil
+		}
+		if msg.Room != "" {
+			room, ok, err := m.acceptRoom(ctx, msg.Room, peer)
+			if err != nil {
+				return err // the stream ends unacknowledged: its sender writes it again on the next
+			}
+			if !ok {
+				// Not acknowledged either: its sender sees it undelivered.
+				m.log.Info().Str("peer", name).Str("room", ui.Safe(msg.Room)).
+					Msg("message to a room we are not in, or from someone not in it; dropped")
+				return nil
+			}
+			msg.Room = room
+			if err := m.roomHold(ctx, room, peer); err != nil {
+				return err
+			}
 		}
 		// Older messages from the mailbox first: while it is being
 		// drained, wait (not reading: flow control holds the sender).
@@ -170,12 +187,13 @@ func (m *Messenger) show(ctx context.Context, peer wire.Key, name string, in *in
 	in.waiting[msg.ID] = ch
 	m.mu.Unlock()
 	id := msg.ID
+	shownID := msg.ShownID()
 	path := m.opts.PathOf(peer)
 	if via == api.ViaMailbox {
 		path = api.PathRelay // through the rendezvous
 	}
 	kind, _ := APIKind(msg.Kind) // the callers let only known kinds through
-	m.bus.PublishMessage(&api.Message{ID: id.String(), From: name, Text: msg.Text, Kind: kind,
+	m.bus.PublishMessage(&api.Message{ID: shownID.String(), From: name, Text: msg.Text, Kind: kind, Room: msg.Room,
 		Path: path, Via: via, SentTS: time.UnixMilli(msg.SentMS).UTC()}, func() {
 		// The front end has shown it: record it, then let the receipt go.
 		if err := m.opts.Store.MarkShown(peer, id); err != nil {

@@ -2,8 +2,10 @@
 // registration state machine (Hello, cookie, a Noise handshake with the
 // rendezvous's pinned key, heartbeats, registering again when the
 // rendezvous forgets us), presence (changes and snapshots, kept in
-// sequence), name lookups, the signalling channel to peers, and the
-// offline mailbox (mailbox.go: deposits, draining our own, receipts).
+// sequence), name lookups, the signalling channel to peers, the offline
+// mailbox (mailbox.go: deposits, draining our own, receipts), and rooms
+// (rooms.go: join, part, the rooms we are in, a room's members, room
+// events).
 // After the handshake every control message, both ways, is sealed
 // (package ctrl): the client acts on nothing from the rendezvous's address
 // that did not authenticate, but for the few refusals that can come before
@@ -48,7 +50,8 @@ type Observer interface {
 	Registered(public netip.AddrPort)
 	// Joined: a peer shares a room with us now.
 	Joined(k wire.Key, name string)
-	// Left: a peer left (reason "quit" or "timeout").
+	// Left: a peer left (reason "quit" or "timeout"), or is out of our
+	// sight (reason "part": no longer in a room we share).
 	Left(k wire.Key, name string, reason string)
 	// Refused: the rendezvous refused our registration for good (code is
 	// a wire.Code name such as "name_taken"). Called at most once; Run
@@ -173,6 +176,7 @@ type Client struct {
 	online  map[wire.Key]string // who shares a room with us
 	names   map[wire.Key]string // names of others we looked up (bounded)
 	seq     uint32              // presence sequence applied
+	roomSeq uint32              // the last RoomEvent's Seq (or a HeartbeatAck's RoomSeq) seen since registering
 	snap    *snapshot           // snapshot being assembled
 	synced  bool                // a complete snapshot since registering
 	snapAsk time.Time
@@ -180,7 +184,7 @@ type Client struct {
 	stale   map[wire.Key]time.Time // online peers a snapshot lacked: when to drop them
 	grace   time.Time              // until when a peer missing from a snapshot may still be re-registering
 	lookups map[uint32]chan *wire.LookupReply
-	whos    map[uint32]chan whoResult
+	asks    map[uint32]askWait // requests of ask waiting for their answer, by TxID
 	txid    uint32
 	pending []func(Observer) // observer calls decided, not yet made
 
@@ -228,7 +232,7 @@ func New(o Options) (*Client, error) {
 		names:     make(map[wire.Key]string),
 		stale:     make(map[wire.Key]time.Time),
 		lookups:   make(map[uint32]chan *wire.LookupReply),
-		whos:      make(map[uint32]chan whoResult),
+		asks:      make(map[uint32]askWait),
 		deposits:  make(map[uint32]depositWait),
 		mb:        newMailState(0),
 	}, nil
@@ -674,10 +678,15 @@ func (c *Client) onSealedLocked(m *wire.Sealed, b []byte, now time.Time) {
 			ch <- m // cap 1, one reply per txid
 		}
 	case *wire.WhoReply:
-		if ch := c.whos[m.TxID]; ch != nil {
-			delete(c.whos, m.TxID)
-			ch <- whoResult{reply: m}
-		}
+		c.answerLocked(m.TxID, m)
+	case *wire.RoomReply:
+		c.answerLocked(m.TxID, m)
+	case *wire.RoomListReply:
+		c.answerLocked(m.TxID, m)
+	case *wire.RoomMembersReply:
+		c.answerLocked(m.TxID, m)
+	case *wire.RoomEvent:
+		c.onRoomEventLocked(m)
 	case *wire.Signaled:
 		k, name, body := m.Src, m.Name, m.Body
 		if wire.ValidateName(name) == nil {
@@ -703,11 +712,6 @@ func (c *Client) onSealedLocked(m *wire.Sealed, b []byte, now time.Time) {
 				delete(c.lookups, m.TxID)
 				close(ch) // the lookup fails now, and is retried
 			}
-		case wire.TypeWho:
-			if ch := c.whos[m.TxID]; ch != nil {
-				delete(c.whos, m.TxID)
-				ch <- whoResult{err: m}
-			}
 		case wire.TypeMailPut:
 			if w, ok := c.deposits[m.TxID]; ok {
 				delete(c.deposits, m.TxID)
@@ -716,6 +720,8 @@ func (c *Client) onSealedLocked(m *wire.Sealed, b []byte, now time.Time) {
 				default:
 				}
 			}
+		default:
+			c.refusedLocked(m) // Who, rooms
 		}
 	}
 }
@@ -840,7 +846,7 @@ func (c *Client) onHandshakeReplyLocked(m *wire.HandshakeReply, now time.Time) {
 	c.session.Store(&s)
 	c.expiry = time.Duration(res.ExpiryMS) * time.Millisecond
 	c.grace = now.Add(min(max(c.expiry, time.Second), time.Minute))
-	c.seq, c.snap = 0, nil
+	c.seq, c.snap, c.roomSeq = 0, nil, 0
 	// The rendezvous sends the snapshot right after the handshake; if it
 	// is lost, Run asks again.
 	c.synced, c.snapAsk, c.snapTry = false, now, 0
@@ -920,6 +926,10 @@ func (c *Client) onHeartbeatAckLocked(m *wire.HeartbeatAck, now time.Time) {
 	if m.PresenceSeq > c.seq {
 		c.synced = false // an event was lost
 	}
+	if m.RoomSeq > c.roomSeq {
+		c.roomSeq = m.RoomSeq
+		c.roomsBehindLocked() // a room event was lost
+	}
 	if !c.synced {
 		c.askSnapshotLocked(now)
 	}
@@ -969,6 +979,11 @@ func (c *Client) onPresenceLocked(m *wire.Presence, now time.Time) {
 			if _, ok := c.online[k]; ok {
 				delete(c.online, k)
 				reason := ch.Reason.String()
+				if ch.Reason == wire.ReasonNone {
+					// Online still, but no longer in a room we share
+					// (one of us parted) nor one we talk with.
+					reason = "part"
+				}
 				c.notifyLocked(func(o Observer) { o.Left(k, name, reason) })
 			}
 		}
@@ -1104,12 +1119,8 @@ func (c *Client) Lookup(ctx context.Context, name string, key wire.Key) (*wire.L
 	}
 }
 
-type whoResult struct {
-	reply *wire.WhoReply
-	err   *wire.Error
-}
-
-// ErrNotMember means the rendezvous refused a Who: we are not in that room.
+// ErrNotMember means the rendezvous refused a request about a room (Who,
+// RoomMembers): we are not in that room.
 var ErrNotMember = errors.New("not in that room")
 
 // Who asks the rendezvous for one page of room's members: those whose
@@ -1118,50 +1129,126 @@ var ErrNotMember = errors.New("not in that room")
 // ErrLookupTimeout when no answer comes within 10 s (a rate-limited
 // request is retried within that time).
 func (c *Client) Who(ctx context.Context, room, after string) (*wire.WhoReply, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	r, err := ask(ctx, c, func(tx uint32) wire.Message { return &wire.Who{TxID: tx, Room: room, After: after} },
+		func(r *wire.WhoReply) bool { return wire.NameKey(r.Room) == wire.NameKey(room) })
+	if err != nil {
+		return nil, err
+	}
+	r.Members = slices.DeleteFunc(r.Members, func(p wire.Peer) bool {
+		return wire.ValidateName(p.Name) != nil || p.Key.IsZero()
+	})
+	return r, nil
+}
+
+// askTimeout bounds one request of ask (one page, of a paged answer).
+const askTimeout = 10 * time.Second
+
+// askWait is a request of ask waiting for its answer.
+type askWait struct {
+	req wire.Type // the request's type: an Error refuses it when it names this type
+	// answers reports whether a reply with the request's TxID answers
+	// the question (its type, and what it is about). Called under mu.
+	answers func(wire.Message) bool
+	ch      chan askResult // cap 1; one answer per TxID
+}
+
+// askResult is the answer to a request of ask: a reply or a refusal.
+type askResult struct {
+	reply wire.Message
+	err   *wire.Error
+}
+
+// ask sends the request that build makes for a fresh TxID, sealed, and
+// waits for its answer: a reply of type R with that TxID that accept
+// takes as the answer to the question (build and accept run under the
+// client's lock: they must only make the request, look at the reply), or
+// an Error refusing that
+// request. It waits until registered; it asks again, with a fresh TxID,
+// after 0.5 s, 1 s, then every 2 s without an answer, and after a pause
+// (0.25 s, doubling to 2 s) when the rendezvous rate-limits it. It fails
+// with ErrLookupTimeout after askTimeout or when ctx ends, with
+// ErrNotMember when refused so, and with the refusal (a *wire.Error) for
+// any other code. What waits is one entry per call in flight: a reply
+// that no call waits for, or that does not answer its question, is
+// dropped.
+func ask[R wire.Message](ctx context.Context, c *Client, build func(tx uint32) wire.Message, accept func(R) bool) (R, error) {
+	var zero R
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
+	answers := func(m wire.Message) bool {
+		r, ok := m.(R)
+		return ok && accept(r)
+	}
 	for attempt := 0; ; attempt++ {
 		if _, err := c.WaitRegistered(ctx); err != nil {
-			return nil, ErrLookupTimeout
+			return zero, ErrLookupTimeout
 		}
-		ch := make(chan whoResult, 1)
+		ch := make(chan askResult, 1)
 		c.mu.Lock()
 		c.txid++
 		tx := c.txid
-		c.whos[tx] = ch
-		c.sendSealedLocked(&wire.Who{TxID: tx, Room: room, After: after})
+		req := build(tx)
+		c.asks[tx] = askWait{req: req.Type(), answers: answers, ch: ch}
+		c.sendSealedLocked(req)
 		c.mu.Unlock()
-		t := time.NewTimer(min(500*time.Millisecond<<attempt, 2*time.Second))
+		var res askResult
+		answered := false
+		t := time.NewTimer(backoff(500*time.Millisecond, attempt))
 		select {
-		case r := <-ch:
-			t.Stop()
-			switch {
-			case r.err != nil && r.err.Code == wire.CodeNotMember:
-				return nil, ErrNotMember
-			case r.err != nil:
-				if !sleepCtx(ctx, min(250*time.Millisecond<<attempt, 2*time.Second)) {
-					return nil, ErrLookupTimeout
-				}
-				continue
-			}
-			if r.reply.Room != room {
-				continue // not an answer to this question
-			}
-			r.reply.Members = slices.DeleteFunc(r.reply.Members, func(p wire.Peer) bool {
-				return wire.ValidateName(p.Name) != nil || p.Key.IsZero()
-			})
-			return r.reply, nil
+		case res = <-ch:
+			answered = true
 		case <-t.C:
 		case <-ctx.Done():
-			t.Stop()
 		}
+		t.Stop()
 		c.mu.Lock()
-		delete(c.whos, tx)
+		delete(c.asks, tx)
 		c.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil, ErrLookupTimeout
+		switch {
+		case !answered:
+			if ctx.Err() != nil {
+				return zero, ErrLookupTimeout
+			}
+			continue // no answer yet: ask again
+		case res.err == nil:
+			return res.reply.(R), nil
+		case res.err.Code == wire.CodeNotMember:
+			return zero, ErrNotMember
+		case res.err.Code != wire.CodeRateLimited:
+			return zero, fmt.Errorf("rendezvous refused the %s: %w", req.Type(), res.err)
+		}
+		if !sleepCtx(ctx, backoff(250*time.Millisecond, attempt)) {
+			return zero, ErrLookupTimeout
 		}
 	}
+}
+
+// backoff is base doubled attempt times, at most 2 s.
+func backoff(base time.Duration, attempt int) time.Duration {
+	return min(base<<min(attempt, 4), 2*time.Second)
+}
+
+// answerLocked hands reply m, with TxID tx, to the request of ask waiting
+// for it, if one does and m answers its question; else m is dropped.
+func (c *Client) answerLocked(tx uint32, m wire.Message) {
+	w, ok := c.asks[tx]
+	if !ok || !w.answers(m) {
+		c.log.Debug().Stringer("type", m.Type()).Uint32("tx", tx).Msg("rendezvous reply answers no request of ours; dropped")
+		return
+	}
+	delete(c.asks, tx)
+	w.ch <- askResult{reply: m} // cap 1, and the entry is gone: one send per channel
+}
+
+// refusedLocked hands a sealed Error to the request of ask it refuses
+// (same TxID and request type), if one waits.
+func (c *Client) refusedLocked(m *wire.Error) {
+	w, ok := c.asks[m.TxID]
+	if !ok || w.req != m.Request {
+		return
+	}
+	delete(c.asks, m.TxID)
+	w.ch <- askResult{err: m}
 }
 
 // NameOf returns the name of key k, asking the rendezvous if need be.

@@ -27,6 +27,14 @@ type OutMsg struct {
 	// Stored says the rendezvous holds the message in the recipient's
 	// mailbox (MarkStored); Enqueue ignores it.
 	Stored bool
+	// Room, for one member's copy of a room message: the room ("#dev");
+	// To is the member. Empty for a 1:1 message.
+	Room string
+	// Group is the room message's ID, the same in every member's copy
+	// (ID is the copy's). Zero for a 1:1 message.
+	Group wire.MsgID
+	// Members is how many members the room message went to (its copies).
+	Members uint32
 }
 
 // maxToLen bounds OutMsg.To in bytes; the longest valid name is 128.
@@ -239,9 +247,15 @@ func (s *Store) doneTx(tx *bolt.Tx, dones map[wire.MsgID]struct{}) error {
 	return nil
 }
 
-// appendOutMsg appends the outbox record of m to b.
+// appendOutMsg appends the outbox record of m to b: version 1 for a 1:1
+// message (as every record before rooms), 2 for a room message's copy,
+// with room, group and members between the recipient and the text.
 func appendOutMsg(b []byte, m OutMsg) []byte {
-	b = append(b, 1)
+	version := byte(1)
+	if m.Room != "" {
+		version = 2
+	}
+	b = append(b, version)
 	b = append(b, m.ID[:]...)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
 	b = append(b, m.Kind)
@@ -249,6 +263,12 @@ func appendOutMsg(b []byte, m OutMsg) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Deadline.UnixMilli()))
 	b = binary.AppendUvarint(b, uint64(len(m.To)))
 	b = append(b, m.To...)
+	if version == 2 {
+		b = binary.AppendUvarint(b, uint64(len(m.Room)))
+		b = append(b, m.Room...)
+		b = append(b, m.Group[:]...)
+		b = binary.BigEndian.AppendUint32(b, m.Members)
+	}
 	return append(b, m.Text...)
 }
 
@@ -258,7 +278,8 @@ func parseOutMsg(b []byte) (OutMsg, error) {
 	if len(b) < outHeaderLen+1 {
 		return m, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(b))
 	}
-	if b[0] != 1 {
+	version := b[0]
+	if version != 1 && version != 2 {
 		return m, fmt.Errorf("%w: version %d", ErrCorrupt, b[0])
 	}
 	m.ID = wire.MsgID(b[1:9])
@@ -272,6 +293,17 @@ func parseOutMsg(b []byte) (OutMsg, error) {
 		return m, fmt.Errorf("%w: recipient length", ErrCorrupt)
 	}
 	b = b[l:]
-	m.To, m.Text = string(b[:n]), string(b[n:])
+	m.To, b = string(b[:n]), b[n:]
+	if version == 2 {
+		n, l := binary.Uvarint(b)
+		if l <= 0 || n == 0 || n > maxToLen || n > uint64(len(b)-l) || len(b)-l-int(n) < 8+4 {
+			return m, fmt.Errorf("%w: room", ErrCorrupt)
+		}
+		b = b[l:]
+		m.Room, b = string(b[:n]), b[n:]
+		m.Group, b = wire.MsgID(b[:8]), b[8:]
+		m.Members, b = binary.BigEndian.Uint32(b), b[4:]
+	}
+	m.Text = string(b)
 	return m, nil
 }

@@ -38,7 +38,7 @@ func wantOutbox(t *testing.T, s *Store, want ...wire.MsgID) []OutMsg {
 
 func sameMsg(a, b OutMsg) bool {
 	return a.ID == b.ID && a.To == b.To && a.Seq == b.Seq && a.Kind == b.Kind && a.Text == b.Text &&
-		a.Created.Equal(b.Created) && a.Deadline.Equal(b.Deadline)
+		a.Created.Equal(b.Created) && a.Deadline.Equal(b.Deadline) && a.Room == b.Room && a.Group == b.Group && a.Members == b.Members
 }
 
 func TestOutMsgRecord(t *testing.T) {
@@ -59,6 +59,13 @@ func TestOutMsgRecord(t *testing.T) {
 			m:    OutMsg{ID: msgID(9), To: "é", Seq: 1, Kind: 1, Created: created},
 			hex: "01" + "0000000000000009" + "0000000000000001" + "01" +
 				"0000018bcfe5687b" + "ffffc77cedd32800" + "02" + "c3a9",
+		},
+		{
+			name: "room copy",
+			m:    OutMsg{ID: msgID(7), To: "ann", Seq: 2, Created: created, Deadline: created, Room: "#dev", Group: msgID(0x0a0b), Members: 3, Text: "yo"},
+			hex: "02" + "0000000000000007" + "0000000000000002" + "00" +
+				"0000018bcfe5687b" + "0000018bcfe5687b" + "03" + "616e6e" +
+				"04" + "23646576" + "0000000000000a0b" + "00000003" + "796f",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,9 +89,9 @@ func TestOutMsgRecord(t *testing.T) {
 		})
 	}
 	bad := appendOutMsg(nil, OutMsg{To: "x"})
-	bad[0] = 2
+	bad[0] = 3
 	if _, err := parseOutMsg(bad); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("version 2: %v", err)
+		t.Errorf("version 3: %v", err)
 	}
 }
 
