@@ -92,6 +92,18 @@ func TestBadFlags(t *testing.T) {
 		{"node/zero heartbeat", "node", func(t *testing.T) []string {
 			return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-identity", key(t), "-heartbeat", "0s"}
 		}},
+		{"node/zero room rate", "node", func(t *testing.T) []string {
+			return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-identity", key(t), "-room-rate", "0"}
+		}},
+		{"node/room rate NaN", "node", func(t *testing.T) []string {
+			return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-identity", key(t), "-room-rate", "NaN"}
+		}},
+		{"node/negative room burst", "node", func(t *testing.T) []string {
+			return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-identity", key(t), "-room-burst", "-1"}
+		}},
+		{"rendezvous/zero room members", "rendezvous", func(t *testing.T) []string {
+			return []string{"-addr", freeUDPAddr(t), "-data", t.TempDir(), "-room-members", "0"}
+		}},
 		{"node/listen port 70000", "node", func(t *testing.T) []string {
 			return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-identity", key(t), "-listen", "127.0.0.1:70000"}
 		}},

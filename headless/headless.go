@@ -12,26 +12,37 @@
 //
 //	registered  name, public ("ip:port" as the rendezvous saw us)
 //	peer_joined name
-//	peer_left   name, reason ("quit" or "timeout")
+//	peer_left   name, reason ("quit", "timeout", or "part": out of sight)
 //	peers       peers: [{name, path, rtt_ms, online}] (the answer to /who)
 //	sent        id, to, text, kind ("emote" for /me; left out for text),
+//	            room (a room message: to is the room too),
 //	            resumed (true when resent after a restart)
-//	delivered   id, to
-//	stored      id, to (in the recipient's mailbox; delivered or expired follows)
-//	expired     id, to (a stored message aged out unread)
+//	delivered   id, to; room and members ("n/N") for a room message
+//	stored      id, to (in the recipient's mailbox; delivered or expired
+//	            follows), room (one member's copy of a room message)
+//	expired     id, to (a stored message aged out unread), room
 //	mailbox     count (messages waiting for us when we registered)
 //	deregistered name (after /dereg)
 //	message     id, from, text, kind ("emote" for /me; left out for text),
-//	            path ("direct" or "relay"), via ("mailbox" for a message
-//	            that waited in our mailbox), sent_ts
+//	            room (a message to a room we are in), path ("direct" or
+//	            "relay"), via ("mailbox" for a message that waited in our
+//	            mailbox), sent_ts
 //	path        peer, path ("direct", "relay" or "none"), remote, rtt_ms
-//	error       code, message; id, to when about a message; peer,
-//	            fingerprint, new_fingerprint for key_changed
+//	error       code, message; id, to when about a message; room when
+//	            about a room (or one member's copy of a room message);
+//	            peer, fingerprint, new_fingerprint for key_changed
 //	fingerprint name, key, fingerprint, self, pinned (the answer to /fingerprint)
 //	trusted     name, fingerprint (the answer to /trust)
 //	events_dropped count (state events lost while the reader was behind)
 //	help        commands: [{usage, summary}] (the answer to /help)
 //	members     room, total, members: [{name}], next (the answer to /who ROOM)
+//	room_joined room, name; total, online for our own join (the answer to /join)
+//	room_left   room, name, reason ("part" or "expired")
+//	rooms       rooms: [{room, members, online}] (the answer to /rooms)
+//
+// "members" is the one field whose JSON type depends on the event: a list
+// in members (Event.Members), a string in delivered
+// (Event.MembersDelivered).
 //
 // The contract is only ever extended, so Parse ignores fields it does not
 // know and accepts event types it does not know.
@@ -50,6 +61,10 @@ import (
 // Event is one headless event: the union of every event type's fields,
 // named as in docs/HEADLESS.md. Fields the type does not use are zero.
 // Marshalling an Event leaves out zero fields other than type and ts.
+//
+// The JSON field "members" is Members or MembersDelivered, by its JSON
+// type (a list, a string); Event's MarshalJSON writes the one that is
+// set.
 type Event struct {
 	Type           string            `json:"type"`
 	TS             time.Time         `json:"ts"`
@@ -80,12 +95,64 @@ type Event struct {
 	Commands       []api.CommandHelp `json:"commands,omitempty"`
 	Room           string            `json:"room,omitempty"`
 	Total          int               `json:"total,omitempty"`
-	Members        []api.Member      `json:"members,omitempty"`
 	Next           string            `json:"next,omitempty"`
+	Online         int               `json:"online,omitempty"`
+	Rooms          []RoomInfo        `json:"rooms,omitempty"`
+
+	// members, by its JSON type:
+	Members          []api.Member `json:"-"` // a list: the page of a members event
+	MembersDelivered string       `json:"-"` // a string: "n/N", how many of a room's N other members have a room message (delivered)
 }
 
 // PeerInfo is one row of a peers event.
 type PeerInfo = api.PeerInfo
+
+// Member is one row of a members event: {name}.
+type Member = api.Member
+
+// RoomInfo is one row of a rooms event: {room, members, online}.
+type RoomInfo = api.RoomInfo
+
+// eventFields is Event without its methods: the fields encoding/json
+// handles itself.
+type eventFields Event
+
+// MarshalJSON writes e as the node does: zero fields other than type and
+// ts left out, and "members" from whichever of Members and
+// MembersDelivered is set (in that order).
+func (e Event) MarshalJSON() ([]byte, error) {
+	var members any
+	switch {
+	case len(e.Members) > 0:
+		members = e.Members
+	case e.MembersDelivered != "":
+		members = e.MembersDelivered
+	}
+	return json.Marshal(struct {
+		eventFields
+		Members any `json:"members,omitempty"`
+	}{eventFields(e), members})
+}
+
+// setMembers decodes the JSON value of "members" into the field for its
+// JSON type. null, like a missing field, sets nothing.
+func (e *Event) setMembers(raw json.RawMessage) error {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	var dst any
+	switch raw[0] {
+	case '[':
+		dst = &e.Members
+	default:
+		dst = &e.MembersDelivered
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return fmt.Errorf("%w: members: %w", ErrField, err)
+	}
+	return nil
+}
 
 // Event types.
 const (
@@ -107,6 +174,9 @@ const (
 	TypeExpired       = api.TypeExpired
 	TypeMailbox       = api.TypeMailbox
 	TypeDeregistered  = api.TypeDeregistered
+	TypeRoomJoined    = api.TypeRoomJoined
+	TypeRoomLeft      = api.TypeRoomLeft
+	TypeRooms         = api.TypeRooms
 )
 
 // ViaMailbox is a message's via when it waited in our mailbox.
@@ -131,6 +201,13 @@ const (
 const (
 	ReasonQuit    = api.ReasonQuit    // the peer said goodbye
 	ReasonTimeout = api.ReasonTimeout // the peer went silent past the rendezvous's expiry
+	ReasonPart    = api.ReasonPart    // the peer no longer shares a room with us
+)
+
+// Reasons, in the reason field of room_left.
+const (
+	RoomReasonPart    = api.RoomReasonPart    // the member parted (/part)
+	RoomReasonExpired = api.RoomReasonExpired // the member was away longer than the mailbox keeps messages
 )
 
 // Error codes, in the code field of error events. The fatal ones are
@@ -156,6 +233,9 @@ const (
 	CodeMailboxFull           = api.CodeMailboxFull
 	CodeTooOld                = api.CodeTooOld
 	CodeMalformed             = api.CodeMalformed
+	CodeRoomFull              = api.CodeRoomFull
+	CodeTooManyRooms          = api.CodeTooManyRooms
+	CodeRateLimited           = api.CodeRateLimited
 )
 
 var (
@@ -179,9 +259,10 @@ func Parse(line []byte) (Event, error) {
 		return Event{}, ErrNotObject
 	}
 	var w struct {
-		Event
-		Type json.RawMessage `json:"type"` // shadow Event.Type and .TS
-		TS   json.RawMessage `json:"ts"`
+		eventFields
+		Type    json.RawMessage `json:"type"` // shadow Event.Type and .TS
+		TS      json.RawMessage `json:"ts"`
+		Members json.RawMessage `json:"members"` // its JSON type says which field
 	}
 	var fieldErr error
 	if err := json.Unmarshal(line, &w); err != nil {
@@ -191,7 +272,10 @@ func Parse(line []byte) (Event, error) {
 		}
 		fieldErr = fmt.Errorf("%w: %w", ErrField, err)
 	}
-	ev := w.Event
+	ev := Event(w.eventFields)
+	if err := ev.setMembers(w.Members); err != nil && fieldErr == nil {
+		fieldErr = err
+	}
 	if json.Unmarshal(w.Type, &ev.Type) != nil || ev.Type == "" {
 		return Event{}, ErrNoType
 	}

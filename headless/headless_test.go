@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -62,6 +63,31 @@ var parseCases = []struct {
 	{line: `{"type":"error","ts":"2026-11-22T04:55:08.5Z","code":"undelivered","message":"no receipt within 10s","id":"3ec5795e3c1baa7b","to":"bob"}`,
 		want: headless.Event{Type: headless.TypeError, TS: mustTime("2026-11-22T04:55:08.5Z"), Code: headless.CodeUndelivered,
 			Message: "no receipt within 10s", ID: "3ec5795e3c1baa7b", To: "bob"}},
+	// Rooms (docs/HEADLESS.md, Rooms).
+	{line: `{"type":"room_joined","ts":"2026-12-03T10:00:00Z","room":"#dev","name":"alice","total":3,"online":2}`,
+		want: headless.Event{Type: headless.TypeRoomJoined, TS: mustTime("2026-12-03T10:00:00Z"), Room: "#dev", Name: "alice", Total: 3, Online: 2}},
+	{line: `{"type":"room_joined","ts":"2026-12-03T10:00:01Z","room":"#dev","name":"leslie"}`,
+		want: headless.Event{Type: headless.TypeRoomJoined, TS: mustTime("2026-12-03T10:00:01Z"), Room: "#dev", Name: "leslie"}},
+	{line: `{"type":"room_left","ts":"2026-12-03T10:00:02Z","room":"#dev","name":"leslie","reason":"expired"}`,
+		want: headless.Event{Type: headless.TypeRoomLeft, TS: mustTime("2026-12-03T10:00:02Z"), Room: "#dev", Name: "leslie", Reason: headless.RoomReasonExpired}},
+	{line: `{"type":"rooms","ts":"2026-12-03T10:00:03Z","rooms":[{"room":"#dev","members":3,"online":2},{"room":"#lobby","members":4213,"online":0}]}`,
+		want: headless.Event{Type: headless.TypeRooms, TS: mustTime("2026-12-03T10:00:03Z"),
+			Rooms: []headless.RoomInfo{{Room: "#dev", Members: 3, Online: 2}, {Room: "#lobby", Members: 4213}}}},
+	{line: `{"type":"sent","ts":"2026-12-03T10:00:04Z","id":"3ec5795e3c1baa7b","to":"#dev","text":"hi all","room":"#dev"}`,
+		want: headless.Event{Type: headless.TypeSent, TS: mustTime("2026-12-03T10:00:04Z"), ID: "3ec5795e3c1baa7b", To: "#dev", Text: "hi all", Room: "#dev"}},
+	{line: `{"type":"stored","ts":"2026-12-03T10:00:05Z","id":"3ec5795e3c1baa7b","to":"carol","room":"#dev"}`,
+		want: headless.Event{Type: headless.TypeStored, TS: mustTime("2026-12-03T10:00:05Z"), ID: "3ec5795e3c1baa7b", To: "carol", Room: "#dev"}},
+	{line: `{"type":"delivered","ts":"2026-12-03T10:00:06Z","id":"3ec5795e3c1baa7b","to":"#dev","room":"#dev","members":"1/2"}`,
+		want: headless.Event{Type: headless.TypeDelivered, TS: mustTime("2026-12-03T10:00:06Z"), ID: "3ec5795e3c1baa7b", To: "#dev", Room: "#dev", MembersDelivered: "1/2"}},
+	{line: `{"type":"message","ts":"2026-12-03T10:00:07Z","id":"3ec5795e3c1baa7b","from":"alice","text":"hi all","room":"#dev","path":"relay","sent_ts":"2026-12-03T10:00:04Z"}`,
+		want: headless.Event{Type: headless.TypeMessage, TS: mustTime("2026-12-03T10:00:07Z"), ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi all", Room: "#dev",
+			Path: headless.PathRelay, SentTS: mustTime("2026-12-03T10:00:04Z")}},
+	{line: `{"type":"error","ts":"2026-12-03T10:00:08Z","code":"room_full","message":"#dev is full (256 members)","room":"#dev"}`,
+		want: headless.Event{Type: headless.TypeError, TS: mustTime("2026-12-03T10:00:08Z"), Code: headless.CodeRoomFull, Message: "#dev is full (256 members)", Room: "#dev"}},
+	{line: `{"type":"members","ts":"2026-12-03T10:00:09Z","room":"#dev","total":2,"members":[{"name":"alice"},{"name":"bob"}]}`,
+		want: headless.Event{Type: headless.TypeMembers, TS: mustTime("2026-12-03T10:00:09Z"), Room: "#dev", Total: 2, Members: []headless.Member{{Name: "alice"}, {Name: "bob"}}}},
+	{line: `{"type":"members","ts":"2026-12-03T10:00:09Z","room":"#dev","total":0,"members":null}`,
+		want: headless.Event{Type: headless.TypeMembers, TS: mustTime("2026-12-03T10:00:09Z"), Room: "#dev"}},
 	// The contract is only extended: unknown fields and types parse.
 	{line: `{"type":"future","ts":"2026-11-22T04:55:08+01:00","name":"x","extra":{"a":[1,2]}}`,
 		want: headless.Event{Type: "future", TS: mustTime("2026-11-22T04:55:08+01:00"), Name: "x"}},
@@ -83,6 +109,13 @@ var parseCases = []struct {
 	{line: `{"type":"sent","ts":"2026-11-22T04:55:06Z","id":17,"to":"bob"}`, err: headless.ErrField},
 	{line: `{"type":"error","ts":"2026-11-22T04:55:06Z","code":404,"message":"no"}`, err: headless.ErrField},
 	{line: `{"type":"peers","ts":"2026-11-22T04:55:06Z","peers":[{"name":"bob","online":"yes"}]}`, err: headless.ErrField},
+	{line: `{"type":"delivered","ts":"2026-11-22T04:55:06Z","id":"01","members":true}`, err: headless.ErrField},
+	{line: `{"type":"delivered","ts":"2026-11-22T04:55:06Z","id":"01","members":{"n":1}}`, err: headless.ErrField},
+	{line: `{"type":"room_joined","ts":"2026-11-22T04:55:06Z","members":2.5}`, err: headless.ErrField},
+	{line: `{"type":"members","ts":"2026-11-22T04:55:06Z","members":[{"name":7}]}`, err: headless.ErrField},
+	{line: `{"type":"members","ts":"2026-11-22T04:55:06Z","members":[1,2]}`, err: headless.ErrField},
+	{line: `{"type":"rooms","ts":"2026-11-22T04:55:06Z","rooms":[{"room":"#dev","members":"3"}]}`, err: headless.ErrField},
+	{line: `{"type":"room_joined","ts":"2026-11-22T04:55:06Z","online":"2"}`, err: headless.ErrField},
 }
 
 func TestParse(t *testing.T) {
@@ -108,8 +141,9 @@ func TestParse(t *testing.T) {
 	}
 }
 
-// nodeEvents holds one of every event type the node writes, each field
-// set, so that TestParseNodeEvents covers every field.
+// nodeEvents holds one of every event type the node writes (two where a
+// room message's differs), each field set in one of them, so that
+// TestParseNodeEvents covers every field.
 func nodeEvents() []api.Event {
 	ts := time.Date(2026, 11, 22, 4, 55, 6, 949123456, time.UTC)
 	h := func(e api.Event) api.Event { return api.Stamp(e, ts) }
@@ -136,8 +170,23 @@ func nodeEvents() []api.Event {
 		h(&api.EventsDropped{Count: 3}),
 		h(&api.Help{Commands: []api.CommandHelp{{Usage: "/who", Summary: "who is online"}}}),
 		h(&api.Members{Room: "#lobby", Total: 4213, Members: []api.Member{{Name: "alice"}, {Name: "bob"}}, Next: "bob"}),
+		h(&api.RoomJoined{Room: "#dev", Name: "alice", Total: 3, Online: 2}),
+		h(&api.RoomLeft{Room: "#dev", Name: "leslie", Reason: headless.RoomReasonExpired}),
+		h(&api.Rooms{Rooms: []api.RoomInfo{{Room: "#dev", Members: 3, Online: 2}, {Room: "#lobby", Members: 4213}}}),
+		// A room message's events.
+		h(&api.Sent{ID: "3ec5795e3c1baa7b", To: "#dev", Text: "hi all", Kind: headless.KindEmote, Room: "#dev", Resumed: true}),
+		h(&api.Delivered{ID: "3ec5795e3c1baa7b", To: "#dev", Room: "#dev", Members: "2/3"}),
+		h(&api.Stored{ID: "3ec5795e3c1baa7b", To: "carol", Room: "#dev"}),
+		h(&api.Expired{ID: "3ec5795e3c1baa7b", To: "carol", Room: "#dev"}),
+		h(&api.Message{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi all", Kind: headless.KindEmote, Room: "#dev", Path: headless.PathRelay, Via: headless.ViaMailbox, SentTS: ts.Add(-time.Second)}),
+		h(&api.Error{Code: api.CodeUndelivered, Message: "no receipt within 10s", ID: "3ec5795e3c1baa7b", To: "carol", Room: "#dev",
+			Peer: "carol", Fingerprint: "11111 22222 33333 44444 55555 66666", NewFingerprint: "12345 12345 12345 12345 12345 12345"}),
 	}
 }
+
+// membersFields are the Event fields that the one JSON field "members"
+// decodes into, by its JSON type (Event's MarshalJSON writes them back).
+var membersFields = []string{"Members", "MembersDelivered"}
 
 // jsonFields returns the fields of the struct v by JSON name, looking into
 // embedded structs.
@@ -167,13 +216,15 @@ func mustJSON(t *testing.T, v any) string {
 }
 
 // TestParseNodeEvents encodes every node event as the node does and checks
-// that Parse gets every field back, and that Event has exactly the fields
-// the node writes: the decoder cannot drift from the encoder.
+// that Parse gets every field back (Event marshals to the same JSON
+// object), and that Event has exactly the fields the node writes: the
+// decoder cannot drift from the encoder.
 func TestParseNodeEvents(t *testing.T) {
 	seen := map[string]bool{}
+	set := map[string]bool{} // type.field: some test event sets it
 	for _, ne := range nodeEvents() {
 		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf) // as node/cli writes them
+		enc := json.NewEncoder(&buf) // as node/ui/headless writes them
 		enc.SetEscapeHTML(false)
 		if err := enc.Encode(ne); err != nil {
 			t.Fatal(err)
@@ -183,23 +234,34 @@ func TestParseNodeEvents(t *testing.T) {
 			t.Errorf("Parse(%s): %v", buf.Bytes(), err)
 			continue
 		}
-		gotFields := jsonFields(reflect.ValueOf(got))
 		for name, v := range jsonFields(reflect.ValueOf(ne).Elem()) {
 			seen[name] = true
-			if v.IsZero() {
-				t.Errorf("%T: test data leaves %s zero", ne, name)
-			}
-			g, ok := gotFields[name]
-			if !ok {
-				t.Errorf("%T: headless.Event has no field %q", ne, name)
-				continue
-			}
-			if w, g := mustJSON(t, v.Interface()), mustJSON(t, g.Interface()); w != g {
-				t.Errorf("%T: %s = %s after Parse, want %s", ne, name, g, w)
-			}
+			set[ne.EventType()+"."+name] = set[ne.EventType()+"."+name] || !v.IsZero()
+		}
+		var want, again map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &want); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(mustJSON(t, got)), &again); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(again, want) {
+			t.Errorf("%T: Parse then Marshal gives\n%s\nthe node wrote\n%s", ne, mustJSON(t, got), buf.Bytes())
 		}
 	}
-	all := slices.Sorted(maps.Keys(jsonFields(reflect.ValueOf(headless.Event{}))))
+	for _, f := range slices.Sorted(maps.Keys(set)) {
+		if !set[f] {
+			t.Errorf("test data leaves %s zero in every event", f)
+		}
+	}
+	fields := jsonFields(reflect.ValueOf(headless.Event{}))
+	for _, f := range membersFields {
+		if _, ok := reflect.TypeFor[headless.Event]().FieldByName(f); !ok {
+			t.Errorf("headless.Event has no field %s", f)
+		}
+	}
+	fields["members"] = reflect.Value{}
+	all := slices.Sorted(maps.Keys(fields))
 	if written := slices.Sorted(maps.Keys(seen)); !slices.Equal(all, written) {
 		t.Errorf("headless.Event has fields %v, the node writes %v", all, written)
 	}
@@ -211,10 +273,55 @@ func TestParseNodeEvents(t *testing.T) {
 	for _, typ := range []string{headless.TypeRegistered, headless.TypePeerJoined, headless.TypePeerLeft, headless.TypePeers,
 		headless.TypeSent, headless.TypeDelivered, headless.TypeMessage, headless.TypePath, headless.TypeError,
 		headless.TypeFingerprint, headless.TypeTrusted, headless.TypeEventsDropped, headless.TypeHelp, headless.TypeMembers,
-		headless.TypeStored, headless.TypeExpired, headless.TypeMailbox, headless.TypeDeregistered} {
+		headless.TypeStored, headless.TypeExpired, headless.TypeMailbox, headless.TypeDeregistered,
+		headless.TypeRoomJoined, headless.TypeRoomLeft, headless.TypeRooms} {
 		if !types[typ] {
 			t.Errorf("no test event of type %s", typ)
 		}
+	}
+}
+
+// TestMembersField: "members" decodes into the field for its JSON type,
+// and an Event writes it back from whichever is set.
+func TestMembersField(t *testing.T) {
+	ts := "2026-12-03T10:00:00Z"
+	for _, c := range []struct {
+		line string
+		want headless.Event
+	}{
+		{`{"type":"members","ts":"` + ts + `","room":"#dev","total":1,"members":[{"name":"ann"}]}`,
+			headless.Event{Room: "#dev", Total: 1, Members: []headless.Member{{Name: "ann"}}}},
+		{`{"type":"room_joined","ts":"` + ts + `","room":"#dev","name":"ann","total":1,"online":1}`,
+			headless.Event{Room: "#dev", Name: "ann", Total: 1, Online: 1}},
+		{`{"type":"delivered","ts":"` + ts + `","id":"01","to":"#dev","room":"#dev","members":"0/2"}`,
+			headless.Event{ID: "01", To: "#dev", Room: "#dev", MembersDelivered: "0/2"}},
+	} {
+		got, err := headless.Parse([]byte(c.line))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", c.line, err)
+		}
+		c.want.Type, c.want.TS = got.Type, mustTime(ts)
+		if !got.TS.Equal(c.want.TS) {
+			t.Errorf("Parse(%s): ts %v", c.line, got.TS)
+		}
+		got.TS = c.want.TS
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Parse(%s)\n = %+v\nwant %+v", c.line, got, c.want)
+		}
+		var written, want map[string]any
+		if err := json.Unmarshal([]byte(mustJSON(t, c.want)), &written); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(c.line), &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(written, want) {
+			t.Errorf("Marshal(%+v)\n = %s\nwant %s", c.want, mustJSON(t, c.want), c.line)
+		}
+	}
+	// A plain Event has no "members" at all.
+	if out := mustJSON(t, headless.Event{Type: headless.TypeDelivered, TS: mustTime(ts), ID: "01", To: "bob"}); strings.Contains(out, "members") {
+		t.Errorf("a 1:1 delivered marshals as %s", out)
 	}
 }
 
@@ -288,4 +395,41 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("re-parse of %+v = %+v, %v", ev, again, err)
 		}
 	})
+}
+
+// TestDocExamples: every event line in docs/HEADLESS.md's examples parses,
+// and Event writes it back with the same fields.
+func TestDocExamples(t *testing.T) {
+	doc, err := os.ReadFile("../docs/HEADLESS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(doc)) {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, `{"type":`) {
+			continue
+		}
+		n++
+		ev, err := headless.Parse([]byte(line))
+		if err != nil {
+			t.Errorf("Parse(%s): %v", line, err)
+			continue
+		}
+		var want, again map[string]any
+		if err := json.Unmarshal([]byte(line), &want); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(mustJSON(t, ev)), &again); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, "rtt_ms") // written as 0 by the node; Event leaves zero out
+		delete(again, "rtt_ms")
+		if !reflect.DeepEqual(again, want) {
+			t.Errorf("Parse then Marshal of\n%s\n= %s", line, mustJSON(t, ev))
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d event lines in the examples", n)
+	}
 }

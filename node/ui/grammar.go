@@ -18,7 +18,9 @@ import (
 // Line is one parsed line of input: a command for the node, text for the
 // current conversation (Say, of kind Kind: plain text, or an emote from
 // /me), or a request for help. At most one of Cmd, Say and Help is set;
-// all are zero for an empty line.
+// all are zero for an empty line. An api.Part without a Room (/part alone)
+// parts the current conversation, which the Dispatcher fills in as it
+// does for Say.
 type Line struct {
 	Cmd  api.Command
 	Say  string
@@ -37,8 +39,11 @@ type spec struct {
 
 // commands is the grammar, in the order /help lists it.
 var commands = []spec{
-	{name: "/msg", usage: "/msg NAME TEXT", summary: "send TEXT to NAME; plain lines then go to NAME too", parse: parseMsg},
+	{name: "/msg", usage: "/msg NAME TEXT", summary: "send TEXT to NAME, a peer or a #room; plain lines then go to NAME too", parse: parseMsg},
 	{name: "/me", usage: "/me ACTION", summary: "send ACTION to the current conversation as an emote, shown as \"* yourname ACTION\"", parse: parseMe},
+	{name: "/join", usage: "/join #ROOM", summary: "join ROOM (creating it if no one is in it); plain lines then go to ROOM", parse: parseJoin},
+	{name: "/part", usage: "/part [#ROOM]", summary: "leave ROOM, or the room you are talking in", parse: parsePart},
+	{name: "/rooms", usage: "/rooms", summary: "the rooms you are in, with how many members each has and how many are online", parse: noArgs(api.ListRooms{})},
 	{name: "/who", usage: "/who [#ROOM [AFTER]]", summary: "who is online, and the path to each; with #ROOM, a page of that room's members (after AFTER)", parse: parseWho},
 	{name: "/fingerprint", usage: "/fingerprint [NAME]", summary: "your key's fingerprint, or NAME's, to compare out of band", parse: parseFingerprint},
 	{name: "/trust", usage: "/trust NAME", summary: "accept NAME's new key after a key_changed warning", parse: parseTrust},
@@ -59,10 +64,27 @@ func noArgs(c api.Command) func(string) (Line, *api.Error) {
 
 func badCommand(msg string) *api.Error { return &api.Error{Code: api.CodeBadCommand, Message: msg} }
 
+// badRoom returns a bad_name error unless room is a room name
+// (wire.ValidateRoom), saying why.
+func badRoom(room string) *api.Error {
+	if err := wire.ValidateRoom(room); err != nil {
+		return &api.Error{Code: api.CodeBadName, Message: err.Error()}
+	}
+	return nil
+}
+
+// parseMsg parses /msg NAME TEXT, where NAME is a peer or a room ("#dev",
+// checked by wire.ValidateRoom; a peer's name is checked by the node).
 func parseMsg(args string) (Line, *api.Error) {
 	to, text, _ := strings.Cut(strings.TrimLeft(args, " "), " ")
 	if to == "" || text == "" {
 		return Line{}, badCommand("usage: /msg NAME TEXT")
+	}
+	if wire.IsRoom(to) {
+		if err := badRoom(to); err != nil {
+			err.To = to
+			return Line{}, err
+		}
 	}
 	if err := CheckText(text); err != nil {
 		err.To = to
@@ -80,6 +102,34 @@ func parseMe(args string) (Line, *api.Error) {
 		return Line{}, err
 	}
 	return Line{Say: text, Kind: api.KindEmote}, nil
+}
+
+// parseJoin parses /join #ROOM.
+func parseJoin(args string) (Line, *api.Error) {
+	f := strings.Fields(args)
+	if len(f) != 1 {
+		return Line{}, badCommand("usage: /join #ROOM")
+	}
+	if err := badRoom(f[0]); err != nil {
+		return Line{}, err
+	}
+	return Line{Cmd: api.Join{Room: f[0]}}, nil
+}
+
+// parsePart parses /part [#ROOM]; without ROOM, the Dispatcher parts the
+// current conversation if it is a room.
+func parsePart(args string) (Line, *api.Error) {
+	f := strings.Fields(args)
+	switch len(f) {
+	case 0:
+		return Line{Cmd: api.Part{}}, nil
+	case 1:
+		if err := badRoom(f[0]); err != nil {
+			return Line{}, err
+		}
+		return Line{Cmd: api.Part{Room: f[0]}}, nil
+	}
+	return Line{}, badCommand("usage: /part [#ROOM]")
 }
 
 // maxRoomLen bounds a room's name (a wire string holds 255 bytes).

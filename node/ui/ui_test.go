@@ -34,6 +34,35 @@ func TestParse(t *testing.T) {
 		{in: "/me \xff", code: api.CodeBadText},
 		{in: "/me " + strings.Repeat("x", 16<<10+1), code: api.CodeBadText},
 		{in: "/meow", code: api.CodeBadCommand},
+		{in: "/msg #dev hi all", want: Line{Cmd: api.Send{To: "#dev", Text: "hi all"}}},
+		{in: "/msg #café hi", want: Line{Cmd: api.Send{To: "#café", Text: "hi"}}},
+		{in: "/msg # hi", code: api.CodeBadName},
+		{in: "/msg ## hi", code: api.CodeBadName},
+		{in: "/msg #" + strings.Repeat("x", 33) + " hi", code: api.CodeBadName},
+		{in: "/msg #a\x07b hi", code: api.CodeBadName},
+		{in: "/msg #\x1b[2J hi", code: api.CodeBadName},
+		{in: "/msg #dev", code: api.CodeBadCommand},
+		{in: "/msg #dev   ", code: api.CodeBadText},
+		{in: "/join #dev", want: Line{Cmd: api.Join{Room: "#dev"}}},
+		{in: "/join   #dev  ", want: Line{Cmd: api.Join{Room: "#dev"}}},
+		{in: "/join #" + strings.Repeat("é", 32), want: Line{Cmd: api.Join{Room: "#" + strings.Repeat("é", 32)}}},
+		{in: "/join #" + strings.Repeat("é", 33), code: api.CodeBadName},
+		{in: "/join dev", code: api.CodeBadName},
+		{in: "/join #", code: api.CodeBadName},
+		{in: "/join #/dev", code: api.CodeBadName},
+		{in: "/join #\x1b[2J", code: api.CodeBadName},
+		{in: "/join #\xff", code: api.CodeBadName},
+		{in: "/join", code: api.CodeBadCommand},
+		{in: "/join #dev #ops", code: api.CodeBadCommand},
+		{in: "/joindev", code: api.CodeBadCommand},
+		{in: "/part #dev", want: Line{Cmd: api.Part{Room: "#dev"}}},
+		{in: "/part", want: Line{Cmd: api.Part{}}},
+		{in: "/part  ", want: Line{Cmd: api.Part{}}},
+		{in: "/part dev", code: api.CodeBadName},
+		{in: "/part #", code: api.CodeBadName},
+		{in: "/part #dev #ops", code: api.CodeBadCommand},
+		{in: "/rooms", want: Line{Cmd: api.ListRooms{}}},
+		{in: "/rooms #dev", code: api.CodeBadCommand},
 		{in: "/who", want: Line{Cmd: api.Who{}}},
 		{in: "/who now", code: api.CodeBadCommand},
 		{in: "/who #lobby", want: Line{Cmd: api.Who{Room: "#lobby"}}},
@@ -85,7 +114,8 @@ func TestHelpFromGrammar(t *testing.T) {
 			t.Errorf("help text lacks %q", c.usage)
 		}
 		// Every command in the help parses (with arguments where it needs them).
-		if _, err := Parse(strings.NewReplacer("NAME", "bob", "TEXT", "hi", "[", "", "]", "").Replace(c.usage)); err != nil {
+		args := strings.NewReplacer("NAME", "bob", "TEXT", "hi", "ACTION", "waves", "#ROOM", "#dev", "AFTER", "bob", "[", "", "]", "")
+		if _, err := Parse(args.Replace(c.usage)); err != nil {
 			t.Errorf("usage %q does not parse: %v", c.usage, err)
 		}
 	}
@@ -159,4 +189,91 @@ func TestDispatcher(t *testing.T) {
 	if c, e := d.Input(""); c != nil || e != nil {
 		t.Fatalf("empty line: %v %v", c, e)
 	}
+}
+
+// input runs line through d and fails unless it gives the command want
+// (nil: none) and an event of code code ("": none).
+func input(t *testing.T, d *Dispatcher, line string, want api.Command, code string) {
+	t.Helper()
+	c, e := d.Input(line)
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Input(%q) = command %#v, want %#v", line, c, want)
+	}
+	switch got := e.(type) {
+	case nil:
+		if code != "" {
+			t.Errorf("Input(%q): no event, want error %s", line, code)
+		}
+	case *api.Error:
+		if got.Code != code {
+			t.Errorf("Input(%q): error %s (%s), want %q", line, got.Code, got.Message, code)
+		}
+	default:
+		t.Errorf("Input(%q): event %#v", line, e)
+	}
+}
+
+// TestDispatcherRooms: /join and /msg #ROOM make the room the current
+// conversation, for plain lines and /me alike; /part alone parts it and
+// ends it; parting another room keeps it.
+func TestDispatcherRooms(t *testing.T) {
+	var d Dispatcher
+	input(t, &d, "/part", nil, api.CodeBadCommand) // no conversation
+	input(t, &d, "/join #dev", api.Join{Room: "#dev"}, "")
+	if got := d.Target(); got != "#dev" {
+		t.Fatalf("after /join #dev the conversation is %q", got)
+	}
+	input(t, &d, "hello room", api.Send{To: "#dev", Text: "hello room"}, "")
+	input(t, &d, "/me waves", api.Send{To: "#dev", Text: "waves", Kind: api.KindEmote}, "")
+	d.Saw(&api.Message{From: "ann", Room: "#ops", Text: "hi"}) // does not steal it
+	input(t, &d, "still here", api.Send{To: "#dev", Text: "still here"}, "")
+
+	input(t, &d, "/msg bob psst", api.Send{To: "bob", Text: "psst"}, "")
+	input(t, &d, "/me nods", api.Send{To: "bob", Text: "nods", Kind: api.KindEmote}, "")
+	input(t, &d, "/part", nil, api.CodeBadCommand) // bob is not a room
+	if got := d.Target(); got != "bob" {
+		t.Fatalf("a refused /part changed the conversation to %q", got)
+	}
+	input(t, &d, "/part #dev", api.Part{Room: "#dev"}, "") // another room than the current
+	input(t, &d, "to bob", api.Send{To: "bob", Text: "to bob"}, "")
+
+	input(t, &d, "/msg #ops hi ops", api.Send{To: "#ops", Text: "hi ops"}, "")
+	input(t, &d, "more", api.Send{To: "#ops", Text: "more"}, "")
+	input(t, &d, "/part", api.Part{Room: "#ops"}, "")
+	if got := d.Target(); got != "" {
+		t.Fatalf("after /part the conversation is %q, want none", got)
+	}
+	input(t, &d, "anyone?", nil, api.CodeNoTarget)
+	input(t, &d, "/me waits", nil, api.CodeNoTarget)
+
+	// Parting the current room by name (in any case) ends it too.
+	input(t, &d, "/join #Dev", api.Join{Room: "#Dev"}, "")
+	input(t, &d, "/part #dev", api.Part{Room: "#dev"}, "")
+	input(t, &d, "anyone?", nil, api.CodeNoTarget)
+
+	// A bad room name is refused and keeps the conversation.
+	input(t, &d, "/msg carol hey", api.Send{To: "carol", Text: "hey"}, "")
+	input(t, &d, "/join #", nil, api.CodeBadName)
+	input(t, &d, "/msg # hi", nil, api.CodeBadName)
+	input(t, &d, "/rooms", api.ListRooms{}, "")
+	input(t, &d, "again", api.Send{To: "carol", Text: "again"}, "")
+}
+
+// TestDispatcherFirstRoomMessage: with no conversation, the first message
+// that comes in starts one: in its room when it is a room message.
+func TestDispatcherFirstRoomMessage(t *testing.T) {
+	var d Dispatcher
+	d.Saw(&api.Sent{To: "#dev", Room: "#dev"}) // only messages count
+	d.Saw(&api.RoomJoined{Room: "#dev", Name: "ann"})
+	if got := d.Target(); got != "" {
+		t.Fatalf("conversation %q before any message", got)
+	}
+	d.Saw(&api.Message{From: "ann", Room: "#dev", Text: "hi all"})
+	d.Saw(&api.Message{From: "bob", Text: "psst"})
+	input(t, &d, "hi ann", api.Send{To: "#dev", Text: "hi ann"}, "")
+
+	var d2 Dispatcher
+	d2.Saw(&api.Message{From: "bob", Text: "psst"})
+	d2.Saw(&api.Message{From: "ann", Room: "#dev", Text: "hi all"})
+	input(t, &d2, "hi bob", api.Send{To: "bob", Text: "hi bob"}, "")
 }

@@ -1,11 +1,17 @@
 package headless
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	hl "natchat/headless"
 	"natchat/node/api"
 )
 
@@ -37,5 +43,128 @@ func TestWriteEscapesTerminalControls(t *testing.T) {
 	}
 	if got.Text != text || got.From != "bob\u009b2J" {
 		t.Errorf("decoded %q from %q, want %q", got.Text, got.From, text)
+	}
+}
+
+// fakeNode is a node with a real bus that records the commands it is given.
+type fakeNode struct {
+	bus  *api.Bus
+	cmds chan api.Command
+}
+
+func (f *fakeNode) Subscribe() *api.Sub { return f.bus.Subscribe() }
+
+func (f *fakeNode) Do(ctx context.Context, c api.Command) error {
+	select {
+	case f.cmds <- c:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (f *fakeNode) wantCmd(t *testing.T, want api.Command) {
+	t.Helper()
+	select {
+	case c := <-f.cmds:
+		if !reflect.DeepEqual(c, want) {
+			t.Fatalf("command %#v, want %#v", c, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no command within 5s, want %#v", want)
+	}
+}
+
+// lines reads the JSON lines Run writes and decodes them with the client
+// package, as a script would.
+type lines struct {
+	sc *bufio.Scanner
+}
+
+func (l *lines) next(t *testing.T) hl.Event {
+	t.Helper()
+	if !l.sc.Scan() {
+		t.Fatalf("no more output: %v", l.sc.Err())
+	}
+	ev, err := hl.Parse(l.sc.Bytes())
+	if err != nil {
+		t.Fatalf("Parse(%s): %v", l.sc.Bytes(), err)
+	}
+	return ev
+}
+
+// TestRunRooms: the room commands reach the node as api commands (a plain
+// line and /me go to the room joined, /part alone parts it), and room
+// events reach a script decodable, with every room field.
+func TestRunRooms(t *testing.T) {
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	n := &fakeNode{bus: api.NewBus(func() time.Time { return at }), cmds: make(chan api.Command, 16)}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), n, inR, outW); outW.Close() }()
+	out := &lines{sc: bufio.NewScanner(outR)}
+	say := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(inW, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	say("/join #dev")
+	n.wantCmd(t, api.Join{Room: "#dev"})
+	say("hello room")
+	n.wantCmd(t, api.Send{To: "#dev", Text: "hello room"})
+	say("/me waves")
+	n.wantCmd(t, api.Send{To: "#dev", Text: "waves", Kind: api.KindEmote})
+	say("/rooms")
+	n.wantCmd(t, api.ListRooms{})
+	say("/part")
+	n.wantCmd(t, api.Part{Room: "#dev"})
+	say("/join dev")
+	if ev := out.next(t); ev.Type != hl.TypeError || ev.Code != hl.CodeBadName || ev.Message != "a room name starts with '#'" {
+		t.Fatalf("/join dev: %+v", ev)
+	}
+	say("/part")
+	if ev := out.next(t); ev.Type != hl.TypeError || ev.Code != hl.CodeBadCommand {
+		t.Fatalf("/part with no room: %+v", ev)
+	}
+
+	n.bus.Publish(&api.RoomJoined{Room: "#dev", Name: "alice", Total: 3, Online: 2})
+	n.bus.Publish(&api.RoomLeft{Room: "#dev", Name: "leslie", Reason: api.RoomReasonExpired})
+	n.bus.Publish(&api.Rooms{Rooms: []api.RoomInfo{{Room: "#dev", Members: 3, Online: 2}}})
+	n.bus.Publish(&api.Sent{ID: "01", To: "#dev", Room: "#dev", Text: "hello room"})
+	n.bus.Publish(&api.Stored{ID: "01", To: "carol", Room: "#dev"})
+	n.bus.Publish(&api.Delivered{ID: "01", To: "#dev", Room: "#dev", Members: "2/2"})
+	n.bus.PublishMessage(&api.Message{ID: "02", From: "bob", Room: "#ops", Text: "hi ops", Path: api.PathDirect, SentTS: at}, nil)
+	for _, want := range []hl.Event{
+		{Type: hl.TypeRoomJoined, Room: "#dev", Name: "alice", Total: 3, Online: 2},
+		{Type: hl.TypeRoomLeft, Room: "#dev", Name: "leslie", Reason: hl.RoomReasonExpired},
+		{Type: hl.TypeRooms, Rooms: []hl.RoomInfo{{Room: "#dev", Members: 3, Online: 2}}},
+		{Type: hl.TypeSent, ID: "01", To: "#dev", Room: "#dev", Text: "hello room"},
+		{Type: hl.TypeStored, ID: "01", To: "carol", Room: "#dev"},
+		{Type: hl.TypeDelivered, ID: "01", To: "#dev", Room: "#dev", MembersDelivered: "2/2"},
+		{Type: hl.TypeMessage, ID: "02", From: "bob", Room: "#ops", Text: "hi ops", Path: hl.PathDirect, SentTS: at},
+	} {
+		got := out.next(t)
+		want.TS = at
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("event\n%+v\nwant\n%+v", got, want)
+		}
+	}
+	// With no conversation (parted), the room message started one.
+	say("hi bob")
+	n.wantCmd(t, api.Send{To: "#ops", Text: "hi bob"})
+
+	inW.Close()
+	n.wantCmd(t, api.Quit{Drain: true})
+	n.bus.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
 	}
 }

@@ -189,7 +189,7 @@ func (u *UI) showEvents(ctx context.Context, sub *api.Sub, d *ui.Dispatcher, scr
 }
 
 func (u *UI) greeting(interactive bool) string {
-	s := fmt.Sprintf("%s *** natchat as %s: /msg NAME TEXT to talk, /help for more", u.now().Format(timeFormat), ui.Safe(u.name))
+	s := fmt.Sprintf("%s *** natchat as %s: /msg NAME TEXT or /join #ROOM to talk, /help for more", u.now().Format(timeFormat), ui.Safe(u.name))
 	if interactive {
 		s += "\n" + indent + "Ctrl-D leaves once your messages are delivered, Ctrl-C at once"
 	}

@@ -27,6 +27,10 @@ var indent = strings.Repeat(" ", len(timeFormat)+1)
 //	15:04 * mallory waves
 //	15:04 ✓ delivered to mallory
 //	15:04 ! to zed: no one is registered as zed
+//	15:04 *** leslie has joined #dev
+//	15:04 [#dev] <leslie> hello room
+//	15:04 [#dev] * leslie waves
+//	15:04 ✓ delivered to 2/3 of #dev
 func Render(e api.Event, now time.Time) string { return RenderAs(e, now, "") }
 
 // RenderAs is Render for the node called self, whose name starts its own
@@ -64,6 +68,12 @@ func render(e api.Event, now time.Time, self string) string {
 		return renderPeers(e.Peers)
 	case *api.Members:
 		return renderMembers(e)
+	case *api.RoomJoined:
+		return renderRoomJoined(e, self)
+	case *api.RoomLeft:
+		return renderRoomLeft(e, self)
+	case *api.Rooms:
+		return renderRooms(e.Rooms)
 	case *api.Sent:
 		text := s(e.Text)
 		if e.Kind == api.KindEmote {
@@ -74,11 +84,14 @@ func render(e api.Event, now time.Time, self string) string {
 		}
 		return fmt.Sprintf("→ %s: %s", s(e.To), text)
 	case *api.Delivered:
+		if e.Room != "" && e.Members != "" {
+			return fmt.Sprintf("✓ delivered to %s of %s", s(e.Members), s(e.Room))
+		}
 		return fmt.Sprintf("✓ delivered to %s", s(e.To))
 	case *api.Stored:
-		return fmt.Sprintf("✉ stored for %s, who is away", s(e.To))
+		return fmt.Sprintf("✉ %sstored for %s, who is away", inRoom(e.Room, e.To), s(e.To))
 	case *api.Expired:
-		return fmt.Sprintf("! to %s: a stored message expired unread", s(e.To))
+		return fmt.Sprintf("! %sto %s: a stored message expired unread", inRoom(e.Room, e.To), s(e.To))
 	case *api.Mailbox:
 		if e.Count == 1 {
 			return "*** 1 message waited for you"
@@ -90,6 +103,9 @@ func render(e api.Event, now time.Time, self string) string {
 		line := fmt.Sprintf("<%s> %s", s(e.From), s(e.Text))
 		if e.Kind == api.KindEmote {
 			line = emote(e.From, e.Text)
+		}
+		if e.Room != "" {
+			line = fmt.Sprintf("[%s] %s", s(e.Room), line)
 		}
 		if e.Via == api.ViaMailbox {
 			return fmt.Sprintf("%s  (sent %s)", line, sentWhen(e.SentTS, now))
@@ -119,6 +135,15 @@ func render(e api.Event, now time.Time, self string) string {
 		return renderHelp(e.Commands)
 	}
 	return ""
+}
+
+// inRoom prefixes what is said about one member's copy of a room message
+// ("[#dev] "): empty unless room is set and to is not the room itself.
+func inRoom(room, to string) string {
+	if room == "" || room == to {
+		return ""
+	}
+	return "[" + s(room) + "] "
 }
 
 // emote renders an emote from name (none: empty) as IRC does: "* alice
@@ -190,7 +215,7 @@ func renderError(e *api.Error) string {
 	}
 	str := "! " + msg
 	if e.To != "" {
-		str = fmt.Sprintf("! to %s: %s", s(e.To), msg)
+		str = fmt.Sprintf("! %sto %s: %s", inRoom(e.Room, e.To), s(e.To), msg)
 	}
 	if e.Code == api.CodeKeyChanged && (e.Fingerprint != "" || e.NewFingerprint != "") {
 		str += fmt.Sprintf("\n  pinned key:  %s\n  offered now: %s", s(e.Fingerprint), s(e.NewFingerprint))
@@ -225,4 +250,58 @@ func renderMembers(e *api.Members) string {
 		fmt.Fprintf(&b, " … (/who %s %s for more)", s(e.Room), s(e.Next))
 	}
 	return b.String()
+}
+
+// renderRoomJoined: our own join (the answer to /join: Name is self, or
+// the counts are set) with the room's counts, anyone else's as IRC shows
+// it.
+func renderRoomJoined(e *api.RoomJoined, self string) string {
+	if e.Total > 0 || (self != "" && e.Name == self) {
+		return fmt.Sprintf("*** you joined %s (%s, %d online)", s(e.Room), plural(e.Total, "member"), e.Online)
+	}
+	return fmt.Sprintf("*** %s has joined %s", s(e.Name), s(e.Room))
+}
+
+func renderRoomLeft(e *api.RoomLeft, self string) string {
+	has, was := s(e.Name)+" has", s(e.Name)+" was"
+	if self != "" && e.Name == self {
+		has, was = "you", "you were"
+	}
+	switch e.Reason {
+	case api.RoomReasonPart:
+		return fmt.Sprintf("*** %s left %s", has, s(e.Room))
+	case api.RoomReasonExpired:
+		return fmt.Sprintf("*** %s dropped from %s (away too long)", was, s(e.Room))
+	}
+	return fmt.Sprintf("*** %s left %s (%s)", has, s(e.Room), s(e.Reason))
+}
+
+// renderRooms lists the rooms we are in, their names lined up:
+//
+//	*** 2 rooms:
+//	      #dev    3 members, 2 online
+//	      #lobby  1 member, 1 online
+func renderRooms(rooms []api.RoomInfo) string {
+	if len(rooms) == 0 {
+		return "*** you are in no room; /join #ROOM to join one"
+	}
+	width := 0
+	for _, r := range rooms {
+		width = max(width, utf8.RuneCountInString(s(r.Room)))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "*** %s:", plural(len(rooms), "room"))
+	for _, r := range rooms {
+		name := s(r.Room)
+		fmt.Fprintf(&b, "\n  %s%s  %s, %d online", name, strings.Repeat(" ", width-utf8.RuneCountInString(name)), plural(r.Members, "member"), r.Online)
+	}
+	return b.String()
+}
+
+// plural says n things: "1 member", "3 members".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

@@ -78,6 +78,38 @@ func TestRender(t *testing.T) {
 			"15:04 commands:\n" +
 				"        /who                     who is online\n" +
 				"        TEXT                     a line without / goes to the current conversation"},
+
+		// Rooms.
+		{&api.RoomJoined{Room: "#dev", Name: "leslie"}, "15:04 *** leslie has joined #dev"},
+		{&api.RoomJoined{Room: "#dev", Name: "bob", Total: 3, Online: 2}, "15:04 *** you joined #dev (3 members, 2 online)"},
+		{&api.RoomJoined{Room: "#new", Name: "bob", Total: 1, Online: 1}, "15:04 *** you joined #new (1 member, 1 online)"},
+		{&api.RoomLeft{Room: "#dev", Name: "leslie", Reason: api.RoomReasonPart}, "15:04 *** leslie has left #dev"},
+		{&api.RoomLeft{Room: "#dev", Name: "leslie", Reason: api.RoomReasonExpired}, "15:04 *** leslie was dropped from #dev (away too long)"},
+		{&api.RoomLeft{Room: "#dev", Name: "leslie", Reason: "kicked"}, "15:04 *** leslie has left #dev (kicked)"},
+		{&api.Rooms{}, "15:04 *** you are in no room; /join #ROOM to join one"},
+		{&api.Rooms{Rooms: []api.RoomInfo{{Room: "#dev", Members: 3, Online: 2}}},
+			"15:04 *** 1 room:\n" +
+				"        #dev  3 members, 2 online"},
+		{&api.Rooms{Rooms: []api.RoomInfo{{Room: "#dev", Members: 3, Online: 2}, {Room: "#lobby", Members: 1, Online: 1}, {Room: "#café", Members: 4213, Online: 0}}},
+			"15:04 *** 3 rooms:\n" +
+				"        #dev    3 members, 2 online\n" +
+				"        #lobby  1 member, 1 online\n" +
+				"        #café   4213 members, 0 online"},
+		{&api.Message{ID: "1", From: "ann", Text: "hello room", Room: "#dev", Path: api.PathDirect}, "15:04 [#dev] <ann> hello room"},
+		{&api.Message{ID: "1", From: "ann", Text: "waves", Kind: api.KindEmote, Room: "#dev", Path: api.PathRelay}, "15:04 [#dev] * ann waves"},
+		{&api.Message{ID: "1", From: "ann", Text: "while you were out", Room: "#dev", Via: api.ViaMailbox, SentTS: at.Add(-3 * time.Hour)},
+			"15:04 [#dev] <ann> while you were out  (sent 12:04)"},
+		{&api.Sent{ID: "1", To: "#dev", Room: "#dev", Text: "hi all"}, "15:04 → #dev: hi all"},
+		{&api.Delivered{ID: "1", To: "#dev", Room: "#dev", Members: "2/3"}, "15:04 ✓ delivered to 2/3 of #dev"},
+		{&api.Delivered{ID: "1", To: "#dev", Room: "#dev", Members: "0/0"}, "15:04 ✓ delivered to 0/0 of #dev"},
+		{&api.Stored{ID: "1", To: "ann", Room: "#dev"}, "15:04 ✉ [#dev] stored for ann, who is away"},
+		{&api.Expired{ID: "1", To: "ann", Room: "#dev"}, "15:04 ! [#dev] to ann: a stored message expired unread"},
+		{&api.Error{Code: api.CodeUndelivered, Message: "no receipt within 10s", ID: "1", To: "ann", Room: "#dev"},
+			"15:04 ! [#dev] to ann: no receipt within 10s"},
+		{&api.Error{Code: api.CodeRateLimited, Message: "too many messages to #dev: wait a moment", To: "#dev", Room: "#dev"},
+			"15:04 ! to #dev: too many messages to #dev: wait a moment"},
+		{&api.Error{Code: api.CodeRoomFull, Message: "#dev is full: it has 256 members", Room: "#dev"}, "15:04 ! #dev is full: it has 256 members"},
+		{&api.Error{Code: api.CodeNotMember, Room: "#ops"}, "15:04 ! not_member"},
 	} {
 		if got := Render(c.e, at); got != c.want {
 			t.Errorf("Render(%T %+v) =\n%s\nwant\n%s", c.e, c.e, got, c.want)
@@ -91,6 +123,12 @@ func TestRender(t *testing.T) {
 		{&api.Sent{ID: "1", To: "bob", Text: "waves", Kind: api.KindEmote, Resumed: true}, "15:04 → bob: * alice waves  (sending again: not delivered last time)"},
 		{&api.Sent{ID: "1", To: "bob", Text: "hi"}, "15:04 → bob: hi"},
 		{&api.Message{From: "bob", Text: "waves back", Kind: api.KindEmote}, "15:04 * bob waves back"},
+		{&api.Sent{ID: "1", To: "#dev", Room: "#dev", Text: "waves", Kind: api.KindEmote}, "15:04 → #dev: * alice waves"},
+		{&api.RoomJoined{Room: "#dev", Name: "alice", Total: 3, Online: 2}, "15:04 *** you joined #dev (3 members, 2 online)"},
+		{&api.RoomJoined{Room: "#dev", Name: "leslie"}, "15:04 *** leslie has joined #dev"},
+		{&api.RoomLeft{Room: "#dev", Name: "alice", Reason: api.RoomReasonPart}, "15:04 *** you left #dev"},
+		{&api.RoomLeft{Room: "#dev", Name: "alice", Reason: api.RoomReasonExpired}, "15:04 *** you were dropped from #dev (away too long)"},
+		{&api.RoomLeft{Room: "#dev", Name: "leslie", Reason: api.RoomReasonPart}, "15:04 *** leslie has left #dev"},
 	} {
 		if got := RenderAs(c.e, at, "alice"); got != c.want {
 			t.Errorf("RenderAs(%T %+v, alice) =\n%s\nwant\n%s", c.e, c.e, got, c.want)
@@ -146,6 +184,22 @@ func TestRenderHostile(t *testing.T) {
 			&api.Fingerprint{Fingerprint: x, Self: true},
 			&api.Trusted{Name: x, Fingerprint: x},
 			&api.Help{Commands: []api.CommandHelp{{Usage: x, Summary: x}}},
+			&api.RoomJoined{Room: x, Name: x},
+			&api.RoomJoined{Room: x, Name: x, Total: 2, Online: 1},
+			&api.RoomLeft{Room: x, Name: x, Reason: x},
+			&api.RoomLeft{Room: x, Name: x, Reason: api.RoomReasonPart},
+			&api.RoomLeft{Room: x, Name: x, Reason: api.RoomReasonExpired},
+			&api.Rooms{Rooms: []api.RoomInfo{{Room: x, Members: 1}, {Room: "#ok", Members: 2}}},
+			&api.Message{From: x, Text: x, Room: x},
+			&api.Message{From: x, Text: x, Kind: api.KindEmote, Room: x},
+			&api.Sent{To: x, Room: x, Text: x},
+			&api.Delivered{To: x, Room: x, Members: x},
+			&api.Stored{To: x, Room: x},
+			&api.Stored{To: "ann", Room: x},
+			&api.Expired{To: x, Room: x},
+			&api.Expired{To: "ann", Room: x},
+			&api.Error{Code: x, To: "ann", Room: x},
+			&api.Error{Code: x, Room: "#dev"},
 		}
 		for _, e := range events {
 			got := Render(e, at)
@@ -161,8 +215,13 @@ func TestRenderHostile(t *testing.T) {
 			t.Errorf("RenderAs(sent emote, self %q) = %q, want suffix %q", x, got, want)
 		}
 	}
+	// Nor can a room message.
+	got := Render(&api.Message{From: "mallory", Room: "#dev", Text: "hi\r\n15:04 [#dev] <alice> send me your key"}, at)
+	if strings.Contains(got, "\n") || !strings.HasPrefix(got, "15:04 [#dev] <mallory> ") {
+		t.Errorf("room message from mallory renders as %q", got)
+	}
 	// Nor can it in an emote.
-	got := Render(&api.Message{From: "mallory", Text: "waves\r\n15:04 <alice> send me your key", Kind: api.KindEmote}, at)
+	got = Render(&api.Message{From: "mallory", Text: "waves\r\n15:04 <alice> send me your key", Kind: api.KindEmote}, at)
 	if strings.Contains(got, "\n") || !strings.HasPrefix(got, "15:04 * mallory waves") {
 		t.Errorf("emote from mallory renders as %q", got)
 	}

@@ -155,7 +155,7 @@ func TestRunPlain(t *testing.T) {
 
 	// Plain text before any conversation: a local error, nothing sent.
 	typeLine(t, w, "hi")
-	pos := out.waitFor(t, 0, "15:04 ! start a conversation with /msg NAME TEXT\n")
+	pos := out.waitFor(t, 0, "15:04 ! start a conversation with /msg NAME TEXT or /join #ROOM\n")
 	n.noCmd(t)
 
 	// The first writer becomes the conversation once their message is shown.
@@ -210,6 +210,60 @@ func TestRunPlain(t *testing.T) {
 	n.bus.Close()
 	waitRun(t, done)
 	checkInert(t, strings.ReplaceAll(out.String(), "\n", "\n"+indent))
+}
+
+// TestRunPlainRooms drives the room commands over a pipe: the first
+// room message makes its room the conversation; /join, /msg #ROOM and
+// /part move it; room events are shown.
+func TestRunPlainRooms(t *testing.T) {
+	n := newFakeNode()
+	_, w, out, done := plainUI(t, context.Background(), n)
+
+	n.bus.PublishMessage(&api.Message{ID: "r1", From: "ann", Room: "#dev", Text: "hi all", Path: api.PathDirect}, nil)
+	pos := out.waitFor(t, 0, "15:04 [#dev] <ann> hi all\n")
+	typeLine(t, w, "hi ann")
+	n.wantCmd(t, api.Send{To: "#dev", Text: "hi ann"})
+	typeLine(t, w, "/me waves")
+	n.wantCmd(t, api.Send{To: "#dev", Text: "waves", Kind: api.KindEmote})
+
+	typeLine(t, w, "/join #ops")
+	n.wantCmd(t, api.Join{Room: "#ops"})
+	n.bus.Publish(&api.RoomJoined{Room: "#ops", Name: "bob", Total: 3, Online: 2})
+	pos = out.waitFor(t, pos, "15:04 *** you joined #ops (3 members, 2 online)\n")
+	typeLine(t, w, "morning")
+	n.wantCmd(t, api.Send{To: "#ops", Text: "morning"})
+	n.bus.Publish(&api.RoomJoined{Room: "#ops", Name: "leslie"})
+	n.bus.Publish(&api.RoomLeft{Room: "#ops", Name: "leslie", Reason: api.RoomReasonExpired})
+	pos = out.waitFor(t, pos, "15:04 *** leslie has joined #ops\n15:04 *** leslie was dropped from #ops (away too long)\n")
+
+	typeLine(t, w, "/rooms")
+	n.wantCmd(t, api.ListRooms{})
+	n.bus.Publish(&api.Rooms{Rooms: []api.RoomInfo{{Room: "#dev", Members: 2, Online: 2}, {Room: "#ops", Members: 3, Online: 1}}})
+	pos = out.waitFor(t, pos, "15:04 *** 2 rooms:\n        #dev  2 members, 2 online\n        #ops  3 members, 1 online\n")
+
+	typeLine(t, w, "/part")
+	n.wantCmd(t, api.Part{Room: "#ops"})
+	n.bus.Publish(&api.RoomLeft{Room: "#ops", Name: "bob", Reason: api.RoomReasonPart})
+	pos = out.waitFor(t, pos, "15:04 *** you left #ops\n")
+	typeLine(t, w, "anyone?")
+	pos = out.waitFor(t, pos, "15:04 ! start a conversation with /msg NAME TEXT or /join #ROOM\n")
+	typeLine(t, w, "/part")
+	pos = out.waitFor(t, pos, "15:04 ! usage: /part #ROOM (you are not talking in a room)\n")
+	typeLine(t, w, "/join dev")
+	pos = out.waitFor(t, pos, "15:04 ! a room name starts with '#'\n")
+	n.noCmd(t)
+
+	typeLine(t, w, "/msg #dev back")
+	n.wantCmd(t, api.Send{To: "#dev", Text: "back"})
+	n.bus.Publish(&api.Sent{ID: "s1", To: "#dev", Room: "#dev", Text: "back"})
+	n.bus.Publish(&api.Stored{ID: "s1", To: "ann", Room: "#dev"})
+	n.bus.Publish(&api.Delivered{ID: "s1", To: "#dev", Room: "#dev", Members: "1/2"})
+	out.waitFor(t, pos, "15:04 → #dev: back\n15:04 ✉ [#dev] stored for ann, who is away\n15:04 ✓ delivered to 1/2 of #dev\n")
+
+	w.Close()
+	n.wantCmd(t, api.Quit{Drain: true})
+	n.bus.Close()
+	waitRun(t, done)
 }
 
 // TestRunShownAfterPrinted: a message counts as shown (its sender's receipt)
