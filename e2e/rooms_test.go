@@ -17,8 +17,13 @@ func TestRooms(t *testing.T) {
 	rv := startRendezvous(t, rvOptions{extra: []string{"-default-room", ""}})
 	names := []string{"alice", "bob", "carol"}
 	nodes := map[string]*node{}
+	bobID := newIdentity(t)
 	for _, n := range names {
-		nodes[n] = startNode(t, n, rv.addr, nodeOptions{})
+		o := nodeOptions{}
+		if n == "bob" {
+			o = bobID.options("bob#1")
+		}
+		nodes[n] = startNode(t, n, rv.addr, o)
 	}
 	dave := startNode(t, "dave", rv.addr, nodeOptions{})
 	for _, n := range append(names, "dave") {
@@ -132,7 +137,19 @@ func TestRooms(t *testing.T) {
 			t.Fatalf("%s's rooms after the restart: %v", n, r)
 		}
 	}
-	// /me in the room, after the restart.
+	// bob is killed and started again: still in the room, and the
+	// current conversation is chosen again with /msg.
+	bob.kill(t)
+	bob = startNode(t, "bob", rv.addr, bobID.options("bob#2"))
+	bob.waitRegistered(t)
+	bob.command(t, "/rooms")
+	if r := bob.waitEvent(t, waitLong, "rooms", isType("rooms")); len(r.Rooms) != 1 || r.Rooms[0].Room != "#dev" {
+		t.Fatalf("bob's rooms after his restart: %v", r)
+	}
+	bob.command(t, "/msg #dev back")
+	bob.waitEvent(t, waitLong, "delivered 2/2", func(e *event) bool { return e.Type == "delivered" && e.MembersDelivered == "2/2" })
+
+	// /me in the room, after the restarts.
 	bm, am, cm := bob.mark(), alice.mark(), carol.mark()
 	bob.command(t, "/me waves") // #dev is bob's conversation
 	s, _ := bob.waitEventFrom(t, bm, waitLong, "sent", isType("sent"))
