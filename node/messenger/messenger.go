@@ -452,6 +452,8 @@ func (m *Messenger) persister(ctx context.Context) {
 			if msg.group == (wire.MsgID{}) {
 				kind, _ := APIKind(msg.kind)
 				m.bus.Publish(&api.Sent{ID: msg.id.String(), To: msg.to, Text: msg.text, Kind: kind})
+			} else {
+				m.announce(msg)
 			}
 			m.add(msg)
 		}

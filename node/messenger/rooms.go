@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -95,6 +96,8 @@ type group struct {
 	delivered int
 	final     int // copies with a final outcome: delivered, failed or expired
 	announced bool
+	sent      bool         // Sent published
+	refused   []*api.Error // members it could not go to, said after Sent
 }
 
 func (m *Messenger) newRoom(name string) *room {
@@ -145,8 +148,26 @@ func (m *Messenger) RoomsBehind() {
 }
 
 // loadRooms asks the rendezvous for our rooms and keeps what it says.
+//
+// A /join or /part answered while the list was on its way makes the list
+// old: it is asked for again (three times at most; then it only adds and
+// updates rooms, and drops none).
 func (m *Messenger) loadRooms(ctx context.Context) []wire.RoomInfo {
-	infos, err := m.opts.Rooms.Rooms(ctx)
+	var infos []wire.RoomInfo
+	var err error
+	prune := false
+	for try := 0; try < 3 && !prune; try++ {
+		m.rmu.Lock()
+		gen := m.roomGen
+		m.rmu.Unlock()
+		infos, err = m.opts.Rooms.Rooms(ctx)
+		if err != nil {
+			break
+		}
+		m.rmu.Lock()
+		prune = m.roomGen == gen
+		m.rmu.Unlock()
+	}
 	m.rmu.Lock()
 	m.reloading = false
 	m.rmu.Unlock()
@@ -156,6 +177,9 @@ func (m *Messenger) loadRooms(ctx context.Context) []wire.RoomInfo {
 	}
 	m.rmu.Lock()
 	keep := make(map[string]*room, len(infos))
+	if !prune {
+		maps.Copy(keep, m.rooms)
+	}
 	for _, ri := range infos {
 		if wire.ValidateRoom(ri.Room) != nil {
 			continue
@@ -280,6 +304,7 @@ func (m *Messenger) JoinRoom(ctx context.Context, name string) {
 	}
 	nk := wire.NameKey(r.Room)
 	m.rmu.Lock()
+	m.roomGen++
 	rm := m.rooms[nk]
 	if rm == nil {
 		rm = m.newRoom(r.Room)
@@ -313,6 +338,7 @@ func (m *Messenger) PartRoom(ctx context.Context, name string) {
 		return
 	}
 	m.rmu.Lock()
+	m.roomGen++
 	delete(m.rooms, wire.NameKey(name))
 	m.rmu.Unlock()
 	room := r.Room
@@ -480,14 +506,23 @@ func (m *Messenger) fanOut(ctx context.Context, msg *outMsg) []*outMsg {
 	nk := wire.NameKey(msg.to)
 	m.rmu.Lock()
 	r := m.rooms[nk]
-	refresh := r != nil && r.count <= m.opts.MaxFanout+1 && (r.stale || m.now().Sub(r.fetched) > roomFresh)
+	small := r != nil && r.count <= m.opts.MaxFanout+1
+	// A view known to lack a change (or never fetched) is fetched first;
+	// one merely old goes as it is (events keep it current) and is
+	// fetched again meanwhile, so that no message waits for it.
+	now := small && (r.stale || r.fetched.IsZero())
+	later := small && !now && m.now().Sub(r.fetched) > roomFresh && r.loading == nil
 	m.rmu.Unlock()
-	if refresh {
+	switch {
+	case now:
 		m.refreshRoom(ctx, nk)
+	case later:
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); m.refreshRoom(ctx, nk) }()
 	}
 	type member struct {
-		key  wire.Key
-		name string
+		key      wire.Key
+		name, nk string
 	}
 	var members []member
 	m.rmu.Lock()
@@ -499,7 +534,7 @@ func (m *Messenger) fanOut(ctx context.Context, msg *outMsg) []*outMsg {
 		roomName, fetched, count = r.name, !r.fetched.IsZero(), r.count
 		for k, mb := range r.members {
 			if k != m.opts.Self {
-				members = append(members, member{k, mb.name})
+				members = append(members, member{k, mb.name, wire.NameKey(mb.name)})
 			}
 		}
 	}
@@ -519,14 +554,13 @@ func (m *Messenger) fanOut(ctx context.Context, msg *outMsg) []*outMsg {
 	case len(members) > m.opts.MaxFanout:
 		return fail(api.CodeRoomFull, fmt.Sprintf("%s has %d other members; a message goes to at most %d", roomName, len(members), m.opts.MaxFanout))
 	}
-	slices.SortFunc(members, func(a, b member) int { return strings.Compare(wire.NameKey(a.name), wire.NameKey(b.name)) })
-	kind, _ := APIKind(msg.kind)
-	m.bus.Publish(&api.Sent{ID: msg.id.String(), To: roomName, Room: roomName, Text: msg.text, Kind: kind})
+	slices.SortFunc(members, func(a, b member) int { return strings.Compare(a.nk, b.nk) })
 	copies := make([]*outMsg, 0, len(members))
+	var refused []*api.Error // said after Sent
 	for _, mb := range members {
 		if e := m.checkPin(mb.name, mb.key); e != nil {
 			e.ID, e.To, e.Room = msg.id.String(), mb.name, roomName
-			m.bus.Publish(e)
+			refused = append(refused, e)
 			continue
 		}
 		c := &outMsg{to: mb.name, room: roomName, group: msg.id, kind: msg.kind, text: msg.text, created: msg.created, deadline: msg.deadline}
@@ -536,17 +570,39 @@ func (m *Messenger) fanOut(ctx context.Context, msg *outMsg) []*outMsg {
 	for _, c := range copies {
 		c.members = uint32(len(copies))
 	}
-	m.gmu.Lock()
-	m.groups[msg.id] = &group{room: roomName, total: len(copies)}
-	m.gmu.Unlock()
 	m.addPending(len(copies) - 1)
 	if len(copies) == 0 {
-		m.gmu.Lock()
-		delete(m.groups, msg.id)
-		m.gmu.Unlock()
+		kind, _ := APIKind(msg.kind)
+		m.bus.Publish(&api.Sent{ID: msg.id.String(), To: roomName, Room: roomName, Text: msg.text, Kind: kind})
+		for _, e := range refused {
+			m.bus.Publish(e)
+		}
 		m.bus.Publish(&api.Delivered{ID: msg.id.String(), To: roomName, Room: roomName, Members: "0/0"})
+		return nil
 	}
+	m.gmu.Lock()
+	m.groups[msg.id] = &group{room: roomName, total: len(copies), refused: refused}
+	m.gmu.Unlock()
 	return copies
+}
+
+// announce says Sent for the room message of copy c once its copies are
+// in the outbox (the first of them announces it), then the members it
+// could not go to.
+func (m *Messenger) announce(c *outMsg) {
+	m.gmu.Lock()
+	defer m.gmu.Unlock()
+	g := m.groups[c.group]
+	if g == nil || g.sent {
+		return
+	}
+	g.sent = true
+	kind, _ := APIKind(c.kind)
+	m.bus.Publish(&api.Sent{ID: c.group.String(), To: g.room, Room: g.room, Text: c.text, Kind: kind})
+	for _, e := range g.refused {
+		m.bus.Publish(e)
+	}
+	g.refused = nil
 }
 
 // outcome publishes an outcome of msg: ev is a Delivered, Stored, Expired
@@ -654,8 +710,18 @@ func (m *Messenger) acceptRoom(ctx context.Context, name string, peer wire.Key) 
 		m.rmu.Lock()
 		r := m.rooms[nk]
 		if r == nil {
+			// Perhaps joined a moment ago, or elsewhere: ask our rooms
+			// again, at most every refetchGap.
+			reload := try == 0 && m.now().Sub(m.listed) >= refetchGap
+			if reload {
+				m.listed = m.now()
+			}
 			m.rmu.Unlock()
-			return "", false, nil
+			if !reload {
+				return "", false, nil
+			}
+			m.loadRooms(ctx)
+			continue
 		}
 		_, ok := r.members[peer]
 		rn, recent := r.name, !r.fetched.IsZero() && m.now().Sub(r.fetched) < refetchGap
@@ -699,6 +765,12 @@ type roomsState struct {
 	// reloading: RoomsBehind started a load not yet answered. Guarded by
 	// rmu.
 	reloading bool
+	// roomGen counts our joins and parts answered (guarded by rmu): a
+	// room list asked for before one is out of date.
+	roomGen uint64
+	// listed is when a message to a room not ours last made us ask for
+	// our rooms (guarded by rmu).
+	listed time.Time
 	// loadOnStart: we registered before Start; it loads our rooms.
 	// Guarded by Messenger.mu.
 	loadOnStart bool

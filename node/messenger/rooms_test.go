@@ -21,6 +21,9 @@ type fakeRooms struct {
 	w     *world
 	mu    sync.Mutex
 	rooms map[string]*fakeRoom // by NameKey
+	// listed, when set, gets the answer of every Rooms call before it is
+	// returned; the call waits for the test to send it back.
+	listed chan []wire.RoomInfo
 }
 
 type fakeRoom struct {
@@ -116,6 +119,12 @@ func (c roomClient) Rooms(ctx context.Context) ([]wire.RoomInfo, error) {
 		}
 	}
 	slices.SortFunc(out, func(a, b wire.RoomInfo) int { return strings.Compare(a.Room, b.Room) })
+	if l := c.f.listed; l != nil {
+		c.f.mu.Unlock()
+		l <- out
+		out = <-l
+		c.f.mu.Lock()
+	}
 	return out, nil
 }
 
@@ -375,6 +384,33 @@ func TestRoomEventLost(t *testing.T) {
 	}
 	if d := a.next(t, "delivered", isType(api.TypeDelivered)).(*api.Delivered); d.Members != "1/1" {
 		t.Fatalf("alice: %+v", d)
+	}
+}
+
+// TestRoomJoinWhileListing: a /join answered while a list of our rooms
+// (asked before it) is on its way is not undone by that list.
+func TestRoomJoinWhileListing(t *testing.T) {
+	w := newWorld(t)
+	f := w.withRooms()
+	a := inRoom(t, w, f, "#dev", "alice")[0]
+	b := inRoom(t, w, f, "#new", "bob")[0]
+	l := make(chan []wire.RoomInfo)
+	f.mu.Lock()
+	f.listed = l
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() { defer close(done); a.m.loadRooms(a.ctx) }()
+	old := <-l // the list without #new, held
+	f.mu.Lock()
+	f.listed = nil // later lists pass
+	f.mu.Unlock()
+	a.m.JoinRoom(a.ctx, "#new")
+	a.next(t, "room_joined", isType(api.TypeRoomJoined))
+	l <- old // now the old list arrives
+	<-done
+	a.m.Send("#new", "hello")
+	if m := b.next(t, "message", isType(api.TypeMessage)).(*api.Message); m.Room != "#new" || m.Text != "hello" {
+		t.Fatalf("bob: %+v", m)
 	}
 }
 

@@ -116,7 +116,8 @@ func (c *Client) Rooms(ctx context.Context) ([]wire.RoomInfo, error) {
 // RoomMembers returns every member of room (all pages, online or not). If
 // the room's version changes between pages it starts again (at most
 // maxRoomRestarts times, then returns the last complete-looking result
-// with the newest version). It fails with ErrNotMember when we are not in
+// with the oldest version among its pages: so that a change it may lack
+// is not taken for one it has). It fails with ErrNotMember when we are not in
 // room, or like JoinRoom. At most maxRoomPages pages (2048 members) are
 // fetched in a pass: the members after those are left out.
 func (c *Client) RoomMembers(ctx context.Context, room string) (*RoomView, error) {
@@ -133,7 +134,8 @@ func (c *Client) RoomMembers(ctx context.Context, room string) (*RoomView, error
 
 // roomMembersPass fetches room's members from the first page. It returns
 // nil (and no error) when the room's version changed between pages,
-// unless final: then it goes on, and the view has the newest version.
+// unless final: then it goes on, and the view has the oldest version of
+// its pages (the events after it are then applied, or reveal a gap).
 func (c *Client) roomMembersPass(ctx context.Context, room string, final bool) (*RoomView, error) {
 	var v *RoomView
 	after := ""
@@ -150,7 +152,7 @@ func (c *Client) roomMembersPass(ctx context.Context, room string, final bool) (
 			c.log.Debug().Str("room", room).Uint64("was", v.Version).Uint64("now", r.Version).Msg("room changed while paging its members; again")
 			return nil, nil
 		}
-		v.Version = max(v.Version, r.Version)
+		v.Version = min(v.Version, r.Version)
 		page := r.Members[:min(len(r.Members), wire.RoomPageMax)]
 		for _, m := range page {
 			if wire.ValidateName(m.Name) == nil && !m.Key.IsZero() && wire.NameKey(after) < wire.NameKey(m.Name) {
