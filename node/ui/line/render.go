@@ -62,6 +62,8 @@ func render(e api.Event, now time.Time, self string) string {
 			return fmt.Sprintf("*** %s left", s(e.Name))
 		case api.ReasonTimeout:
 			return fmt.Sprintf("*** %s went silent and is offline", s(e.Name))
+		case api.ReasonPart:
+			return fmt.Sprintf("*** %s is out of sight (no room in common now)", s(e.Name))
 		}
 		return fmt.Sprintf("*** %s left (%s)", s(e.Name), s(e.Reason))
 	case *api.Peers:

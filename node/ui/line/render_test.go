@@ -21,6 +21,7 @@ func TestRender(t *testing.T) {
 		{&api.PeerJoined{Name: "alice"}, "15:04 *** alice is online"},
 		{&api.PeerLeft{Name: "alice", Reason: api.ReasonQuit}, "15:04 *** alice left"},
 		{&api.PeerLeft{Name: "alice", Reason: api.ReasonTimeout}, "15:04 *** alice went silent and is offline"},
+		{&api.PeerLeft{Name: "alice", Reason: api.ReasonPart}, "15:04 *** alice is out of sight (no room in common now)"},
 		{&api.PeerLeft{Name: "alice", Reason: "kicked"}, "15:04 *** alice left (kicked)"},
 		{&api.Peers{}, "15:04 *** nobody else is here"},
 		{&api.Peers{Peers: []api.PeerInfo{{Name: "al", Path: api.PathDirect, RTTMS: 2.25, Online: true}}},
