@@ -666,3 +666,106 @@ func FuzzValidateName(f *testing.F) {
 // optionalTail reports whether messages of type t end in a field that an
 // older sender leaves out (it parses as zero).
 func optionalTail(t Type) bool { return t == TypeHeartbeatAck }
+
+// FuzzParseFileFrame reads a file stream's frames as a receiver (and a
+// sender) would: FileHashes against the block count of the last offer
+// (MaxFileBlocks before any). What parses is within the limits and
+// re-encodes to a prefix of its body.
+func FuzzParseFileFrame(f *testing.F) {
+	var all []byte
+	for _, c := range fileFrameCases {
+		b := mustUnhex(c.hex)
+		f.Add(b)
+		f.Add(b[:len(b)-1])
+		f.Add(append(b[:len(b):len(b)], 0xff))
+		all = append(all, b...)
+	}
+	f.Add(all)
+	f.Add(AppendFileHashFrames(AppendFileOffer(nil, &FileOffer{Size: 3000 << 16, BlockSize: 1 << 16, Name: "x"}), make([][32]byte, 3000)))
+	f.Add(mustUnhex("02 848002 00000000"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		blocks := MaxFileBlocks
+		rest := b
+		for len(rest) > 0 {
+			k, body, n, err := ParseFrame(rest)
+			if err != nil {
+				return
+			}
+			rest = rest[n:]
+			in := bytes.Clone(body)
+			v, err := parseFileFrame(k, body, blocks)
+			if !bytes.Equal(body, in) {
+				t.Fatalf("parsing modified its input")
+			}
+			if err != nil {
+				if !isSentinel(err) || !reflect.ValueOf(v).IsNil() {
+					t.Fatalf("kind %d: %#v, %v", k, v, err)
+				}
+				continue
+			}
+			if v == nil {
+				continue // a kind of a newer version
+			}
+			switch v := v.(type) {
+			case *FileOffer:
+				if err := ValidateFileLayout(v.Size, v.BlockSize); err != nil || len(v.Name) > MaxFileNameLen {
+					t.Fatalf("accepted offer %#v: %v", v, err)
+				}
+				blocks = v.Blocks()
+			case *FileHashes:
+				if len(v.Hashes) == 0 || len(v.Hashes) > MaxFileHashes || int64(v.First)+int64(len(v.Hashes)) > int64(blocks) {
+					t.Fatalf("accepted hashes %d+%d of %d blocks", v.First, len(v.Hashes), blocks)
+				}
+			case *FileAccept:
+				if v.Offset < 0 || v.Offset > MaxFileSize {
+					t.Fatalf("accepted offset %d", v.Offset)
+				}
+			case *FileReject:
+				if len(v.Reason) > MaxFileReasonLen {
+					t.Fatalf("accepted reason of %d bytes", len(v.Reason))
+				}
+			}
+			enc := appendFileFrame(nil, v)
+			k2, body2, n2, err := ParseFrame(enc)
+			if err != nil || k2 != k || n2 != len(enc) || !bytes.HasPrefix(body, body2) {
+				t.Fatalf("kind %d: %x re-encodes as %x (%v)", k, body, enc, err)
+			}
+			v2, err := parseFileFrame(k, body2, blocks)
+			if err != nil || !reflect.DeepEqual(v, v2) {
+				t.Fatalf("roundtrip: %#v then %#v, %v", v, v2, err)
+			}
+			if v3, err := parseFileFrame(k, body2[:len(body2)-1], blocks); err == nil {
+				t.Fatalf("%x less its last byte parses as %#v", body2, v3)
+			}
+		}
+	})
+}
+
+// FuzzFileLayout checks ChooseBlockSize and BlockCount for any size: the
+// block size is the smallest that fits MaxFileBlocks, and the blocks
+// cover the file with less than one block to spare.
+func FuzzFileLayout(f *testing.F) {
+	for _, s := range []int64{-1, 0, 1, MinFileBlockSize, 1 << 30, 1<<30 + 1, MaxFileSize, MaxFileSize + 1, 1<<63 - 1} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, size int64) {
+		bs := ChooseBlockSize(size)
+		err := ValidateFileLayout(size, bs)
+		if (size >= 0 && size <= MaxFileSize) != (err == nil) {
+			t.Fatalf("size %d, block size %d: %v", size, bs, err)
+		}
+		if bs > MinFileBlockSize && BlockCount(size, bs/2) <= MaxFileBlocks {
+			t.Fatalf("size %d: block size %d, but %d would do", size, bs, bs/2)
+		}
+		if size <= 0 || size > MaxFileSize {
+			if size <= 0 && BlockCount(size, bs) != 0 {
+				t.Fatalf("size %d has %d blocks", size, BlockCount(size, bs))
+			}
+			return
+		}
+		n := int64(BlockCount(size, bs))
+		if (n-1)*int64(bs) >= size || n*int64(bs) < size {
+			t.Fatalf("size %d: %d blocks of %d", size, n, bs)
+		}
+	})
+}
