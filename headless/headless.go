@@ -39,6 +39,17 @@
 //	room_joined room, name; total, online for our own join (the answer to /join)
 //	room_left   room, name, reason ("part" or "expired")
 //	rooms       rooms: [{room, members, online}] (the answer to /rooms)
+//	file_offer  id, name, size, sha256 (hex); from at the receiver (answer
+//	            /accept ID or /reject ID), to at the sender (ID is what
+//	            /cancel takes)
+//	file_progress id, bytes, total, rate_bps (bytes a second), eta_s
+//	            (0: unknown), path ("direct" or "relay")
+//	file_done   id, path (where the file was saved; at the sender the
+//	            path sent), sha256
+//	file_failed id, reason ("rejected", "cancelled", "too big", "bad name",
+//	            "busy", "disk", "peer offline", "verification failed",
+//	            "stream broken" or "file changed", perhaps followed by
+//	            ": " and details)
 //
 // "members" is the one field whose JSON type depends on the event: a list
 // in members (Event.Members), a string in delivered
@@ -98,6 +109,11 @@ type Event struct {
 	Next           string            `json:"next,omitempty"`
 	Online         int               `json:"online,omitempty"`
 	Rooms          []RoomInfo        `json:"rooms,omitempty"`
+	Size           int64             `json:"size,omitempty"`
+	SHA256         string            `json:"sha256,omitempty"`
+	Bytes          int64             `json:"bytes,omitempty"`
+	RateBPS        int64             `json:"rate_bps,omitempty"`
+	ETAS           int64             `json:"eta_s,omitempty"`
 
 	// members, by its JSON type:
 	Members          []api.Member `json:"-"` // a list: the page of a members event
@@ -177,6 +193,10 @@ const (
 	TypeRoomJoined    = api.TypeRoomJoined
 	TypeRoomLeft      = api.TypeRoomLeft
 	TypeRooms         = api.TypeRooms
+	TypeFileOffer     = api.TypeFileOffer
+	TypeFileProgress  = api.TypeFileProgress
+	TypeFileDone      = api.TypeFileDone
+	TypeFileFailed    = api.TypeFileFailed
 )
 
 // ViaMailbox is a message's via when it waited in our mailbox.
@@ -236,6 +256,22 @@ const (
 	CodeRoomFull              = api.CodeRoomFull
 	CodeTooManyRooms          = api.CodeTooManyRooms
 	CodeRateLimited           = api.CodeRateLimited
+	CodeNoFile                = api.CodeNoFile
+	CodeTooBig                = api.CodeTooBig
+)
+
+// Reasons, at the start of the reason field of file_failed.
+const (
+	FileRejected     = api.FileRejected
+	FileCancelled    = api.FileCancelled
+	FileTooBig       = api.FileTooBig
+	FileBadName      = api.FileBadName
+	FileBusy         = api.FileBusy
+	FileDisk         = api.FileDisk
+	FilePeerOffline  = api.FilePeerOffline
+	FileVerifyFailed = api.FileVerifyFailed
+	FileBroken       = api.FileBroken
+	FileChanged      = api.FileChanged
 )
 
 var (

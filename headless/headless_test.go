@@ -181,6 +181,15 @@ func nodeEvents() []api.Event {
 		h(&api.Message{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi all", Kind: headless.KindEmote, Room: "#dev", Path: headless.PathRelay, Via: headless.ViaMailbox, SentTS: ts.Add(-time.Second)}),
 		h(&api.Error{Code: api.CodeUndelivered, Message: "no receipt within 10s", ID: "3ec5795e3c1baa7b", To: "carol", Room: "#dev",
 			Peer: "carol", Fingerprint: "11111 22222 33333 44444 55555 66666", NewFingerprint: "12345 12345 12345 12345 12345 12345"}),
+		// File transfer: the offer at the receiver and at the sender.
+		h(&api.FileOffer{ID: "0123456789abcdef", From: "alice", Name: "résumé.pdf", Size: 5 << 30,
+			SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}),
+		h(&api.FileOffer{ID: "0123456789abcdef", To: "bob", Name: "résumé.pdf", Size: 5 << 30,
+			SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}),
+		h(&api.FileProgress{ID: "0123456789abcdef", Bytes: 1 << 30, Total: 5 << 30, RateBPS: 12_500_000, ETAS: 344, Path: headless.PathDirect}),
+		h(&api.FileDone{ID: "0123456789abcdef", Path: "/home/bob/Downloads/résumé (1).pdf",
+			SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}),
+		h(&api.FileFailed{ID: "0123456789abcdef", Reason: headless.FileDisk + ": write: no space left on device"}),
 	}
 }
 
@@ -274,7 +283,8 @@ func TestParseNodeEvents(t *testing.T) {
 		headless.TypeSent, headless.TypeDelivered, headless.TypeMessage, headless.TypePath, headless.TypeError,
 		headless.TypeFingerprint, headless.TypeTrusted, headless.TypeEventsDropped, headless.TypeHelp, headless.TypeMembers,
 		headless.TypeStored, headless.TypeExpired, headless.TypeMailbox, headless.TypeDeregistered,
-		headless.TypeRoomJoined, headless.TypeRoomLeft, headless.TypeRooms} {
+		headless.TypeRoomJoined, headless.TypeRoomLeft, headless.TypeRooms,
+		headless.TypeFileOffer, headless.TypeFileProgress, headless.TypeFileDone, headless.TypeFileFailed} {
 		if !types[typ] {
 			t.Errorf("no test event of type %s", typ)
 		}

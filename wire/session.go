@@ -20,7 +20,7 @@ type StreamKind uint8
 // Stream kinds.
 const (
 	StreamChat StreamKind = 1 // messages and their receipts
-	StreamFile StreamKind = 2 // reserved: file transfer
+	StreamFile StreamKind = 2 // one file transfer (files.go)
 )
 
 // PreambleLen is the length of a stream preamble.

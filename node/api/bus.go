@@ -78,7 +78,7 @@ func NewBus(now func() time.Time) *Bus {
 const MaxEarly = 1024
 
 // Publish stamps e (see Stamp) and queues it for every subscriber. State
-// events (peer_joined, peer_left, path) are dropped for a subscriber that
+// events (peer_joined, peer_left, path, file_progress) are dropped for a subscriber that
 // has MaxStateEvents of them queued, and counted in an EventsDropped event.
 // Before anyone has subscribed, up to MaxEarly events wait for the first
 // subscriber; after that, with no subscriber, only messages are kept

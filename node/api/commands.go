@@ -59,6 +59,25 @@ type Part struct{ Room string }
 // ListRooms asks for a Rooms event: the rooms the node is in.
 type ListRooms struct{}
 
+// SendFile offers the file at Path to the peer To (/send NAME PATH):
+// file_offer (with To) once offered, then file_progress, and file_done or
+// file_failed. A peer offline is refused at once with an Error
+// (peer_offline), and so are a missing file (no_file) and one too big
+// (too_big): files do not wait in mailboxes.
+type SendFile struct{ To, Path string }
+
+// AcceptFile accepts the offer ID (/accept ID); RejectFile refuses it
+// (/reject ID); CancelFile stops a transfer either side (/cancel ID).
+type (
+	AcceptFile struct{ ID string }
+	RejectFile struct{ ID string }
+	CancelFile struct{ ID string }
+)
+
+func (SendFile) command()        {}
+func (AcceptFile) command()      {}
+func (RejectFile) command()      {}
+func (CancelFile) command()      {}
 func (Join) command()            {}
 func (Part) command()            {}
 func (ListRooms) command()       {}

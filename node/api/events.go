@@ -71,6 +71,10 @@ const (
 	TypeRoomJoined    = "room_joined"
 	TypeRoomLeft      = "room_left"
 	TypeRooms         = "rooms"
+	TypeFileOffer     = "file_offer"
+	TypeFileProgress  = "file_progress"
+	TypeFileDone      = "file_done"
+	TypeFileFailed    = "file_failed"
 )
 
 // ViaMailbox is Message.Via for a message that came from our mailbox on
@@ -125,6 +129,24 @@ const (
 	CodeRoomFull              = "room_full"              // the room has as many members as the rendezvous allows (or more than a message may go to)
 	CodeTooManyRooms          = "too_many_rooms"         // we are in as many rooms as the rendezvous allows
 	CodeRateLimited           = "rate_limited"           // too many messages to a room in a short time (or too many requests): wait a moment
+	CodeNoFile                = "no_file"                // /send of a path that is missing, not a regular file or unreadable
+	CodeTooBig                = "too_big"                // /send of a file larger than the node sends
+)
+
+// Reasons, at the start of the reason field of file_failed; details may
+// follow after a colon ("disk: write ...: no space left on device"). Text
+// after the colon may come from the peer: escape it before display.
+const (
+	FileRejected     = "rejected"            // the receiver said no (/reject), or did not answer in time
+	FileCancelled    = "cancelled"           // /cancel on this side, or "cancelled by the peer"
+	FileTooBig       = "too big"             // larger than the receiver takes
+	FileBadName      = "bad name"            // a name the receiver will not save under
+	FileBusy         = "busy"                // the receiver has too many transfers from us at once
+	FileDisk         = "disk"                // the receiver cannot store it (disk full, ...): its .part stays
+	FilePeerOffline  = "peer offline"        // no stream to the peer when the offer was made
+	FileVerifyFailed = "verification failed" // blocks kept failing their hashes, or the whole file its SHA-256
+	FileBroken       = "stream broken"       // the stream broke and no retry got through for too long
+	FileChanged      = "file changed"        // the file being sent changed or vanished
 )
 
 // Reasons, in the reason field of room_left.
@@ -349,9 +371,61 @@ type Trusted struct {
 	Fingerprint string `json:"fingerprint"`
 }
 
+// FileOffer: a file is offered. At the receiver From is the sender: the
+// offer waits for /accept ID or /reject ID (a sender on the accept list
+// is accepted at once; an offer not answered in time is rejected). At the
+// sender To is the recipient: the offer is going out, and ID is what
+// /cancel takes. Name is the file's base name (the receiver saves under a
+// numbered form of it if it is taken), Size its bytes, SHA256 its SHA-256
+// in hex. file_progress events follow, then file_done or file_failed. A
+// transfer resumed by a restarted receiver has no new file_offer there.
+type FileOffer struct {
+	Header
+	ID     string `json:"id"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// FileProgress: Bytes of Total have been sent (at the sender) or received
+// (at the receiver), at RateBPS bytes a second, with ETAS seconds to go (0
+// when unknown). Path is the peer's path (PathDirect or PathRelay, empty
+// when unknown). At most four a second per transfer; Bytes may go back
+// after a stream broke and the transfer resumed from the last verified
+// block.
+type FileProgress struct {
+	Header
+	ID      string `json:"id"`
+	Bytes   int64  `json:"bytes"`
+	Total   int64  `json:"total"`
+	RateBPS int64  `json:"rate_bps"`
+	ETAS    int64  `json:"eta_s"`
+	Path    string `json:"path"`
+}
+
+// FileDone: the transfer is complete and verified. At the receiver Path is
+// where the file was saved; at the sender the local path that was sent
+// (after the receiver confirmed it). SHA256 is the file's, in hex.
+type FileDone struct {
+	Header
+	ID     string `json:"id"`
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+}
+
+// FileFailed: the transfer ended without the file. Reason starts with one
+// of the File* reasons (FileRejected, FileCancelled, ...).
+type FileFailed struct {
+	Header
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
+}
+
 // EventsDropped: the front end fell behind and Count state events
-// (peer_joined, peer_left, path) were dropped in its place; /who tells the
-// current state. Messages and outcomes are never dropped.
+// (peer_joined, peer_left, path, file_progress) were dropped in its place;
+// /who tells the current state. Messages and outcomes are never dropped.
 type EventsDropped struct {
 	Header
 	Count int `json:"count"`
@@ -392,12 +466,16 @@ func (*Deregistered) EventType() string  { return TypeDeregistered }
 func (*RoomJoined) EventType() string    { return TypeRoomJoined }
 func (*RoomLeft) EventType() string      { return TypeRoomLeft }
 func (*Rooms) EventType() string         { return TypeRooms }
+func (*FileOffer) EventType() string     { return TypeFileOffer }
+func (*FileProgress) EventType() string  { return TypeFileProgress }
+func (*FileDone) EventType() string      { return TypeFileDone }
+func (*FileFailed) EventType() string    { return TypeFileFailed }
 
 // droppable reports whether e only describes state that /who can tell
 // again, so that a subscriber far behind may lose it.
 func droppable(e Event) bool {
 	switch e.(type) {
-	case *PeerJoined, *PeerLeft, *PathChanged:
+	case *PeerJoined, *PeerLeft, *PathChanged, *FileProgress:
 		return true
 	}
 	return false

@@ -174,6 +174,13 @@ func RemovePart(dir string, id wire.FileID) error {
 	return errors.Join(removeIfExists(filepath.Join(dir, partName(id))), removeIfExists(filepath.Join(dir, stateName(id))))
 }
 
+// HasPart reports whether dir holds the partial file of transfer id: one
+// to resume with OpenPart (after a restart, say).
+func HasPart(dir string, id wire.FileID) bool {
+	fi, err := os.Lstat(filepath.Join(dir, partName(id)))
+	return err == nil && fi.Mode().IsRegular()
+}
+
 // Verified is the number of bytes, from the start, that matched their
 // block hashes and were fsync'd: a multiple of the block size, or the
 // size. It is where the sender resumes (the offset of a wire.FileAccept)

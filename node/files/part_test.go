@@ -774,8 +774,14 @@ func TestPartErrors(t *testing.T) {
 		t.Errorf("the .part: %v", err)
 	}
 	p.Close()
+	if !HasPart(dir, wire.FileID{2}) || HasPart(dir, wire.FileID{3}) {
+		t.Errorf("HasPart: %v for a .part, %v for none", HasPart(dir, wire.FileID{2}), HasPart(dir, wire.FileID{3}))
+	}
 	if err := RemovePart(dir, wire.FileID{2}); err != nil {
 		t.Fatal(err)
+	}
+	if HasPart(dir, wire.FileID{2}) {
+		t.Error("HasPart after RemovePart")
 	}
 	if err := RemovePart(dir, wire.FileID{2}); err != nil {
 		t.Fatal(err)
