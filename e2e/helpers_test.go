@@ -515,6 +515,7 @@ type nodeOptions struct {
 	listen   string        // -listen; "": 127.0.0.1:0
 	state    string        // -state; "": the default, in the process's temporary home
 	label    string        // the label in failure logs; "": "node NAME"
+	extra    []string      // more flags
 	// stalled, when non-nil, holds back the reading of the node's stdout
 	// until stalled.resume: the node's writes fill the pipe and then block.
 	stalled *stall
@@ -537,6 +538,7 @@ func startNode(t *testing.T, name, rv string, o nodeOptions) *node {
 	if o.state != "" {
 		args = append(args, "-state", o.state)
 	}
+	args = append(args, o.extra...)
 	n := &node{name: name, identity: o.identity}
 	n.proc = startProcGated(t, cmp.Or(o.label, "node "+name), bins.node, o.stalled, args...)
 	t.Cleanup(func() {

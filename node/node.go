@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,7 @@ import (
 	"natchat/node/rvclient"
 	"natchat/node/session"
 	"natchat/node/store"
+	"natchat/node/transfer"
 	"natchat/punch"
 	"natchat/wire"
 )
@@ -84,6 +86,14 @@ type Options struct {
 	// twice that when we receive. 0: 5 a second, bursts of 20.
 	RoomRate  float64
 	RoomBurst int
+	// Downloads is the directory received files are saved in (created
+	// if missing). Empty: no file is accepted (offers are rejected).
+	Downloads string
+	// AcceptFrom names peers whose file offers are accepted without
+	// asking.
+	AcceptFrom []string
+	// MaxFileSize bounds a file offered or accepted. 0: 4 GiB.
+	MaxFileSize int64
 	// IdleTimeout closes a session with no open stream. 0: 2 minutes.
 	IdleTimeout time.Duration
 	// Logger receives structured logs. Zero value: disabled.
@@ -110,6 +120,7 @@ type Node struct {
 	pn    *peernet.Net
 	sess  *session.Manager
 	msgr  *messenger.Messenger
+	xfer  *transfer.Manager
 	cmds  chan api.Command
 	tasks chan func() // ordered work off the network's goroutines
 	quit  chan struct{}
@@ -196,6 +207,18 @@ func New(o Options) (*Node, error) {
 	n.sess.Handle(wire.StreamChat, func(ctx context.Context, peer wire.Key, st *session.Stream) {
 		n.msgr.ServeChat(ctx, peer, st)
 	})
+	n.xfer, err = transfer.New(transfer.Options{
+		Self: n.key, Bus: n.bus, Sessions: fileOpener{n.sess}, Peers: n.msgr,
+		Downloads: o.Downloads, AcceptFrom: o.AcceptFrom, MaxSize: o.MaxFileSize,
+		PathOf: func(k wire.Key) string { return n.pn.PathOf(k).Kind.String() },
+		Logger: o.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.sess.Handle(wire.StreamFile, func(ctx context.Context, peer wire.Key, st *session.Stream) {
+		n.xfer.Serve(ctx, peer, st)
+	})
 	return n, nil
 }
 
@@ -221,6 +244,17 @@ func (d roomDir) RoomMembers(ctx context.Context, room string) (*messenger.RoomV
 		return nil, err
 	}
 	return &messenger.RoomView{Room: v.Room, Version: v.Version, Members: v.Members}, nil
+}
+
+// fileOpener opens file streams for the transfers.
+type fileOpener struct{ m *session.Manager }
+
+func (f fileOpener) OpenFile(ctx context.Context, k wire.Key) (transfer.Stream, error) {
+	st, err := f.m.OpenStream(ctx, k, wire.StreamFile)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // chatOpener opens chat streams for the messenger.
@@ -314,6 +348,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if err := n.msgr.Start(msgCtx); err != nil {
 		fatal <- err
 	}
+	n.xfer.Start(msgCtx)
 
 loop:
 	for {
@@ -333,6 +368,7 @@ loop:
 	// socket last.
 	stopMsg()
 	n.msgr.Wait()
+	n.xfer.Wait()
 	stopSess()
 	sessWG.Wait()
 	n.rv.Leave()
@@ -355,6 +391,15 @@ func (n *Node) do(ctx context.Context, c api.Command) {
 			return
 		}
 		n.msgr.SendKind(c.To, kind, c.Text)
+	case api.SendFile:
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.xfer.Send(ctx, c.To, c.Path) }()
+	case api.AcceptFile:
+		n.xfer.Accept(strings.ToLower(c.ID))
+	case api.RejectFile:
+		n.xfer.Reject(strings.ToLower(c.ID))
+	case api.CancelFile:
+		n.xfer.Cancel(strings.ToLower(c.ID))
 	case api.Join:
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.msgr.JoinRoom(ctx, c.Room) }()

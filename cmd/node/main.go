@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -39,6 +41,9 @@ type options struct {
 	heartbeat, delivery, offlineGrace, mailboxAge               time.Duration
 	roomRate                                                    float64
 	roomBurst                                                   int
+	downloads, acceptFrom, maxFile                              string
+	maxFileSize                                                 int64
+	acceptNames                                                 []string
 }
 
 func parse(args []string) (*options, error) {
@@ -57,6 +62,9 @@ func parse(args []string) (*options, error) {
 	fs.DurationVar(&o.mailboxAge, "mailbox-age", 30*24*time.Hour, "the rendezvous's mailbox age limit: older messages are not deposited (too_old)")
 	fs.Float64Var(&o.roomRate, "room-rate", 5, "most messages a second you send to one room (others are held to twice that)")
 	fs.IntVar(&o.roomBurst, "room-burst", 20, "messages you may send to one room at once, beyond -room-rate")
+	fs.StringVar(&o.downloads, "downloads", "", "directory received files are saved in (default: natchat in your Downloads directory)")
+	fs.StringVar(&o.acceptFrom, "accept-from", "", "comma-separated names whose file offers are accepted without asking")
+	fs.StringVar(&o.maxFile, "max-file-size", "4G", "largest file you offer or accept (bytes, or with K, M, G or T)")
 	fs.BoolVar(&o.noDirect, "no-direct", false, "never punch a direct path: every peer stays on the relay")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error, disabled")
 	fs.StringVar(&o.logFile, "log-file", "", "write logs to this file (default: stderr with -headless; in the line UI, only warnings, on screen)")
@@ -87,6 +95,19 @@ func parse(args []string) (*options, error) {
 	}
 	if err := wire.ValidateName(o.name); err != nil {
 		return nil, cmdutil.Usagef("-name %q: %v", o.name, err)
+	}
+	size, err := parseSize(o.maxFile)
+	if err != nil {
+		return nil, cmdutil.Usagef("-max-file-size %q: %v", o.maxFile, err)
+	}
+	o.maxFileSize = size
+	if o.acceptFrom != "" {
+		for _, n := range strings.Split(o.acceptFrom, ",") {
+			if err := wire.ValidateName(n); err != nil {
+				return nil, cmdutil.Usagef("-accept-from: %q: %v", n, err)
+			}
+			o.acceptNames = append(o.acceptNames, n)
+		}
 	}
 	if addr, key, ok := strings.Cut(o.rv, "#"); ok {
 		if key == "" {
@@ -153,6 +174,11 @@ func run(args []string) error {
 			return err
 		}
 	}
+	if o.downloads == "" {
+		if o.downloads, err = defaultDownloads(); err != nil {
+			return fmt.Errorf("no downloads directory (give -downloads): %w", err)
+		}
+	}
 	st, err := store.Open(o.state, self, store.Options{Logger: log})
 	if err != nil {
 		return err
@@ -172,6 +198,7 @@ func run(args []string) error {
 		Name: o.name, Rendezvous: o.rv, RendezvousKey: rvKey, Conn: conn, Identity: key, Store: st,
 		Heartbeat: o.heartbeat, DeliveryTimeout: o.delivery, OfflineGrace: o.offlineGrace, MailboxAge: o.mailboxAge,
 		Logger: log, NoDirect: o.noDirect, RoomRate: o.roomRate, RoomBurst: o.roomBurst,
+		Downloads: o.downloads, AcceptFrom: o.acceptNames, MaxFileSize: o.maxFileSize,
 	})
 	if err != nil {
 		conn.Close()
@@ -241,4 +268,46 @@ func logger(o *options, ui *line.UI) (zerolog.Logger, func(), error) {
 			fmt.Fprintf(os.Stderr, "node: %d log lines dropped while stderr was not read\n", n)
 		}
 	}, nil
+}
+
+// parseSize parses a size in bytes, with an optional K, M, G or T suffix
+// (powers of 1024): at least 1 byte, at most wire.MaxFileSize.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K', 'k':
+			mult = 1 << 10
+		case 'M', 'm':
+			mult = 1 << 20
+		case 'G', 'g':
+			mult = 1 << 30
+		case 'T', 't':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	switch {
+	case err != nil:
+		return 0, errors.New("not a size")
+	case v <= 0 || v > wire.MaxFileSize/mult:
+		return 0, fmt.Errorf("must be from 1 byte to %d", int64(wire.MaxFileSize))
+	}
+	return v * mult, nil
+}
+
+// defaultDownloads is natchat's folder in the user's Downloads directory
+// ($XDG_DOWNLOAD_DIR, else ~/Downloads).
+func defaultDownloads() (string, error) {
+	if d := os.Getenv("XDG_DOWNLOAD_DIR"); d != "" {
+		return filepath.Join(d, "natchat"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, "Downloads", "natchat"), nil
 }

@@ -751,3 +751,47 @@ func (m *Messenger) Fingerprint(ctx context.Context, name string) {
 		m.bus.Publish(&api.Fingerprint{Name: r.Name, Key: r.Key.String(), Fingerprint: r.Key.Fingerprint()})
 	}
 }
+
+// KeyOf returns the key of the peer called name for a file transfer: the
+// rendezvous's answer, checked against the pinned key (trust on first
+// use), or the error event to show (bad_name, unknown_peer,
+// peer_offline: files do not wait in mailboxes, key_changed,
+// rendezvous_unreachable).
+func (m *Messenger) KeyOf(ctx context.Context, name string) (wire.Key, *api.Error) {
+	if err := wire.ValidateName(name); err != nil {
+		return wire.Key{}, &api.Error{Code: api.CodeBadName, Message: err.Error(), To: name}
+	}
+	if wire.NameKey(name) == wire.NameKey(m.opts.SelfName) {
+		return wire.Key{}, &api.Error{Code: api.CodeBadName, Message: "that is this node's own name", To: name}
+	}
+	r, err := m.opts.Dir.Lookup(ctx, name, wire.Key{})
+	switch {
+	case err != nil:
+		return wire.Key{}, &api.Error{Code: api.CodeRendezvousUnreachable, To: name, Message: "cannot reach the rendezvous to find " + name}
+	case r.Status == wire.LookupUnknown:
+		return wire.Key{}, &api.Error{Code: api.CodeUnknownPeer, To: name, Message: "no one is registered as " + name}
+	case r.Status == wire.LookupOffline && !m.opts.Sessions.Connected(r.Key):
+		return wire.Key{}, &api.Error{Code: api.CodePeerOffline, To: name, Message: name + " is not online: files are sent only to peers online (they do not wait in mailboxes)"}
+	}
+	if e := m.checkPin(r.Name, r.Key); e != nil {
+		return wire.Key{}, e
+	}
+	return r.Key, nil
+}
+
+// NameOf returns the name of the peer with key k for a file transfer:
+// the name pinned to k, else the rendezvous's, checked against the pins.
+func (m *Messenger) NameOf(ctx context.Context, k wire.Key) (string, error) {
+	if p, ok, err := m.opts.Store.PinByKey(k); err == nil && ok {
+		return p.Name, nil
+	}
+	name, err := m.opts.Dir.NameOf(ctx, k)
+	if err != nil {
+		return "", err
+	}
+	if e := m.checkPin(name, k); e != nil {
+		m.reportConflict(name, k, e)
+		return "", errors.New(e.Message)
+	}
+	return name, nil
+}

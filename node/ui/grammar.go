@@ -45,6 +45,10 @@ var commands = []spec{
 	{name: "/part", usage: "/part [#ROOM]", summary: "leave ROOM, or the room you are talking in", parse: parsePart},
 	{name: "/rooms", usage: "/rooms", summary: "the rooms you are in, with how many members each has and how many are online", parse: noArgs(api.ListRooms{})},
 	{name: "/who", usage: "/who [#ROOM [AFTER]]", summary: "who is online, and the path to each; with #ROOM, a page of that room's members (after AFTER)", parse: parseWho},
+	{name: "/send", usage: "/send NAME PATH", summary: "offer the file at PATH to NAME (it arrives once NAME accepts)", parse: parseSend},
+	{name: "/accept", usage: "/accept ID", summary: "accept the file offer ID (saved in your downloads folder)", parse: parseFileID(func(id string) api.Command { return api.AcceptFile{ID: id} }, "/accept ID")},
+	{name: "/reject", usage: "/reject ID", summary: "refuse the file offer ID", parse: parseFileID(func(id string) api.Command { return api.RejectFile{ID: id} }, "/reject ID")},
+	{name: "/cancel", usage: "/cancel ID", summary: "stop the file transfer ID, sending or receiving", parse: parseFileID(func(id string) api.Command { return api.CancelFile{ID: id} }, "/cancel ID")},
 	{name: "/fingerprint", usage: "/fingerprint [NAME]", summary: "your key's fingerprint, or NAME's, to compare out of band", parse: parseFingerprint},
 	{name: "/trust", usage: "/trust NAME", summary: "accept NAME's new key after a key_changed warning", parse: parseTrust},
 	{name: "/dereg", usage: "/dereg", summary: "go offline without quitting: messages to you wait in your mailbox", parse: noArgs(api.Deregister{})},
@@ -152,6 +156,34 @@ func parseWho(args string) (Line, *api.Error) {
 		w.After = f[1]
 	}
 	return Line{Cmd: w}, nil
+}
+
+// parseSend parses /send NAME PATH; PATH is the rest of the line (it may
+// hold spaces).
+func parseSend(args string) (Line, *api.Error) {
+	to, path, _ := strings.Cut(strings.TrimLeft(args, " "), " ")
+	path = strings.TrimSpace(path)
+	if to == "" || path == "" {
+		return Line{}, badCommand("usage: /send NAME PATH")
+	}
+	if err := wire.ValidateName(to); err != nil {
+		return Line{}, &api.Error{Code: api.CodeBadName, Message: err.Error(), To: to}
+	}
+	return Line{Cmd: api.SendFile{To: to, Path: path}}, nil
+}
+
+// parseFileID parses a command whose one argument is a transfer's ID.
+func parseFileID(mk func(string) api.Command, usage string) func(string) (Line, *api.Error) {
+	return func(args string) (Line, *api.Error) {
+		f := strings.Fields(args)
+		if len(f) != 1 {
+			return Line{}, badCommand("usage: " + usage)
+		}
+		if _, err := wire.ParseFileID(f[0]); err != nil {
+			return Line{}, badCommand(usage + ": ID is the 16 hex digits of a file_offer's id")
+		}
+		return Line{Cmd: mk(f[0])}, nil
+	}
 }
 
 func parseFingerprint(args string) (Line, *api.Error) {

@@ -64,6 +64,14 @@ func TestParse(t *testing.T) {
 		{in: "/rooms", want: Line{Cmd: api.ListRooms{}}},
 		{in: "/rooms #dev", code: api.CodeBadCommand},
 		{in: "/who", want: Line{Cmd: api.Who{}}},
+		{in: "/send bob /tmp/my file.txt", want: Line{Cmd: api.SendFile{To: "bob", Path: "/tmp/my file.txt"}}},
+		{in: "/send bob", code: api.CodeBadCommand},
+		{in: "/send #dev x", code: api.CodeBadName},
+		{in: "/accept 0123456789abcdef", want: Line{Cmd: api.AcceptFile{ID: "0123456789abcdef"}}},
+		{in: "/accept", code: api.CodeBadCommand},
+		{in: "/accept xyz", code: api.CodeBadCommand},
+		{in: "/reject 0123456789ABCDEF", want: Line{Cmd: api.RejectFile{ID: "0123456789ABCDEF"}}},
+		{in: "/cancel 0123456789abcdef extra", code: api.CodeBadCommand},
 		{in: "/who now", code: api.CodeBadCommand},
 		{in: "/who #lobby", want: Line{Cmd: api.Who{Room: "#lobby"}}},
 		{in: "/who #lobby bob", want: Line{Cmd: api.Who{Room: "#lobby", After: "bob"}}},
@@ -114,7 +122,7 @@ func TestHelpFromGrammar(t *testing.T) {
 			t.Errorf("help text lacks %q", c.usage)
 		}
 		// Every command in the help parses (with arguments where it needs them).
-		args := strings.NewReplacer("NAME", "bob", "TEXT", "hi", "ACTION", "waves", "#ROOM", "#dev", "AFTER", "bob", "[", "", "]", "")
+		args := strings.NewReplacer("NAME", "bob", "TEXT", "hi", "ACTION", "waves", "#ROOM", "#dev", "AFTER", "bob", "PATH", "/tmp/a b.txt", "ID", "0123456789abcdef", "[", "", "]", "")
 		if _, err := Parse(args.Replace(c.usage)); err != nil {
 			t.Errorf("usage %q does not parse: %v", c.usage, err)
 		}

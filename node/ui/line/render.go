@@ -76,6 +76,18 @@ func render(e api.Event, now time.Time, self string) string {
 		return renderRoomLeft(e, self)
 	case *api.Rooms:
 		return renderRooms(e.Rooms)
+	case *api.FileOffer:
+		if e.To != "" {
+			return fmt.Sprintf("⇪ offered %s (%s) to %s — /cancel %s", s(e.Name), sizeText(e.Size), s(e.To), s(e.ID))
+		}
+		return fmt.Sprintf("⇩ %s offers %s (%s, sha256 %.16s…) — /accept %s or /reject %s",
+			s(e.From), s(e.Name), sizeText(e.Size), s(e.SHA256), s(e.ID), s(e.ID))
+	case *api.FileProgress:
+		return renderFileProgress(e)
+	case *api.FileDone:
+		return fmt.Sprintf("✓ file %s done: %s", s(e.ID), s(e.Path))
+	case *api.FileFailed:
+		return fmt.Sprintf("! file %s failed: %s", s(e.ID), s(e.Reason))
 	case *api.Sent:
 		text := s(e.Text)
 		if e.Kind == api.KindEmote {
@@ -306,4 +318,38 @@ func plural(n int, thing string) string {
 		return "1 " + thing
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// renderFileProgress draws a transfer's progress as a bar with its rate
+// and the time left.
+func renderFileProgress(e *api.FileProgress) string {
+	const width = 20
+	filled := 0
+	if e.Total > 0 {
+		filled = int(min(max(e.Bytes, 0), e.Total) * width / e.Total)
+	}
+	bar := strings.Repeat("█", filled) + strings.Repeat("░", width-filled)
+	eta := "?"
+	if e.ETAS > 0 {
+		eta = (time.Duration(e.ETAS) * time.Second).String()
+	}
+	path := ""
+	if e.Path != "" {
+		path = ", " + s(e.Path)
+	}
+	return fmt.Sprintf("  file %s %s %s of %s, %s/s, %s left%s", s(e.ID), bar, sizeText(e.Bytes), sizeText(e.Total), sizeText(e.RateBPS), eta, path)
+}
+
+// sizeText writes a byte count for people: 512 B, 1.5 KiB, 50.0 MiB.
+func sizeText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestFiles: with the binaries, alice sends bob a random 50 MiB file; bob
+// accepts it, and it is saved in his downloads folder, verified, bit for
+// bit. Sent again, it is saved under a numbered name. A rejected offer and
+// an offer cancelled by its sender end in file_failed; a file whose name
+// is a reserved device name or holds a control character is not offered.
+// (The receiver's own refusal of such names, on a raw stream, is tested
+// in node/transfer.)
+func TestFiles(t *testing.T) {
+	t.Parallel()
+	rv := startRendezvous(t, rvOptions{})
+	dl := t.TempDir()
+	alice := startNode(t, "alice", rv.addr, nodeOptions{})
+	bob := startNode(t, "bob", rv.addr, nodeOptions{extra: []string{"-downloads", dl}})
+	alice.waitRegistered(t)
+	bob.waitRegistered(t)
+
+	src := t.TempDir()
+	path := filepath.Join(src, "big file.bin")
+	sum := randomFile(t, path, 50<<20)
+
+	send := func(path string) (offer, sent *event) {
+		t.Helper()
+		am, bm := alice.mark(), bob.mark()
+		alice.command(t, "/send bob "+path)
+		sent, _ = alice.waitEventFrom(t, am, waitLong, "file_offer sent", func(e *event) bool { return e.Type == "file_offer" || e.Type == "file_failed" })
+		if sent.Type != "file_offer" || sent.To != "bob" {
+			t.Fatalf("alice's /send: %v", sent)
+		}
+		offer, _ = bob.waitEventFrom(t, bm, waitLong, "file_offer", func(e *event) bool { return e.Type == "file_offer" && e.ID == sent.ID })
+		return offer, sent
+	}
+
+	// Offered, accepted, saved, verified.
+	offer, sent := send(path)
+	if offer.From != "alice" || offer.Name != "big file.bin" || offer.Size != 50<<20 || offer.SHA256 != sum {
+		t.Fatalf("bob's offer: %v (want sha256 %s)", offer, sum)
+	}
+	am, bm := alice.mark(), bob.mark()
+	bob.command(t, "/accept "+offer.ID)
+	done, _ := bob.waitEventFrom(t, bm, waitLong, "file_done", func(e *event) bool {
+		return (e.Type == "file_done" || e.Type == "file_failed") && e.ID == offer.ID
+	})
+	if done.Type != "file_done" || done.SHA256 != sum || done.Path != filepath.Join(dl, "big file.bin") {
+		t.Fatalf("bob: %v", done)
+	}
+	if got := fileSum(t, done.Path); got != sum {
+		t.Fatalf("saved file's sha256 %s, want %s", got, sum)
+	}
+	alice.waitEventFrom(t, am, waitLong, "alice's file_done", func(e *event) bool { return e.Type == "file_done" && e.ID == sent.ID })
+	if p := bob.events(bm, func(e *event) bool { return e.Type == "file_progress" && e.ID == offer.ID }); len(p) == 0 {
+		t.Errorf("bob: no file_progress")
+	}
+
+	// Again: a numbered name, the first untouched.
+	offer, _ = send(path)
+	bm = bob.mark()
+	bob.command(t, "/accept "+offer.ID)
+	done, _ = bob.waitEventFrom(t, bm, waitLong, "file_done", func(e *event) bool {
+		return (e.Type == "file_done" || e.Type == "file_failed") && e.ID == offer.ID
+	})
+	if done.Type != "file_done" || done.Path != filepath.Join(dl, "big file (1).bin") || fileSum(t, done.Path) != sum {
+		t.Fatalf("second copy: %v", done)
+	}
+
+	// Rejected.
+	small := filepath.Join(src, "note.txt")
+	randomFile(t, small, 1000)
+	offer, sent = send(small)
+	am = alice.mark()
+	bob.command(t, "/reject "+offer.ID)
+	alice.waitEventFrom(t, am, waitLong, "file_failed", func(e *event) bool { return e.Type == "file_failed" && e.ID == sent.ID })
+
+	// Cancelled by its sender before bob answered.
+	offer, sent = send(small)
+	bm = bob.mark()
+	alice.command(t, "/cancel "+sent.ID)
+	bob.waitEventFrom(t, bm, waitLong, "file_failed", func(e *event) bool { return e.Type == "file_failed" && e.ID == offer.ID })
+
+	// Hostile names never reach bob's screen.
+	for _, name := range []string{"CON.txt", "a\x1b[2Jb.txt"} {
+		p := filepath.Join(src, name)
+		randomFile(t, p, 10)
+		am, bm := alice.mark(), bob.mark()
+		alice.command(t, "/send bob "+p)
+		// The sender checks the name as the receiver would, and offers
+		// nothing.
+		f, _ := alice.waitEventFrom(t, am, waitLong, "error", isType("error"))
+		if f.Code != "bad_name" {
+			t.Errorf("%q: %v", name, f)
+		}
+		if o := bob.events(bm, isType("file_offer")); len(o) > 0 {
+			t.Errorf("%q was shown to bob: %v", name, o)
+		}
+	}
+	entries, _ := os.ReadDir(dl)
+	if len(entries) != 2 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("downloads hold %q, want the two copies only", names)
+	}
+}
+
+// randomFile writes n random bytes to path and returns their SHA-256, hex.
+func randomFile(t *testing.T, path string, n int64) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, n); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fileSum returns the SHA-256 of the file at path, hex.
+func fileSum(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
