@@ -64,8 +64,10 @@ type partFile interface {
 var _ partFile = (*os.File)(nil)
 
 // defaultSyncEvery is how many verified bytes may wait for an fsync while
-// a Part is written: the most a crash of the machine costs.
-const defaultSyncEvery = 16 << 20
+// a Part is written: the most a crash costs (a receiver killed at 40 % of
+// a 200 MiB file resumes from 36 % at least). An fsync per 8 MiB is a few
+// milliseconds a second at disk speed.
+const defaultSyncEvery = 8 << 20
 
 // maxNumbered bounds the numbered names Finish tries.
 const maxNumbered = 10000
@@ -77,7 +79,7 @@ const maxNumbered = 10000
 // Bytes are written in order (Write). Each block is hashed as it arrives
 // and checked against the manifest when it completes; a block that does
 // not match is cut off again. Verified blocks are fsync'd at least every
-// 16 MiB, at the end of the file, and by Rewind, Close and a corrupt
+// 8 MiB, at the end of the file, and by Rewind, Close and a corrupt
 // block; only then do they count in Verified.
 //
 // Crash safety. The state file records the verified offset and the
@@ -186,7 +188,7 @@ func HasPart(dir string, id wire.FileID) bool {
 // size. It is where the sender resumes (the offset of a wire.FileAccept)
 // and, after OpenPart, Rewind or a Write that failed with ErrCorruptBlock,
 // where the next Write goes. While a stream is written it lags behind by
-// up to 16 MiB (what waits for an fsync).
+// up to 8 MiB (what waits for an fsync).
 func (p *Part) Verified() int64 { return p.durable.Load() }
 
 // Size is the size of the file.
