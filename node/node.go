@@ -209,7 +209,7 @@ func New(o Options) (*Node, error) {
 	})
 	n.xfer, err = transfer.New(transfer.Options{
 		Self: n.key, Bus: n.bus, Sessions: fileOpener{n.sess}, Peers: n.msgr,
-		Downloads: o.Downloads, AcceptFrom: o.AcceptFrom, MaxSize: o.MaxFileSize,
+		Downloads: o.Downloads, AcceptFrom: o.AcceptFrom, MaxSize: o.MaxFileSize, Outbox: o.Store,
 		PathOf: func(k wire.Key) string { return n.pn.PathOf(k).Kind.String() },
 		Logger: o.Logger,
 	})

@@ -134,8 +134,9 @@ var (
 	bucketPinKeys  = []byte("pin-keys")
 	bucketRVKeys   = []byte("rendezvous-keys")
 	bucketStored   = []byte("outbox-stored")
+	bucketFilesOut = []byte("files-out")
 
-	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys, bucketRVKeys, bucketStored}
+	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys, bucketRVKeys, bucketStored, bucketFilesOut}
 
 	metaVersion = []byte("version")
 	metaOwner   = []byte("owner")

@@ -11,6 +11,7 @@ import (
 
 	"natchat/node/api"
 	"natchat/node/files"
+	"natchat/node/store"
 	"natchat/wire"
 )
 
@@ -95,12 +96,89 @@ func (m *Manager) send(ctx context.Context, to, path, name string) {
 		return
 	}
 	id := newID()
+	if m.o.Outbox != nil {
+		rec := store.FileOut{ID: id, To: to, Path: path, Size: man.Size, SHA256: man.SHA256, Created: m.o.Now()}
+		if err := m.o.Outbox.PutFileOut(rec); err != nil {
+			m.log.Error().Err(err).Str("id", id.String()).Msg("recording a file being sent; a restart will not resume it")
+		}
+	}
+	m.run(ctx, id, to, key, path, name, man)
+}
+
+// resume offers again, after a restart, a file that was being sent: the
+// same ID, so that the receiver resumes from what it verified. The peer
+// is waited for (retryFor) if it is not online yet; a file that changed
+// meanwhile fails.
+func (m *Manager) resume(ctx context.Context, r store.FileOut) {
+	log := m.log.With().Str("id", r.ID.String()).Str("peer", r.To).Logger()
+	fail := func(reason string) {
+		m.publish(&api.FileFailed{ID: r.ID.String(), Reason: reason})
+		m.forget(r.ID)
+	}
+	var key wire.Key
+	backoff := minBackoff
+	for deadline := m.o.Now().Add(m.retryFor); ; {
+		k, e := m.o.Peers.KeyOf(ctx, r.To)
+		if e == nil {
+			key = k
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if (e.Code != api.CodePeerOffline && e.Code != api.CodeRendezvousUnreachable) || m.o.Now().After(deadline) {
+			fail(api.FilePeerOffline + ": " + e.Message)
+			return
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	man, err := files.HashFile(r.Path)
+	if err != nil || man.Size != r.Size || man.SHA256 != r.SHA256 {
+		if err == nil {
+			err = errors.New("its contents are not those offered")
+		}
+		log.Info().Err(err).Msg("a file being sent changed while the node was down")
+		fail(api.FileChanged + ": " + err.Error())
+		return
+	}
+	log.Info().Msg("offering a file again after a restart")
+	m.run(ctx, r.ID, r.To, key, r.Path, baseName(r.Path), man)
+}
+
+// forget drops the durable record of a file whose transfer ended.
+func (m *Manager) forget(id wire.FileID) {
+	if m.o.Outbox == nil {
+		return
+	}
+	if err := m.o.Outbox.DeleteFileOut(id); err != nil {
+		m.log.Error().Err(err).Str("id", id.String()).Msg("forgetting a file sent")
+	}
+}
+
+// run announces the offer and runs the transfer to its end; the durable
+// record goes once it has an outcome (not when the node stops first).
+func (m *Manager) run(ctx context.Context, id wire.FileID, to string, key wire.Key, path, name string, man *files.Manifest) {
 	offer := man.Offer(id, name)
 	frames := wire.AppendFileOffer(nil, offer)
 	frames = wire.AppendFileHashFrames(frames, man.Blocks)
 	tctx, stop := context.WithCancel(ctx)
 	defer stop()
 	o := &outgoing{id: id, to: to, peer: key, path: path, man: man, offer: offer, frames: frames, stop: stop}
+	defer func() {
+		m.mu.Lock()
+		final := o.final
+		m.mu.Unlock()
+		if final {
+			m.forget(id)
+		}
+	}()
 	m.mu.Lock()
 	m.out[id] = o
 	m.mu.Unlock()

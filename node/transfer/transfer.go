@@ -42,6 +42,7 @@ import (
 
 	"natchat/node/api"
 	"natchat/node/files"
+	"natchat/node/store"
 	"natchat/wire"
 )
 
@@ -83,8 +84,19 @@ type Options struct {
 	PerPeer      int                   // concurrent transfers per peer (each direction); 0: 4
 	DecideWithin time.Duration         // how long an offer waits for /accept or /reject; 0: 10 min (then rejected)
 	PathOf       func(wire.Key) string // "direct"/"relay" for progress events; nil: ""
-	Logger       zerolog.Logger
-	Now          func() time.Time // nil: time.Now
+	// Outbox keeps the files being sent, so that a restarted node offers
+	// them again (the receiver resumes from its verified blocks). nil:
+	// a restart ends them.
+	Outbox Outbox
+	Logger zerolog.Logger
+	Now    func() time.Time // nil: time.Now
+}
+
+// Outbox is the durable record of files being sent (store.Store).
+type Outbox interface {
+	PutFileOut(f store.FileOut) error
+	DeleteFileOut(id wire.FileID) error
+	FilesOut() ([]store.FileOut, error)
 }
 
 // Defaults and limits.
@@ -212,6 +224,15 @@ func (m *Manager) Start(ctx context.Context) {
 	m.mu.Lock()
 	m.ctx = ctx
 	m.mu.Unlock()
+	if m.o.Outbox != nil {
+		recs, err := m.o.Outbox.FilesOut()
+		if err != nil {
+			m.log.Error().Err(err).Msg("files being sent: a record is damaged")
+		}
+		for _, r := range recs {
+			m.wg.Go(func() { m.resume(ctx, r) })
+		}
+	}
 	m.wg.Go(func() {
 		t := time.NewTicker(m.sweepEvery)
 		defer t.Stop()

@@ -25,6 +25,7 @@ import (
 	"natchat/node/api"
 	"natchat/node/files"
 	"natchat/node/session"
+	"natchat/node/store"
 	"natchat/wire"
 )
 
@@ -995,6 +996,105 @@ func TestResumeAfterReceiverRestart(t *testing.T) {
 	w.waitServes()
 	if got := entries(t, bob.dir); !slices.Equal(got, []string{"r.bin"}) {
 		t.Errorf("downloads hold %v", got)
+	}
+}
+
+// memOutbox is an Outbox in memory, shared by a node's runs.
+type memOutbox struct {
+	mu   sync.Mutex
+	recs map[wire.FileID]store.FileOut
+}
+
+func (b *memOutbox) PutFileOut(f store.FileOut) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.recs[f.ID] = f
+	return nil
+}
+
+func (b *memOutbox) DeleteFileOut(id wire.FileID) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.recs, id)
+	return nil
+}
+
+func (b *memOutbox) FilesOut() ([]store.FileOut, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []store.FileOut
+	for _, f := range b.recs {
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func (b *memOutbox) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.recs)
+}
+
+// TestResumeAfterSenderRestart: the sender stops at 40 % and starts again
+// with the same outbox: it offers the same ID again, the receiver resumes
+// from what it verified, and the file verifies. The record goes once the
+// transfer is done.
+func TestResumeAfterSenderRestart(t *testing.T) {
+	w := newWorld(t)
+	var first *tap
+	w.tapFor = func(i int, tp *tap) {
+		if i == 0 {
+			tp.pauseAt = size5M * 4 / 10
+			first = tp
+		}
+	}
+	box := &memOutbox{recs: map[wire.FileID]store.FileOut{}}
+	withBox := func(o *Options, _ *Manager) { o.Outbox = box }
+	alice := w.start("alice", "", withBox)
+	bob := w.start("bob", "", func(o *Options, _ *Manager) { o.AcceptFrom = []string{"alice"} })
+	path, data := testFile(t, "", "s.bin", size5M, 14)
+	alice.m.Send(context.Background(), "bob", path)
+	id := offered(alice, bob)
+	select {
+	case <-first.reached:
+	case <-time.After(wait):
+		t.Fatal("the transfer did not get to 40%")
+	}
+	alice.stop()
+	if box.len() != 1 {
+		t.Fatalf("after the stop the outbox holds %d files, want 1", box.len())
+	}
+	alice2 := w.start("alice", "", withBox)
+	if o := alice2.next(isType(api.TypeFileOffer)).(*api.FileOffer); o.ID != id || o.To != "bob" {
+		t.Fatalf("the restarted sender offered %+v, want %s again", o, id)
+	}
+	d := bob.done(id)
+	checkFile(t, d.Path, data)
+	alice2.done(id)
+	alice2.amu.Lock()
+	acc := slices.Clone(alice2.accept)
+	alice2.amu.Unlock()
+	if len(acc) != 1 || acc[0] < size5M*35/100 {
+		t.Errorf("the restarted sender was accepted at %v (size %d)", acc, size5M)
+	}
+	w.waitServes()
+	if box.len() != 0 {
+		t.Errorf("the outbox still holds %d files after the transfer", box.len())
+	}
+}
+
+// TestResumedFileChanged: a file that changed while its sender was down is
+// not offered again: file_failed, and the record goes.
+func TestResumedFileChanged(t *testing.T) {
+	w := newWorld(t)
+	box := &memOutbox{recs: map[wire.FileID]store.FileOut{}}
+	path, _ := testFile(t, "", "c.bin", 1000, 15)
+	box.recs[wire.FileID{5}] = store.FileOut{ID: wire.FileID{5}, To: "bob", Path: path, Size: 1000}
+	w.start("bob", "", nil)
+	alice := w.start("alice", "", func(o *Options, _ *Manager) { o.Outbox = box })
+	alice.failed(wire.FileID{5}.String(), api.FileChanged)
+	if box.len() != 0 {
+		t.Errorf("the outbox still holds %d files", box.len())
 	}
 }
 
