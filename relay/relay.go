@@ -21,13 +21,26 @@ type Limits struct {
 	Burst         time.Duration
 	// Burst is how much of the rate a node may send at once (default 250ms
 	// worth, and never less than one maximum-size packet).
+
+	// SmallPacketsPerSec is a budget of its own for packets of at most
+	// SmallPacket bytes: a node's chat messages, acknowledgements and
+	// control. They spend it first, and the shared budget above only when
+	// it is spent, so that a file a node sends through the relay (full
+	// packets, throttled by the shared budget, which QUIC's congestion
+	// control then follows) never holds up its chat. Default 500.
+	SmallPacketsPerSec int
 }
+
+// SmallPacket is the largest packet that counts as small (Limits).
+const SmallPacket = 512
 
 // Defaults.
 const (
 	DefaultPacketsPerSec = 2000
 	DefaultBytesPerSec   = 4 << 20
 	DefaultBurst         = 250 * time.Millisecond
+
+	DefaultSmallPacketsPerSec = 500
 	maxPacket            = 1500
 )
 
@@ -41,6 +54,9 @@ func (l Limits) withDefaults() Limits {
 	if l.Burst <= 0 {
 		l.Burst = DefaultBurst
 	}
+	if l.SmallPacketsPerSec == 0 {
+		l.SmallPacketsPerSec = DefaultSmallPacketsPerSec
+	}
 	return l
 }
 
@@ -48,6 +64,7 @@ func (l Limits) withDefaults() Limits {
 // the rendezvous owns one per registered node under its lock.
 type Limiter struct {
 	pkts, bytes *rate.Limiter // nil = unlimited
+	small       *rate.Limiter // small packets' own budget; nil: none
 }
 
 // NewLimiter returns a full limiter for l.
@@ -62,12 +79,19 @@ func NewLimiter(l Limits) *Limiter {
 		burst := max(maxPacket, int(float64(l.BytesPerSec)*l.Burst.Seconds()))
 		lim.bytes = rate.NewLimiter(rate.Limit(l.BytesPerSec), burst)
 	}
+	if l.SmallPacketsPerSec > 0 {
+		lim.small = rate.NewLimiter(rate.Limit(l.SmallPacketsPerSec), max(1, int(float64(l.SmallPacketsPerSec)*l.Burst.Seconds())))
+	}
 	return lim
 }
 
 // Allow reports whether a packet of n bytes may be relayed at now, and
-// spends the tokens if so. A refused packet spends nothing.
+// spends the tokens if so. A refused packet spends nothing. A small packet
+// spends its own budget first.
 func (l *Limiter) Allow(now time.Time, n int) bool {
+	if n <= SmallPacket && l.small != nil && l.small.AllowN(now, 1) {
+		return true
+	}
 	if l.pkts != nil && l.pkts.TokensAt(now) < 1 {
 		return false
 	}

@@ -6,7 +6,7 @@ import (
 )
 
 func TestLimiterPackets(t *testing.T) {
-	l := NewLimiter(Limits{PacketsPerSec: 100, BytesPerSec: -1, Burst: 100 * time.Millisecond})
+	l := NewLimiter(Limits{PacketsPerSec: 100, BytesPerSec: -1, Burst: 100 * time.Millisecond, SmallPacketsPerSec: -1})
 	now := time.Unix(1000, 0)
 	n := 0
 	for l.Allow(now, 10) {
@@ -45,7 +45,7 @@ func TestLimiterBytes(t *testing.T) {
 }
 
 func TestLimiterRefusalSpendsNoPacketToken(t *testing.T) {
-	l := NewLimiter(Limits{PacketsPerSec: 1, BytesPerSec: 1500, Burst: time.Second})
+	l := NewLimiter(Limits{PacketsPerSec: 1, BytesPerSec: 1500, Burst: time.Second, SmallPacketsPerSec: -1})
 	now := time.Unix(1000, 0)
 	if l.Allow(now, 2000) {
 		t.Fatal("2000 bytes allowed with a 1500-byte burst")
@@ -62,5 +62,31 @@ func TestLimiterDefaults(t *testing.T) {
 		if !l.Allow(now, 1200) {
 			t.Fatalf("default limits refused packet %d of a 400-packet burst", i)
 		}
+	}
+}
+
+// TestSmallPacketsPassFirst: with the shared budget spent by full packets
+// (a file), small packets (chat, acknowledgements) still pass on their own
+// budget; past it they compete for the shared one.
+func TestSmallPacketsPassFirst(t *testing.T) {
+	l := NewLimiter(Limits{PacketsPerSec: 10, BytesPerSec: -1, Burst: time.Second, SmallPacketsPerSec: 5})
+	now := time.Unix(1000, 0)
+	n := 0
+	for l.Allow(now, 1200) {
+		n++
+	}
+	if n != 10 {
+		t.Fatalf("full packets: %d allowed, want the shared burst of 10", n)
+	}
+	for i := range 5 {
+		if !l.Allow(now, 200) {
+			t.Fatalf("small packet %d refused while the file spent the shared budget", i)
+		}
+	}
+	if l.Allow(now, 200) {
+		t.Fatal("a sixth small packet passed with both budgets spent")
+	}
+	if l.Allow(now, SmallPacket+1) {
+		t.Fatal("a packet over SmallPacket took the small budget")
 	}
 }

@@ -43,7 +43,8 @@ func run(args []string) error {
 	room := fs.String("default-room", rendezvous.DefaultRoom, `room every new node is put in, once ("" for none)`)
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this TCP host:port (off when empty)")
 	pps := fs.Int("relay-pps", relay.DefaultPacketsPerSec, "relayed packets per second per node (-1 unlimited)")
-	bps := fs.Int("relay-bps", relay.DefaultBytesPerSec, "relayed bytes per second per node (-1 unlimited)")
+	bps := fs.Int("relay-bps", relay.DefaultBytesPerSec, "relayed bytes per second per node (-1 unlimited): what a file through the relay gets")
+	smallPPS := fs.Int("relay-small-pps", relay.DefaultSmallPacketsPerSec, "relayed small packets (chat, acknowledgements) per second per node, apart from -relay-pps (-1 unlimited)")
 	newNames := fs.Int("new-names", 30, "new names registered per network (/24, /56) per hour (-1 unlimited)")
 	lookupRate := fs.Int("lookup-rate", 20, "lookups per second per node (-1 unlimited)")
 	introRate := fs.Int("intro-rate", 10, "introductions (signalling a new peer) per second per node (-1 unlimited)")
@@ -82,8 +83,8 @@ func run(args []string) error {
 		return cmdutil.Usagef("-heartbeat must be positive and shorter than -expiry")
 	case *room != "" && wire.ValidateRoom(*room) != nil:
 		return cmdutil.Usagef("-default-room %q: %v", *room, wire.ValidateRoom(*room))
-	case *pps == 0 || *bps == 0:
-		return cmdutil.Usagef("-relay-pps and -relay-bps must be positive or -1")
+	case *pps == 0 || *bps == 0 || *smallPPS == 0:
+		return cmdutil.Usagef("-relay-pps, -relay-bps and -relay-small-pps must be positive or -1")
 	case *data == "":
 		return cmdutil.Usagef("-data must not be empty")
 	case *newNames == 0 || *lookupRate == 0 || *introRate == 0:
@@ -130,7 +131,7 @@ func run(args []string) error {
 	srv, err := rendezvous.New(rendezvous.Options{
 		Conn: conn, Store: store, Logger: log,
 		Expiry: *expiry, Heartbeat: *heartbeat, DefaultRoom: *room,
-		Relay: relay.Limits{PacketsPerSec: *pps, BytesPerSec: *bps},
+		Relay: relay.Limits{PacketsPerSec: *pps, BytesPerSec: *bps, SmallPacketsPerSec: *smallPPS},
 		Key:   key, NewNames: *newNames, LookupRate: *lookupRate, IntroRate: *introRate,
 		BindingTTL: *bindingTTL, BigRoom: *bigRoom,
 		MailboxCount: *mailCount, MailboxBytes: *mailBytes, MailboxShare: *mailShare, MailboxAge: *mailAge,
