@@ -93,6 +93,9 @@ type NodeConfig struct {
 	// Discard: the front end reads events and keeps none (for memory
 	// measurements); Wait and Events see nothing.
 	Discard bool
+	// Downloads and AcceptFrom: node.Options' (files).
+	Downloads  string
+	AcceptFrom []string
 }
 
 // StartNode runs a node until the test ends (or Stop). A front end
@@ -119,6 +122,7 @@ func StartNode(tb testing.TB, c NodeConfig) *Node {
 		Name: c.Name, Rendezvous: c.RV, Conn: c.Conn, Identity: priv, Store: st, Heartbeat: c.Heartbeat,
 		Net: c.Net, NoDirect: c.NoDirect, Punch: c.Punch, IdleTimeout: c.IdleTimeout,
 		Logger: Logger(tb, c.Name), DeliveryTimeout: 2 * time.Minute,
+		Downloads: c.Downloads, AcceptFrom: c.AcceptFrom,
 	})
 	if err != nil {
 		st.Close()

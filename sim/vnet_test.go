@@ -63,6 +63,13 @@ type pair struct {
 
 func newPair(t *testing.T, np vnetlab.Pair, imp vnetlab.Impairment, seed uint64) *pair {
 	t.Helper()
+	return newPairWith(t, np, imp, seed, nil, nil)
+}
+
+// newPairWith is newPair with the rendezvous's options and each node's
+// config edited (nil: as they are).
+func newPairWith(t *testing.T, np vnetlab.Pair, imp vnetlab.Impairment, seed uint64, rv func(*rendezvous.Options), node func(*NodeConfig)) *pair {
+	t.Helper()
 	w := vnetlab.NewWorld(t, imp, seed)
 	rvh := w.PublicHost(rvIP)
 	la, lb := w.LANs(np)
@@ -75,9 +82,15 @@ func newPair(t *testing.T, np vnetlab.Pair, imp vnetlab.Impairment, seed uint64)
 	if p.pubB == "" {
 		p.pubB = hb.IP
 	}
-	p.rv = StartRendezvous(t, rvh.Listen(3478), nil)
-	p.a = StartNode(t, NodeConfig{Name: "alice", Conn: ha.Listen(0), RV: p.rv.Addr, Net: ha.Net})
-	p.b = StartNode(t, NodeConfig{Name: "bob", Conn: hb.Listen(0), RV: p.rv.Addr, Net: hb.Net})
+	p.rv = StartRendezvous(t, rvh.Listen(3478), rv)
+	ca := NodeConfig{Name: "alice", Conn: ha.Listen(0), RV: p.rv.Addr, Net: ha.Net}
+	cb := NodeConfig{Name: "bob", Conn: hb.Listen(0), RV: p.rv.Addr, Net: hb.Net}
+	if node != nil {
+		node(&ca)
+		node(&cb)
+	}
+	p.a = StartNode(t, ca)
+	p.b = StartNode(t, cb)
 	p.a.WaitRegistered(30 * time.Second)
 	p.b.WaitRegistered(30 * time.Second)
 	// The WAN goes dark before the nodes stop (cleanups run last first),
