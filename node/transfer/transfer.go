@@ -78,7 +78,7 @@ type Options struct {
 	Bus          *api.Bus
 	Sessions     Sessions
 	Peers        Peers
-	Downloads    string                // directory files are saved in (created 0700 if missing); "": offers are rejected
+	Downloads    string                // directory files are saved in (made 0700 at the first accept); "": offers are rejected
 	AcceptFrom   []string              // names whose offers are accepted without asking
 	MaxSize      int64                 // largest file offered or accepted; 0: 4 GiB
 	PerPeer      int                   // concurrent transfers per peer (each direction); 0: 4
@@ -193,11 +193,6 @@ func New(o Options) (*Manager, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Downloads != "" {
-		if err := os.MkdirAll(o.Downloads, 0o700); err != nil {
-			return nil, fmt.Errorf("transfer: downloads: %w", err)
-		}
-	}
 	m := &Manager{
 		o:            o,
 		log:          o.Logger.With().Str("sub", "transfer").Logger(),
@@ -206,7 +201,7 @@ func New(o Options) (*Manager, error) {
 		idleFor:      idleFor,
 		offerTimeout: offerTimeout,
 		sweepEvery:   time.Second,
-		openPart:     files.OpenPart,
+		openPart:     openPart,
 		out:          map[wire.FileID]*outgoing{},
 		in:           map[wire.FileID]*incoming{},
 		tombs:        map[wire.FileID]tomb{},
@@ -455,3 +450,12 @@ func (mt *meter) tick(pub func(api.Event), bytes int64) {
 
 // baseName is the name a path is offered under.
 func baseName(path string) string { return filepath.Base(path) }
+
+// openPart opens a download's part, making the downloads directory (0700)
+// first: only a node that accepts a file gets one.
+func openPart(dir string, id wire.FileID, man *files.Manifest) (*files.Part, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("downloads: %w", err)
+	}
+	return files.OpenPart(dir, id, man)
+}
