@@ -262,6 +262,9 @@ func (w *world) start(name, dir string, tune func(*Options, *Manager)) *node {
 	w.t.Helper()
 	if dir == "" {
 		dir = filepath.Join(w.t.TempDir(), "downloads")
+		if err := os.MkdirAll(dir, 0o700); err != nil { // the node makes it at its first accept; tests look in it before
+			w.t.Fatal(err)
+		}
 	}
 	n := &node{w: w, name: name, key: keyOf(name), dir: dir, events: make(chan api.Event, 100000), readerDone: make(chan struct{})}
 	bus := api.NewBus(nil)
