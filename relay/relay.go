@@ -41,7 +41,7 @@ const (
 	DefaultBurst         = 250 * time.Millisecond
 
 	DefaultSmallPacketsPerSec = 500
-	maxPacket            = 1500
+	maxPacket                 = 1500
 )
 
 func (l Limits) withDefaults() Limits {
