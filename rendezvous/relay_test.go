@@ -158,7 +158,7 @@ func TestRelayRateLimit(t *testing.T) {
 	t.Run("packets", func(t *testing.T) {
 		// 20 packets/s with 250 ms of burst: 5 at once.
 		h := newHarness(t, func(o *rendezvous.Options) {
-			o.Relay = relay.Limits{PacketsPerSec: 20, BytesPerSec: -1, Burst: 250 * time.Millisecond}
+			o.Relay = relay.Limits{PacketsPerSec: 20, BytesPerSec: -1, Burst: 250 * time.Millisecond, SmallPacketsPerSec: -1}
 		})
 		a := newNode(t, "alice", "198.51.100.1:1000")
 		b := newNode(t, "bob", "198.51.100.2:2000")
@@ -201,7 +201,7 @@ func TestRelayRateLimit(t *testing.T) {
 	})
 	t.Run("bytes", func(t *testing.T) {
 		h := newHarness(t, func(o *rendezvous.Options) {
-			o.Relay = relay.Limits{PacketsPerSec: -1, BytesPerSec: 3000, Burst: time.Second}
+			o.Relay = relay.Limits{PacketsPerSec: -1, BytesPerSec: 3000, Burst: time.Second, SmallPacketsPerSec: -1}
 		})
 		a := newNode(t, "alice", "198.51.100.1:1000")
 		b := newNode(t, "bob", "198.51.100.2:2000")
