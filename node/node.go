@@ -422,6 +422,12 @@ func (n *Node) do(ctx context.Context, c api.Command) {
 	case api.Trust:
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.msgr.Trust(ctx, c.Name) }()
+	case api.History:
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.history(c) }()
+	case api.CheckNet:
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.netCheck(ctx) }()
 	case api.Deregister:
 		if !n.rv.Deregister() {
 			n.bus.Publish(&api.Error{Code: api.CodeBadCommand, Message: "not registered: /reg registers again"})

@@ -29,6 +29,8 @@ func (d *Dispatcher) Input(line string) (api.Command, api.Event) {
 		return nil, err
 	case l.Help:
 		return nil, &api.Help{Commands: Help()}
+	case l.Clear:
+		return nil, nil
 	case l.Say != "":
 		to := d.Target()
 		if to == "" {
@@ -52,6 +54,14 @@ func (d *Dispatcher) Input(line string) (api.Command, api.Event) {
 		}
 		if wire.NameKey(c.Room) == wire.NameKey(d.target) {
 			d.target = ""
+		}
+		return c, nil
+	case api.History:
+		if c.Conv == "" {
+			if d.target == "" {
+				return nil, &api.Error{Code: api.CodeNoTarget, Message: "no current conversation: /history N NAME"}
+			}
+			c.Conv = d.target
 		}
 		return c, nil
 	}

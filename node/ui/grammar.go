@@ -7,6 +7,7 @@ package ui
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -22,10 +23,11 @@ import (
 // parts the current conversation, which the Dispatcher fills in as it
 // does for Say.
 type Line struct {
-	Cmd  api.Command
-	Say  string
-	Kind string // of Say: api.KindText or api.KindEmote
-	Help bool
+	Cmd   api.Command
+	Say   string
+	Kind  string // of Say: api.KindText or api.KindEmote
+	Help  bool
+	Clear bool // /clear: the front end clears its view (the node is not asked)
 }
 
 // spec is one command of the grammar.
@@ -51,6 +53,14 @@ var commands = []spec{
 	{name: "/cancel", usage: "/cancel ID", summary: "stop the file transfer ID, sending or receiving", parse: parseFileID(func(id string) api.Command { return api.CancelFile{ID: id} }, "/cancel ID")},
 	{name: "/fingerprint", usage: "/fingerprint [NAME]", summary: "your key's fingerprint, or NAME's, to compare out of band", parse: parseFingerprint},
 	{name: "/trust", usage: "/trust NAME", summary: "accept NAME's new key after a key_changed warning", parse: parseTrust},
+	{name: "/history", usage: "/history [N] [NAME]", summary: "the last N (default 50) messages of the current conversation, or of NAME (a peer or a #room), from the node's history", parse: parseHistory},
+	{name: "/netcheck", usage: "/netcheck", summary: "your public endpoint(s), your NAT's mapping behaviour, and the path to each peer", parse: noArgs(api.CheckNet{})},
+	{name: "/clear", usage: "/clear", summary: "clear the conversation on screen (history is kept)", parse: func(args string) (Line, *api.Error) {
+		if strings.TrimSpace(args) != "" {
+			return Line{}, badCommand("takes no arguments")
+		}
+		return Line{Clear: true}, nil
+	}},
 	{name: "/dereg", usage: "/dereg", summary: "go offline without quitting: messages to you wait in your mailbox", parse: noArgs(api.Deregister{})},
 	{name: "/reg", usage: "/reg", summary: "come back online (after /dereg) and get what waits in your mailbox", parse: noArgs(api.Register{})},
 	{name: "/help", usage: "/help", summary: "this list", parse: func(string) (Line, *api.Error) { return Line{Help: true}, nil }},
@@ -156,6 +166,44 @@ func parseWho(args string) (Line, *api.Error) {
 		w.After = f[1]
 	}
 	return Line{Cmd: w}, nil
+}
+
+// maxHistory bounds /history N.
+const maxHistory = 1000
+
+// parseHistory parses /history [N] [NAME|#ROOM]. Without NAME the
+// Dispatcher fills in the current conversation.
+func parseHistory(args string) (Line, *api.Error) {
+	const usage = "usage: /history [N] [NAME|#ROOM] (N from 1 to 1000)"
+	h := api.History{}
+	f := strings.Fields(args)
+	if len(f) > 2 {
+		return Line{}, badCommand(usage)
+	}
+	if len(f) > 0 {
+		if n, err := strconv.Atoi(f[0]); err == nil {
+			if n < 1 || n > maxHistory {
+				return Line{}, badCommand(usage)
+			}
+			h.N = n
+			f = f[1:]
+		}
+	}
+	switch len(f) {
+	case 0:
+	case 1:
+		if wire.IsRoom(f[0]) {
+			if err := badRoom(f[0]); err != nil {
+				return Line{}, err
+			}
+		} else if err := wire.ValidateName(f[0]); err != nil {
+			return Line{}, &api.Error{Code: api.CodeBadName, Message: err.Error()}
+		}
+		h.Conv = f[0]
+	default:
+		return Line{}, badCommand(usage)
+	}
+	return Line{Cmd: h}, nil
 }
 
 // parseSend parses /send NAME PATH; PATH is the rest of the line (it may

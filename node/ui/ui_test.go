@@ -122,7 +122,7 @@ func TestHelpFromGrammar(t *testing.T) {
 			t.Errorf("help text lacks %q", c.usage)
 		}
 		// Every command in the help parses (with arguments where it needs them).
-		args := strings.NewReplacer("NAME", "bob", "TEXT", "hi", "ACTION", "waves", "#ROOM", "#dev", "AFTER", "bob", "PATH", "/tmp/a b.txt", "ID", "0123456789abcdef", "[", "", "]", "")
+		args := strings.NewReplacer("NAME", "bob", "TEXT", "hi", "ACTION", "waves", "#ROOM", "#dev", "AFTER", "bob", "PATH", "/tmp/a b.txt", "ID", "0123456789abcdef", "[", "", "]", "", "N", "5")
 		if _, err := Parse(args.Replace(c.usage)); err != nil {
 			t.Errorf("usage %q does not parse: %v", c.usage, err)
 		}
