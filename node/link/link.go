@@ -20,14 +20,30 @@ import (
 	"natchat/wire"
 )
 
-// Addr is a peer's address on the link: its identity key.
-type Addr struct{ Key wire.Key }
+// Addr is a peer's address on the link: its identity key. Compare Addrs
+// by Key (a hidden field caches the key's text).
+type Addr struct {
+	Key wire.Key
+	// s is Key in hex when made by NewAddr. quic-go compares a server
+	// connection's remote address with every packet's by their String
+	// (path_manager.go addrsEqual, for anything but *net.UDPAddr): two hex
+	// encodings a packet, 0.5 s of CPU a GiB, until the text is cached.
+	s string
+}
+
+// NewAddr returns k's Addr, its text made once.
+func NewAddr(k wire.Key) Addr { return Addr{Key: k, s: k.String()} }
 
 // Network returns "natchat".
 func (Addr) Network() string { return "natchat" }
 
 // String returns the key in hex.
-func (a Addr) String() string { return a.Key.String() }
+func (a Addr) String() string {
+	if a.s != "" {
+		return a.s
+	}
+	return a.Key.String()
+}
 
 var _ net.Addr = Addr{}
 
@@ -317,7 +333,7 @@ func (c *Conn) Open(k wire.Key) {
 		c.peersMu.Unlock()
 		return
 	}
-	p := &peer{key: k, addr: Addr{Key: k}}
+	p := &peer{key: k, addr: NewAddr(k)}
 	path := Path{Kind: Relay, Remote: c.opts.RelayRemote}
 	p.path.Store(&path)
 	m := make(map[wire.Key]*peer, len(old)+1)
@@ -527,7 +543,7 @@ func (c *Conn) consume(b []byte, p *Buf) (int, net.Addr, error) {
 	n := copy(b, p.B)
 	from := p.addr
 	if from == nil {
-		from = Addr{Key: p.from} // an untracked peer: rare, one allocation
+		from = NewAddr(p.from) // an untracked peer: rare, two allocations
 	}
 	PutBuf(p)
 	return n, from, nil
@@ -582,7 +598,7 @@ func (c *Conn) Close() error {
 }
 
 // LocalAddr returns this node's Addr.
-func (c *Conn) LocalAddr() net.Addr { return Addr{Key: c.opts.Local} }
+func (c *Conn) LocalAddr() net.Addr { return NewAddr(c.opts.Local) }
 
 // SetDeadline sets the read deadline; writes never block.
 func (c *Conn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }

@@ -246,7 +246,7 @@ func (d *direct) Direct(up bool, remote net.Addr, rtt time.Duration) {
 	if up && ok {
 		ap := ua.AddrPort()
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		d.up, d.path, d.remote, d.rtt = true, &sockPath{conn: d.p.opts.Conn, to: net.UDPAddrFromAddrPort(ap), ap: ap}, ap.String(), rtt
+		d.up, d.path, d.remote, d.rtt = true, &sockPath{conn: d.p.opts.Conn, snd: d.p.snd, to: net.UDPAddrFromAddrPort(ap), ap: ap}, ap.String(), rtt
 		d.p.setRemote(d, ap, true)
 		d.p.link.SetDirect(d.key, d.path, d.remote, rtt)
 		return
@@ -274,6 +274,7 @@ func (d *direct) Receive(b []byte) { d.p.link.DeliverDirect(d.key, b) }
 // to the peer's address, without an allocation.
 type sockPath struct {
 	conn net.PacketConn
+	snd  *sender // nil: write on conn
 	to   *net.UDPAddr
 	ap   netip.AddrPort
 }
@@ -283,6 +284,9 @@ type udpWriter interface {
 }
 
 func (s *sockPath) Write(b []byte) error {
+	if s.snd != nil {
+		return s.snd.Write(b, s.ap)
+	}
 	if w, ok := s.conn.(udpWriter); ok {
 		_, err := w.WriteToUDPAddrPort(b, s.ap)
 		return err

@@ -82,6 +82,7 @@ type Net struct {
 	rv    RV
 	rvUDP *net.UDPAddr
 	link  *link.Conn
+	snd   *sender        // bulk datagrams (direct and relayed QUIC); nil unless Conn is a *net.UDPConn
 	ice   *iceConn       // punch's view of the socket; nil with NoDirect
 	punch *punch.Manager // nil with NoDirect
 	ops   chan op        // to the worker
@@ -149,6 +150,9 @@ func New(o Options) (*Net, error) {
 		lo.SetWriteBuffer = wb.SetWriteBuffer
 	}
 	p.link = link.New(lo)
+	if uc, ok := o.Conn.(*net.UDPConn); ok {
+		p.snd = newSender(uc)
+	}
 	if !o.NoDirect {
 		p.ice = newICEConn(o.Conn)
 		po := o.Punch
@@ -186,7 +190,13 @@ func (p *Net) sendRelay(dst wire.Key, b []byte) error {
 	}
 	bp := relayBufs.Get().(*[]byte)
 	pkt := append(wire.AppendRelayHeader((*bp)[:0], *s, dst), b...)
-	p.WriteRV(pkt)
+	if p.snd != nil {
+		if err := p.snd.Write(pkt, p.opts.Rendezvous); err != nil {
+			p.log.Debug().Err(err).Msg("relay write")
+		}
+	} else {
+		p.WriteRV(pkt)
+	}
 	*bp = pkt
 	relayBufs.Put(bp)
 	return nil
@@ -206,6 +216,9 @@ func (p *Net) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.ctx = ctx
+	if p.snd != nil {
+		p.snd.start()
+	}
 	var reader, worker sync.WaitGroup
 	reader.Add(1)
 	go func() { defer reader.Done(); p.readLoop() }()
@@ -234,6 +247,9 @@ func (p *Net) Run(ctx context.Context) error {
 		p.punch.Close()
 	}
 	p.link.Close()
+	if p.snd != nil {
+		p.snd.Close() // what the sessions' last writes queued goes out first
+	}
 	p.opts.Conn.Close()
 	reader.Wait()
 	return err

@@ -597,7 +597,7 @@ func (m *Manager) dial(ctx context.Context, key wire.Key) error {
 	p.dialing, p.cancelDial = done, cancel
 	m.mu.Unlock()
 	started := m.opts.Now()
-	qc, err := m.tr.Dial(dctx, link.Addr{Key: key}, clientTLS(m.cert, key), m.quicConfig())
+	qc, err := m.tr.Dial(dctx, link.NewAddr(key), clientTLS(m.cert, key), m.quicConfig())
 	cancel()
 	m.mu.Lock()
 	p.dialing, p.cancelDial = nil, nil

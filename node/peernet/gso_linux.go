@@ -1,0 +1,52 @@
+package peernet
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// gsoSupported reports whether the kernel takes UDP_SEGMENT on conn.
+// NATCHAT_DISABLE_GSO=1 turns it off (as QUIC_GO_DISABLE_GSO does for
+// quic-go). A device that cannot segment is found at the first send.
+func gsoSupported(conn *net.UDPConn) bool {
+	if off, err := strconv.ParseBool(os.Getenv("NATCHAT_DISABLE_GSO")); err == nil && off {
+		return false
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		_, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
+// appendSegmentSize appends the control message that asks the kernel to
+// cut a send into datagrams of size bytes.
+func appendSegmentSize(b []byte, size uint16) []byte {
+	const dataLen = 2
+	start := len(b)
+	b = append(b, make([]byte, unix.CmsgSpace(dataLen))...)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[start]))
+	h.Level = unix.IPPROTO_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(dataLen))
+	*(*uint16)(unsafe.Pointer(&b[start+unix.CmsgSpace(0)])) = size
+	return b
+}
+
+// isGSOError reports whether err says the device cannot segment: EIO from
+// udp_send_skb without transmit checksum offload (udp(7)).
+func isGSOError(err error) bool {
+	var serr *os.SyscallError
+	return errors.As(err, &serr) && (serr.Err == unix.EIO || serr.Err == unix.EINVAL)
+}
