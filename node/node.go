@@ -187,7 +187,7 @@ func New(o Options) (*Node, error) {
 	}
 	n.pn.SetRV(n.rv)
 	n.sess, err = session.New(session.Options{
-		Link: n.pn.Link(), Identity: o.Identity, IdleTimeout: o.IdleTimeout, Logger: o.Logger,
+		Link: n.pn.Link().ForQUIC(), Identity: o.Identity, IdleTimeout: o.IdleTimeout, Logger: o.Logger,
 		OnPeer: n.onPeer,
 		OnOurs: n.pn.Vouch, // a peer we dialed or answered: past the strangers' cap
 	})

@@ -80,6 +80,14 @@ type DirectPath interface {
 	Write(b []byte) error
 }
 
+// GSOWriter is a DirectPath that sends a burst in one go: b holds
+// datagrams of seg bytes each, the last possibly shorter (UDP generic
+// segmentation offload, or one datagram at a time where the device
+// cannot). Without it the link writes the datagrams one by one.
+type GSOWriter interface {
+	WriteGSO(b []byte, seg int) error
+}
+
 // Options configure a Conn.
 type Options struct {
 	// Local is this node's key, the Conn's LocalAddr.
@@ -139,7 +147,7 @@ type Buf struct {
 	B []byte
 
 	from wire.Key // the sending peer, set by DeliverBuf
-	addr net.Addr // Addr{from}, converted once per peer (nil: untracked)
+	peer *peer    // the sending peer's state when tracked, else nil
 	data [BufSize]byte
 }
 
@@ -156,7 +164,7 @@ func GetBuf() *Buf {
 // PutBuf returns a Buf that was not delivered to the pool. The caller must
 // not use b after.
 func PutBuf(b *Buf) {
-	b.B, b.addr = nil, nil
+	b.B, b.peer = nil, nil
 	bufs.Put(b)
 }
 
@@ -177,7 +185,8 @@ const TrustWindow = 1500 * time.Millisecond
 // its changes, rare, are serialised by mu.
 type peer struct {
 	key  wire.Key
-	addr net.Addr // Addr{key}: handed to ReadFrom's callers without allocating
+	addr net.Addr     // Addr{key}: handed to ReadFrom's callers without allocating
+	udp  *net.UDPAddr // the key as ForQUIC's adapter names it, likewise
 
 	// direct is the direct path, nil on the relay.
 	direct atomic.Pointer[directPath]
@@ -287,6 +296,7 @@ type Conn struct {
 	peers    atomic.Pointer[map[wire.Key]*peer] // replaced, never changed, under peersMu
 	peersMu  sync.Mutex                         // serialises Open and Forget
 	events   reporter
+	onClose  []func() // set up before use (ForQUIC); run by Close
 }
 
 // New returns a Conn.
@@ -333,7 +343,7 @@ func (c *Conn) Open(k wire.Key) {
 		c.peersMu.Unlock()
 		return
 	}
-	p := &peer{key: k, addr: NewAddr(k)}
+	p := &peer{key: k, addr: NewAddr(k), udp: quicAddr(k)}
 	path := Path{Kind: Relay, Remote: c.opts.RelayRemote}
 	p.path.Store(&path)
 	m := make(map[wire.Key]*peer, len(old)+1)
@@ -447,12 +457,12 @@ func (c *Conn) DeliverBuf(src wire.Key, b *Buf, direct bool) {
 		}
 		b.B = b.data[:copy(b.data[:], b.B)]
 	}
-	b.from, b.addr = src, nil
+	b.from, b.peer = src, nil
 	if p := c.lookup(src); p != nil {
 		if direct && p.direct.Load() != nil {
 			p.trusted.Store(c.mono() + int64(TrustWindow))
 		}
-		b.addr = p.addr
+		b.peer = p
 	}
 	if c.closing.Load() {
 		PutBuf(b)
@@ -495,9 +505,27 @@ func (c *Conn) Oversize() uint64 { return c.oversize.Load() }
 // ReadFrom implements net.PacketConn: it copies the next received packet
 // into b (truncating it to len(b)) and names its sender with an Addr.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	p, err := c.next()
+	if err != nil {
+		return 0, nil, err
+	}
+	n := copy(b, p.B)
+	var from net.Addr
+	if p.peer != nil {
+		from = p.peer.addr
+	} else {
+		from = NewAddr(p.from) // an untracked peer: rare, two allocations
+	}
+	PutBuf(p)
+	return n, from, nil
+}
+
+// next waits for the next received packet, until the read deadline. The
+// caller gives the Buf back with PutBuf.
+func (c *Conn) next() (*Buf, error) {
 	for {
 		if c.closing.Load() {
-			return 0, nil, net.ErrClosed
+			return nil, net.ErrClosed
 		}
 		dl := c.dl.Load()
 		var timeout <-chan time.Time
@@ -505,7 +533,7 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if !dl.at.IsZero() {
 			d := time.Until(dl.at)
 			if d <= 0 {
-				return 0, nil, os.ErrDeadlineExceeded
+				return nil, os.ErrDeadlineExceeded
 			}
 			timer = time.NewTimer(d)
 			timeout = timer.C
@@ -514,19 +542,19 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 			// which would lock every channel it waits on.
 			select {
 			case p := <-c.in:
-				return c.consume(b, p)
+				return p, nil
 			default:
 			}
 		}
 		select {
 		case p := <-c.in:
 			stop(timer)
-			return c.consume(b, p)
+			return p, nil
 		case <-c.closed:
 			stop(timer)
-			return 0, nil, net.ErrClosed
+			return nil, net.ErrClosed
 		case <-timeout:
-			return 0, nil, os.ErrDeadlineExceeded
+			return nil, os.ErrDeadlineExceeded
 		case <-dl.changed:
 			stop(timer)
 		}
@@ -537,16 +565,6 @@ func stop(t *time.Timer) {
 	if t != nil {
 		t.Stop()
 	}
-}
-
-func (c *Conn) consume(b []byte, p *Buf) (int, net.Addr, error) {
-	n := copy(b, p.B)
-	from := p.addr
-	if from == nil {
-		from = NewAddr(p.from) // an untracked peer: rare, two allocations
-	}
-	PutBuf(p)
-	return n, from, nil
 }
 
 var errNotAddr = errors.New("link: not a link address")
@@ -563,7 +581,14 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if !ok {
 		return 0, errNotAddr
 	}
-	if p := c.lookup(a.Key); p != nil {
+	return c.write(a.Key, b)
+}
+
+func (c *Conn) write(k wire.Key, b []byte) (int, error) {
+	if c.closing.Load() {
+		return 0, net.ErrClosed
+	}
+	if p := c.lookup(k); p != nil {
 		if d := p.direct.Load(); d != nil {
 			trusted := c.mono() < p.trusted.Load()
 			if err := d.Write(b); err == nil && trusted {
@@ -573,10 +598,41 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			// the trust window: the relay carries it (too).
 		}
 	}
-	if err := c.opts.SendRelay(a.Key, b); err != nil {
+	if err := c.opts.SendRelay(k, b); err != nil {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// writeGSO sends a burst of datagrams of seg bytes (the last may be
+// shorter) to k: in one go on a trusted direct path that can, else
+// datagram by datagram as write does.
+func (c *Conn) writeGSO(k wire.Key, b []byte, seg int) error {
+	if c.closing.Load() {
+		return net.ErrClosed
+	}
+	if p := c.lookup(k); p != nil {
+		if d := p.direct.Load(); d != nil {
+			if g, ok := d.DirectPath.(GSOWriter); ok {
+				trusted := c.mono() < p.trusted.Load()
+				if err := g.WriteGSO(b, seg); err == nil && trusted {
+					return nil
+				}
+				for off := 0; off < len(b); off += seg {
+					if err := c.opts.SendRelay(k, b[off:min(off+seg, len(b))]); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+	}
+	for off := 0; off < len(b); off += seg {
+		if _, err := c.write(k, b[off:min(off+seg, len(b))]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close implements net.PacketConn: it wakes blocked readers and frees the
@@ -585,6 +641,9 @@ func (c *Conn) Close() error {
 	c.once.Do(func() {
 		c.closing.Store(true)
 		close(c.closed)
+		for _, f := range c.onClose {
+			f()
+		}
 		for {
 			select {
 			case p := <-c.in:

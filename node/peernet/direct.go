@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"natchat/node/link"
 	"natchat/punch"
 	"natchat/wire"
 )
@@ -274,7 +275,7 @@ func (d *direct) Receive(b []byte) { d.p.link.DeliverDirect(d.key, b) }
 // to the peer's address, without an allocation.
 type sockPath struct {
 	conn net.PacketConn
-	snd  *sender // nil: write on conn
+	snd  *sender // for WriteGSO; nil: no GSO
 	to   *net.UDPAddr
 	ap   netip.AddrPort
 }
@@ -284,9 +285,6 @@ type udpWriter interface {
 }
 
 func (s *sockPath) Write(b []byte) error {
-	if s.snd != nil {
-		return s.snd.Write(b, s.ap)
-	}
 	if w, ok := s.conn.(udpWriter); ok {
 		_, err := w.WriteToUDPAddrPort(b, s.ap)
 		return err
@@ -294,6 +292,23 @@ func (s *sockPath) Write(b []byte) error {
 	_, err := s.conn.WriteTo(b, s.to)
 	return err
 }
+
+// WriteGSO implements link.GSOWriter: quic-go's burst goes out in one
+// send from the caller's goroutine, as Write's single packets do, so the
+// path keeps quic-go's order.
+func (s *sockPath) WriteGSO(b []byte, seg int) error {
+	if s.snd == nil {
+		for off := 0; off < len(b); off += seg {
+			if err := s.Write(b[off:min(off+seg, len(b))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return s.snd.writeRun(b, seg, s.ap)
+}
+
+var _ link.GSOWriter = (*sockPath)(nil)
 
 // onSignal handles signalling from peer k.
 func (p *Net) onSignal(k wire.Key, body []byte) {

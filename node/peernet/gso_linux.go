@@ -50,3 +50,44 @@ func isGSOError(err error) bool {
 	var serr *os.SyscallError
 	return errors.As(err, &serr) && (serr.Err == unix.EIO || serr.Err == unix.EINVAL)
 }
+
+// enableGRO asks the kernel to hand up runs of datagrams of one flow
+// coalesced, as one read with the segment size in a control message
+// (UDP_GRO): a peer that sends with GSO is then read in one system call a
+// run. NATCHAT_DISABLE_GSO=1 turns it off too.
+func enableGRO(conn *net.UDPConn) bool {
+	if off, err := strconv.ParseBool(os.Getenv("NATCHAT_DISABLE_GSO")); err == nil && off {
+		return false
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
+// groOOBLen is room for the control messages of one read.
+var groOOBLen = unix.CmsgSpace(4) * 2
+
+// groSegmentSize returns the segment size a read's control messages give
+// (0: the read is one datagram).
+func groSegmentSize(oob []byte) int {
+	for len(oob) >= unix.CmsgSpace(0) {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.CmsgLen(0) || l > len(oob) {
+			return 0
+		}
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(*(*int32)(unsafe.Pointer(&oob[unix.CmsgSpace(0)])))
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	}
+	return 0
+}

@@ -255,25 +255,34 @@ func (p *Net) Run(ctx context.Context) error {
 	return err
 }
 
-// udpReader is a socket that reads without allocating an address
-// (*net.UDPConn).
-type udpReader interface {
-	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
-}
-
-// readLoop is the one place the socket is read and demultiplexed.
+// readLoop is the one place the socket is read and demultiplexed. A
+// *net.UDPConn is read without allocating, and with UDP GRO where the
+// kernel has it: a run of datagrams that a peer sent with GSO comes up in
+// one read, cut here into its datagrams.
 func (p *Net) readLoop() {
 	buf := make([]byte, 64<<10)
-	fast, _ := p.opts.Conn.(udpReader)
+	uc, _ := p.opts.Conn.(*net.UDPConn)
+	var oob []byte
+	if uc != nil && enableGRO(uc) {
+		oob = make([]byte, groOOBLen)
+	}
 	for {
 		var (
 			n   int
+			seg int // segment size of a coalesced read; 0: one datagram
 			src netip.AddrPort
 			err error
 		)
-		if fast != nil {
-			n, src, err = fast.ReadFromUDPAddrPort(buf)
-		} else {
+		switch {
+		case oob != nil:
+			var oobn int
+			n, oobn, _, src, err = uc.ReadMsgUDPAddrPort(buf, oob)
+			if err == nil {
+				seg = groSegmentSize(oob[:oobn])
+			}
+		case uc != nil:
+			n, src, err = uc.ReadFromUDPAddrPort(buf)
+		default:
 			var from net.Addr
 			n, from, err = p.opts.Conn.ReadFrom(buf)
 			if ua, ok := from.(*net.UDPAddr); ok && err == nil {
@@ -295,7 +304,13 @@ func (p *Net) readLoop() {
 			return
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		p.demux(buf[:n], src)
+		if seg <= 0 || seg >= n {
+			p.demux(buf[:n], src)
+			continue
+		}
+		for off := 0; off < n; off += seg {
+			p.demux(buf[off:min(off+seg, n)], src)
+		}
 	}
 }
 

@@ -9,15 +9,13 @@ import (
 	"time"
 )
 
-// sender writes the node's bulk datagrams (QUIC packets on a direct path
-// and through the relay) from one goroutine, so that a burst from quic-go
+// sender writes the node's relayed QUIC packets from one goroutine, so that a burst from quic-go
 // leaves in few system calls: consecutive packets to one destination, all
 // of one size but the last, go out as one sendmsg with UDP generic
 // segmentation offload (Linux's UDP_SEGMENT, as quic-go and wireguard-go
 // send), which the kernel cuts into datagrams. quic-go cannot do this
-// itself behind the link, which is a net.PacketConn addressed by peer key;
-// one sendto a packet cost a file transfer more CPU than everything else
-// on the direct path together (docs/BENCHMARKS.md).
+// itself for the relay, where every datagram gets the relay's header
+// (on a direct path quic-go's own bursts go out whole: writeRun).
 //
 // Batching needs no timer: quic-go hands packets over faster than a
 // system call takes, so while the goroutine is in one, the next burst
@@ -156,6 +154,28 @@ func (s *sender) run() {
 		}
 		s.flush(batch, buf, oob)
 	}
+}
+
+// writeRun sends b, datagrams of seg bytes (the last may be shorter), to
+// to in one GSO send from the caller's goroutine, or one datagram at a
+// time where the device cannot segment.
+func (s *sender) writeRun(b []byte, seg int, to netip.AddrPort) error {
+	if s.gso.Load() && len(b) <= maxGSOBytes && (len(b)+seg-1)/seg <= maxSegments {
+		var oob [64]byte
+		s.syscalls.Add(1)
+		_, _, err := s.conn.WriteMsgUDPAddrPort(b, appendSegmentSize(oob[:0], uint16(seg)), to)
+		if err == nil || !isGSOError(err) {
+			return err
+		}
+		s.gso.Store(false)
+	}
+	for off := 0; off < len(b); off += seg {
+		s.syscalls.Add(1)
+		if _, err := s.conn.WriteToUDPAddrPort(b[off:min(off+seg, len(b))], to); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // flush sends batch, grouping runs to one destination for GSO, and gives

@@ -140,3 +140,53 @@ func TestSenderReportsFailure(t *testing.T) {
 	}
 	receive(t, a, [][]byte{[]byte("ok")})
 }
+
+// TestGROCoalescesRuns: a receiving socket with UDP GRO reads a run the
+// sender sent with GSO in one read, and groSegmentSize cuts it back into
+// the datagrams that were written (the read loop's split).
+func TestGROCoalescesRuns(t *testing.T) {
+	from, a := listenLoopback(t), listenLoopback(t)
+	s := newSender(from)
+	if !s.gso.Load() || !enableGRO(a) {
+		t.Skip("the kernel does not take UDP_SEGMENT or UDP_GRO on these sockets")
+	}
+	var want [][]byte
+	for i := range 10 {
+		p := testPacket(i, 1200)
+		if i == 9 {
+			p = testPacket(i, 700)
+		}
+		want = append(want, p)
+		if err := s.Write(p, addrPort(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.start()
+	t.Cleanup(s.Close)
+	buf, oob := make([]byte, 64<<10), make([]byte, groOOBLen)
+	var got [][]byte
+	reads := 0
+	for len(got) < len(want) {
+		_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, oobn, _, _, err := a.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			t.Fatalf("after %d datagrams: %v", len(got), err)
+		}
+		reads++
+		seg := groSegmentSize(oob[:oobn])
+		if seg <= 0 || seg >= n {
+			seg = n
+		}
+		for off := 0; off < n; off += seg {
+			got = append(got, append([]byte(nil), buf[off:min(off+seg, n)]...))
+		}
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("datagram %d: got %d bytes %.5q, want %d bytes %.5q", i, len(got[i]), got[i], len(want[i]), want[i])
+		}
+	}
+	if reads != 1 {
+		t.Errorf("%d reads for one GSO run, want 1 (coalesced)", reads)
+	}
+}

@@ -74,7 +74,8 @@ type Handler func(ctx context.Context, peer wire.Key, st *Stream)
 
 // Options configure a Manager. Link and Identity are required.
 type Options struct {
-	// Link carries QUIC packets; its addresses are link.Addr (peer keys).
+	// Link carries QUIC packets: the link, or its ForQUIC adapter (see
+	// link.AddrOf and link.KeyOf for its addresses).
 	// The Manager reads it from Run on and does not close it.
 	Link net.PacketConn
 	// Identity is the node's Ed25519 key: the TLS certificate's key.
@@ -262,13 +263,13 @@ func (m *Manager) acceptLoop(ln *quic.Listener) {
 		if err != nil {
 			return
 		}
-		addr, ok := qc.RemoteAddr().(link.Addr)
+		addrKey, ok := link.KeyOf(qc.RemoteAddr())
 		var raw [][]byte
 		for _, c := range qc.ConnectionState().TLS.PeerCertificates {
 			raw = append(raw, c.Raw)
 		}
 		k, err := certKey(raw)
-		if !ok || err != nil || k != addr.Key || k == m.local {
+		if !ok || err != nil || k != addrKey || k == m.local {
 			m.log.Warn().Err(err).Msg("peer certificate does not match its link address; closed")
 			qc.CloseWithError(codeIdentity, "identity mismatch")
 			continue
@@ -597,7 +598,7 @@ func (m *Manager) dial(ctx context.Context, key wire.Key) error {
 	p.dialing, p.cancelDial = done, cancel
 	m.mu.Unlock()
 	started := m.opts.Now()
-	qc, err := m.tr.Dial(dctx, link.NewAddr(key), clientTLS(m.cert, key), m.quicConfig())
+	qc, err := m.tr.Dial(dctx, link.AddrOf(m.opts.Link, key), clientTLS(m.cert, key), m.quicConfig())
 	cancel()
 	m.mu.Lock()
 	p.dialing, p.cancelDial = nil, nil
