@@ -50,10 +50,17 @@
 //	            "busy", "disk", "peer offline", "verification failed",
 //	            "stream broken" or "file changed", perhaps followed by
 //	            ": " and details)
+//	history     conv, entries: [{id, from, text, kind, out, state, reason,
+//	            via, sent_ts}] (the answer to /history, oldest first)
+//	netcheck    public (a list), mapping, detail, peers: [{name, path,
+//	            remote, rtt_ms, changed}] (the answer to /netcheck)
 //
-// "members" is the one field whose JSON type depends on the event: a list
-// in members (Event.Members), a string in delivered
-// (Event.MembersDelivered).
+// Three fields' JSON type depends on the event: "members" is a list in
+// members (Event.Members) and a string in delivered
+// (Event.MembersDelivered); "public" is a string in registered
+// (Event.Public) and a list in netcheck (Event.PublicList); "peers" is a
+// list of one shape in peers (Event.Peers) and of another in netcheck
+// (Event.NetPeers), told apart by the event's type.
 //
 // The contract is only ever extended, so Parse ignores fields it does not
 // know and accepts event types it does not know.
@@ -114,10 +121,18 @@ type Event struct {
 	Bytes          int64             `json:"bytes,omitempty"`
 	RateBPS        int64             `json:"rate_bps,omitempty"`
 	ETAS           int64             `json:"eta_s,omitempty"`
+	Conv           string            `json:"conv,omitempty"`
+	Entries        []HistoryEntry    `json:"entries,omitempty"`
+	Mapping        string            `json:"mapping,omitempty"`
+	Detail         string            `json:"detail,omitempty"`
 
 	// members, by its JSON type:
 	Members          []api.Member `json:"-"` // a list: the page of a members event
 	MembersDelivered string       `json:"-"` // a string: "n/N", how many of a room's N other members have a room message (delivered)
+	// public, by its JSON type: Public (a string, registered) or:
+	PublicList []string `json:"-"` // a list: our public endpoints (netcheck)
+	// peers, by the event's type: Peers (peers) or:
+	NetPeers []NetPeer `json:"-"` // the rows of a netcheck event
 }
 
 // PeerInfo is one row of a peers event.
@@ -129,25 +144,82 @@ type Member = api.Member
 // RoomInfo is one row of a rooms event: {room, members, online}.
 type RoomInfo = api.RoomInfo
 
+// HistoryEntry is one entry of a history event: {id, from, text, kind,
+// out, state, reason, via, sent_ts}.
+type HistoryEntry = api.HistoryEntry
+
+// NetPeer is one row of a netcheck event: {name, path, remote, rtt_ms,
+// changed}.
+type NetPeer = api.NetPeer
+
 // eventFields is Event without its methods: the fields encoding/json
 // handles itself.
 type eventFields Event
 
 // MarshalJSON writes e as the node does: zero fields other than type and
-// ts left out, and "members" from whichever of Members and
-// MembersDelivered is set (in that order).
+// ts left out, except the fields the node always writes in history
+// (conv, entries) and netcheck (public, mapping, peers) events; "members"
+// from whichever of Members and MembersDelivered is set (in that order),
+// "public" from Public or PublicList, "peers" from Peers or NetPeers.
 func (e Event) MarshalJSON() ([]byte, error) {
-	var members any
+	var members, public, peers any
 	switch {
 	case len(e.Members) > 0:
 		members = e.Members
 	case e.MembersDelivered != "":
 		members = e.MembersDelivered
 	}
+	switch {
+	case len(e.PublicList) > 0:
+		public = e.PublicList
+	case e.Public != "":
+		public = e.Public
+	}
+	switch {
+	case len(e.NetPeers) > 0:
+		peers = e.NetPeers
+	case len(e.Peers) > 0:
+		peers = e.Peers
+	}
+	f := eventFields(e)
+	f.Public, f.Peers = "", nil // written below
+	switch e.Type {
+	case TypeHistory:
+		entries := e.Entries
+		if entries == nil {
+			entries = []HistoryEntry{}
+		}
+		f.Conv, f.Entries = "", nil
+		return json.Marshal(struct {
+			eventFields
+			Members any            `json:"members,omitempty"`
+			Public  any            `json:"public,omitempty"`
+			Peers   any            `json:"peers,omitempty"`
+			Conv    string         `json:"conv"`
+			Entries []HistoryEntry `json:"entries"`
+		}{f, members, public, peers, e.Conv, entries})
+	case TypeNetCheck:
+		if public == nil {
+			public = []string{}
+		}
+		if peers == nil {
+			peers = []NetPeer{}
+		}
+		f.Mapping = ""
+		return json.Marshal(struct {
+			eventFields
+			Members any    `json:"members,omitempty"`
+			Public  any    `json:"public"`
+			Mapping string `json:"mapping"`
+			Peers   any    `json:"peers"`
+		}{f, members, public, e.Mapping, peers})
+	}
 	return json.Marshal(struct {
 		eventFields
 		Members any `json:"members,omitempty"`
-	}{eventFields(e), members})
+		Public  any `json:"public,omitempty"`
+		Peers   any `json:"peers,omitempty"`
+	}{f, members, public, peers})
 }
 
 // setMembers decodes the JSON value of "members" into the field for its
@@ -166,6 +238,40 @@ func (e *Event) setMembers(raw json.RawMessage) error {
 	}
 	if err := json.Unmarshal(raw, dst); err != nil {
 		return fmt.Errorf("%w: members: %w", ErrField, err)
+	}
+	return nil
+}
+
+// setPublic decodes "public" into Public (a string) or PublicList (a
+// list), by its JSON type.
+func (e *Event) setPublic(raw json.RawMessage) error {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	var dst any = &e.Public
+	if raw[0] == '[' {
+		dst = &e.PublicList
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return fmt.Errorf("%w: public: %w", ErrField, err)
+	}
+	return nil
+}
+
+// setPeers decodes "peers" into NetPeers for a netcheck event, else into
+// Peers.
+func (e *Event) setPeers(raw json.RawMessage) error {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	var dst any = &e.Peers
+	if e.Type == TypeNetCheck {
+		dst = &e.NetPeers
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return fmt.Errorf("%w: peers: %w", ErrField, err)
 	}
 	return nil
 }
@@ -197,6 +303,23 @@ const (
 	TypeFileProgress  = api.TypeFileProgress
 	TypeFileDone      = api.TypeFileDone
 	TypeFileFailed    = api.TypeFileFailed
+	TypeHistory       = api.TypeHistory
+	TypeNetCheck      = api.TypeNetCheck
+)
+
+// States of our own messages, in a history entry's state.
+const (
+	StateSending   = api.StateSending
+	StateDelivered = api.StateDelivered
+	StateStored    = api.StateStored
+	StateFailed    = api.StateFailed
+)
+
+// NAT mapping behaviours, in a netcheck event's mapping.
+const (
+	MappingIndependent = api.MappingIndependent
+	MappingDependent   = api.MappingDependent
+	MappingUnknown     = api.MappingUnknown
 )
 
 // ViaMailbox is a message's via when it waited in our mailbox.
@@ -299,6 +422,8 @@ func Parse(line []byte) (Event, error) {
 		Type    json.RawMessage `json:"type"` // shadow Event.Type and .TS
 		TS      json.RawMessage `json:"ts"`
 		Members json.RawMessage `json:"members"` // its JSON type says which field
+		Public  json.RawMessage `json:"public"`  // its JSON type says which field
+		Peers   json.RawMessage `json:"peers"`   // the event's type says which field
 	}
 	var fieldErr error
 	if err := json.Unmarshal(line, &w); err != nil {
@@ -314,6 +439,12 @@ func Parse(line []byte) (Event, error) {
 	}
 	if json.Unmarshal(w.Type, &ev.Type) != nil || ev.Type == "" {
 		return Event{}, ErrNoType
+	}
+	if err := ev.setPublic(w.Public); err != nil && fieldErr == nil {
+		fieldErr = err
+	}
+	if err := ev.setPeers(w.Peers); err != nil && fieldErr == nil {
+		fieldErr = err
 	}
 	var ts string
 	if err := json.Unmarshal(w.TS, &ts); err != nil {

@@ -88,6 +88,17 @@ var parseCases = []struct {
 		want: headless.Event{Type: headless.TypeMembers, TS: mustTime("2026-12-03T10:00:09Z"), Room: "#dev", Total: 2, Members: []headless.Member{{Name: "alice"}, {Name: "bob"}}}},
 	{line: `{"type":"members","ts":"2026-12-03T10:00:09Z","room":"#dev","total":0,"members":null}`,
 		want: headless.Event{Type: headless.TypeMembers, TS: mustTime("2026-12-03T10:00:09Z"), Room: "#dev"}},
+	// History and netcheck (issue 12).
+	{line: `{"type":"history","ts":"2026-12-04T09:00:00Z","conv":"bob","entries":[{"id":"3ec5795e3c1baa7b","from":"alice","text":"hi bob","out":true,"state":"delivered","sent_ts":"2026-12-03T18:00:00Z"},{"id":"00000000000000ff","from":"bob","text":"hi","via":"mailbox","sent_ts":"2026-12-03T18:30:00Z"}]}`,
+		want: headless.Event{Type: headless.TypeHistory, TS: mustTime("2026-12-04T09:00:00Z"), Conv: "bob", Entries: []headless.HistoryEntry{
+			{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi bob", Out: true, State: headless.StateDelivered, TS: mustTime("2026-12-03T18:00:00Z")},
+			{ID: "00000000000000ff", From: "bob", Text: "hi", Via: headless.ViaMailbox, TS: mustTime("2026-12-03T18:30:00Z")}}}},
+	{line: `{"type":"history","ts":"2026-12-04T09:00:00Z","conv":"","entries":[]}`,
+		want: headless.Event{Type: headless.TypeHistory, TS: mustTime("2026-12-04T09:00:00Z"), Entries: []headless.HistoryEntry{}}},
+	{line: `{"type":"netcheck","ts":"2026-12-04T09:00:00Z","public":["203.0.113.5:4000"],"mapping":"unknown","detail":"one STUN answer","peers":[{"name":"bob","path":"relay","rtt_ms":0,"changed":"2026-12-04T08:59:00Z"}]}`,
+		want: headless.Event{Type: headless.TypeNetCheck, TS: mustTime("2026-12-04T09:00:00Z"), PublicList: []string{"203.0.113.5:4000"},
+			Mapping: headless.MappingUnknown, Detail: "one STUN answer",
+			NetPeers: []headless.NetPeer{{Name: "bob", Path: headless.PathRelay, Changed: mustTime("2026-12-04T08:59:00Z")}}}},
 	// The contract is only extended: unknown fields and types parse.
 	{line: `{"type":"future","ts":"2026-11-22T04:55:08+01:00","name":"x","extra":{"a":[1,2]}}`,
 		want: headless.Event{Type: "future", TS: mustTime("2026-11-22T04:55:08+01:00"), Name: "x"}},
@@ -116,6 +127,10 @@ var parseCases = []struct {
 	{line: `{"type":"members","ts":"2026-11-22T04:55:06Z","members":[1,2]}`, err: headless.ErrField},
 	{line: `{"type":"rooms","ts":"2026-11-22T04:55:06Z","rooms":[{"room":"#dev","members":"3"}]}`, err: headless.ErrField},
 	{line: `{"type":"room_joined","ts":"2026-11-22T04:55:06Z","online":"2"}`, err: headless.ErrField},
+	{line: `{"type":"history","ts":"2026-11-22T04:55:06Z","entries":[{"out":"yes"}]}`, err: headless.ErrField},
+	{line: `{"type":"netcheck","ts":"2026-11-22T04:55:06Z","public":[1]}`, err: headless.ErrField},
+	{line: `{"type":"netcheck","ts":"2026-11-22T04:55:06Z","peers":[{"name":"bob","online":true,"changed":"never"}]}`, err: headless.ErrField},
+	{line: `{"type":"registered","ts":"2026-11-22T04:55:06Z","public":{"ip":"x"}}`, err: headless.ErrField},
 }
 
 func TestParse(t *testing.T) {
@@ -190,12 +205,19 @@ func nodeEvents() []api.Event {
 		h(&api.FileDone{ID: "0123456789abcdef", Path: "/home/bob/Downloads/résumé (1).pdf",
 			SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}),
 		h(&api.FileFailed{ID: "0123456789abcdef", Reason: headless.FileDisk + ": write: no space left on device"}),
+		// History and netcheck (issue 12).
+		h(&api.HistoryEvent{Conv: "bob", Entries: []api.HistoryEntry{
+			{ID: "3ec5795e3c1baa7b", From: "alice", Text: "hi <bob>", Kind: headless.KindEmote, Out: true, State: headless.StateFailed, Reason: "expired", TS: ts.Add(-time.Hour)},
+			{ID: "00000000000000ff", From: "bob", Text: "while you were out", Via: headless.ViaMailbox, TS: ts.Add(-time.Minute)},
+		}}),
+		h(&api.NetCheck{Public: []string{"203.0.113.5:4000", "203.0.113.5:4001"}, Mapping: headless.MappingDependent, Detail: "two STUN servers saw two ports",
+			Peers: []api.NetPeer{{Name: "bob", Path: headless.PathDirect, Remote: "198.51.100.3:5000", RTTMS: 12.5, Changed: ts.Add(-time.Second)}}}),
 	}
 }
 
 // membersFields are the Event fields that the one JSON field "members"
 // decodes into, by its JSON type (Event's MarshalJSON writes them back).
-var membersFields = []string{"Members", "MembersDelivered"}
+var membersFields = []string{"Members", "MembersDelivered", "PublicList", "NetPeers"}
 
 // jsonFields returns the fields of the struct v by JSON name, looking into
 // embedded structs.
@@ -284,7 +306,8 @@ func TestParseNodeEvents(t *testing.T) {
 		headless.TypeFingerprint, headless.TypeTrusted, headless.TypeEventsDropped, headless.TypeHelp, headless.TypeMembers,
 		headless.TypeStored, headless.TypeExpired, headless.TypeMailbox, headless.TypeDeregistered,
 		headless.TypeRoomJoined, headless.TypeRoomLeft, headless.TypeRooms,
-		headless.TypeFileOffer, headless.TypeFileProgress, headless.TypeFileDone, headless.TypeFileFailed} {
+		headless.TypeFileOffer, headless.TypeFileProgress, headless.TypeFileDone, headless.TypeFileFailed,
+		headless.TypeHistory, headless.TypeNetCheck} {
 		if !types[typ] {
 			t.Errorf("no test event of type %s", typ)
 		}

@@ -127,6 +127,7 @@ type Node struct {
 	once  sync.Once // closes quit
 	done  chan struct{}
 	wg    sync.WaitGroup
+	paths pathLog // when each peer's path last changed, for /netcheck (netcheck.go)
 }
 
 // New checks opts and builds the layers; nothing runs before Run.
@@ -181,6 +182,7 @@ func New(o Options) (*Node, error) {
 	n.rv, err = rvclient.New(rvclient.Options{
 		Name: o.Name, Identity: o.Identity, Send: n.pn.WriteRV, Observer: (*observer)(n),
 		Heartbeat: o.Heartbeat, Rendezvous: o.Rendezvous, ServerKey: rvKey, Logger: o.Logger,
+		Addr: rvAP, SendTo: n.sendTo,
 	})
 	if err != nil {
 		return nil, err
@@ -552,6 +554,7 @@ func (n *Node) onPeer(k wire.Key, up bool) {
 // onPath reports a path change, with the peer's name (looked up off the
 // network's goroutines when not known yet).
 func (n *Node) onPath(k wire.Key, p link.Path) {
+	n.paths.note(k, p, time.Now())
 	n.post(func() {
 		name, ok := n.rv.KnownName(k)
 		if !ok {

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,5 +247,33 @@ func TestNewRequiresConnStoreAndKey(t *testing.T) {
 	}
 	if _, err := rendezvous.New(rendezvous.Options{Conn: newFakeConn(), Store: st}); err == nil {
 		t.Error("New without Key succeeded")
+	}
+}
+
+// TestRunSizesSocketBuffers: Run asks for DefaultSocketBuffer on its
+// socket (the kernel grants up to net.core.rmem_max, and reports twice
+// what it grants).
+func TestRunSizesSocketBuffers(t *testing.T) {
+	defer checkGoroutines(t)()
+	_, conn, _, cancel, done := startLoopback(t, nil)
+	defer func() { cancel(); waitRun(t, done) }()
+	// A STUN round trip: Run has started (and sized the buffers first).
+	cl := newUDPClient(t, conn.LocalAddr())
+	cl.write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	cl.read()
+	want := rendezvous.DefaultSocketBuffer
+	if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
+		if max, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && max < want {
+			want = max
+		}
+	}
+	rc, err := conn.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	rc.Control(func(fd uintptr) { got, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) })
+	if got < want {
+		t.Fatalf("receive buffer %d bytes, want at least %d", got, want)
 	}
 }

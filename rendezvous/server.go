@@ -48,6 +48,15 @@ type Options struct {
 	// Conn is the server's one UDP socket. The Server owns it from Run on
 	// and closes it when Run returns.
 	Conn net.PacketConn
+	// AltSTUN is a second UDP socket, on the same IP address as Conn and
+	// another port, that answers STUN Binding requests only, exactly as
+	// Conn does and under the same per-source budget; everything else
+	// arriving there is dropped (reason alt_other). Nodes learn its port
+	// from their HeartbeatAcks and compare their public endpoint toward
+	// both ports to tell whether their NAT's mapping depends on the
+	// destination (stunalt.go). nil: none (HeartbeatAcks announce port 0).
+	// The Server owns it from Run on and closes it when Run returns.
+	AltSTUN net.PacketConn
 	// Store holds name bindings: the bbolt Store (OpenStore), or another
 	// implementation of Names. The caller closes it after Run returns.
 	Store Names
@@ -75,6 +84,13 @@ type Options struct {
 	SourceRate int
 	// Software is the STUN SOFTWARE attribute. Empty: "natchat-rendezvous".
 	Software string
+	// SocketBuffer is the receive and send buffer Run asks for on Conn,
+	// in bytes, so that bursts (heartbeats after a network blip, relayed
+	// file transfers) wait in the kernel instead of being dropped while
+	// the read loop is busy. 0: DefaultSocketBuffer. Negative: leave the
+	// system's default (208 KiB on Linux). The kernel caps it at
+	// net.core.rmem_max and wmem_max; Run logs what it got.
+	SocketBuffer int
 	// Key is the rendezvous's long-term key: nodes pin its public half.
 	// Required (LoadOrCreateKey keeps one in the data directory).
 	Key ctrl.ServerKey
@@ -207,6 +223,9 @@ type Server struct {
 	sources *sourceLimiter // nil: unlimited
 
 	mu sync.Mutex
+	// altPort is AltSTUN's port, announced in HeartbeatAcks: 0 when there
+	// is none or its socket failed.
+	altPort uint16
 	// The fields below are guarded by mu.
 	byKey     map[wire.Key]*client
 	bySession map[wire.SessionID]*client
@@ -385,6 +404,9 @@ func New(opts Options) (*Server, error) {
 	}
 	s.mailIdle = sync.NewCond(&s.mu)
 	s.roomIdle = sync.NewCond(&s.mu)
+	if err := s.initAltSTUN(); err != nil {
+		return nil, err
+	}
 	if err := s.loadRooms(); err != nil {
 		return nil, err
 	}
@@ -399,6 +421,7 @@ func (s *Server) MetricsHandler() http.Handler {
 // Run serves until ctx is done or the socket fails, then closes the socket
 // and returns. It returns nil after ctx is done.
 func (s *Server) Run(ctx context.Context) error {
+	s.sizeBuffers()
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
@@ -437,11 +460,21 @@ func (s *Server) Run(ctx context.Context) error {
 			s.registerWorker(ctx)
 		}()
 	}
+	if s.opts.AltSTUN != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.altLoop(ctx)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		<-ctx.Done()
 		s.opts.Conn.Close() // unblocks ReadFrom
+		if s.opts.AltSTUN != nil {
+			s.opts.AltSTUN.Close()
+		}
 	}()
 	buf := make([]byte, 64<<10)
 	for {
@@ -605,7 +638,7 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if wire.IsSTUN(b) {
-		s.handleSTUNLocked(b, src, now)
+		s.handleSTUNLocked(b, src, now, false)
 		return
 	}
 	msg, err := wire.Parse(b)
@@ -710,7 +743,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 	}
 	switch m := inner.(type) {
 	case *wire.Heartbeat:
-		s.sendSealedLocked(c, &wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq, RoomSeq: c.roomSeq})
+		s.sendSealedLocked(c, &wire.HeartbeatAck{Observed: c.addr, PresenceSeq: c.seq, RoomSeq: c.roomSeq, AltSTUN: s.altPort})
 		s.sendReceiptsLocked(c) // again, while any wait
 	case *wire.Leave:
 		s.log.Info().Str("peer", c.name).Msg("left")

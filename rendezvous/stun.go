@@ -14,13 +14,15 @@ import (
 // handleSTUNLocked answers a STUN Binding request with the source's
 // address (XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT), within the source's
 // budget: the response is larger than a minimal request, as in any STUN
-// server, so the per-source rate is what bounds reflection.
+// server, so the per-source rate is what bounds reflection. alt says the
+// request came to the AltSTUN socket, which sends the answer: the same
+// answer, charged to the same budget, as on the main port.
 //
 // A request carrying a comprehension-required attribute the server does not
 // understand (see understoodBindingAttr) is answered, within the same
 // budget, with a 420 (Unknown Attribute) error listing them (RFC 8489
 // §6.3.1); see unknownAttrReply for its size bound.
-func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time) {
+func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time, alt bool) {
 	req := &stun.Message{Raw: b} // read only, and not kept past this call
 	if err := req.Decode(); err != nil {
 		s.drop(relay.DropMalformed)
@@ -57,7 +59,11 @@ func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time) {
 		s.log.Error().Err(err).Msg("stun build")
 		return
 	}
-	s.send(resp.Raw, src)
+	if alt {
+		s.sendAlt(resp.Raw, src)
+	} else {
+		s.send(resp.Raw, src)
+	}
 	s.m.stun.Inc()
 }
 

@@ -328,7 +328,8 @@ func fuzzMessage(sel uint8, u32 uint32, u64 uint64, raw []byte, s1, s2 string) (
 	case 10:
 		return same(&PeersRequest{})
 	case 11:
-		return &HeartbeatAck{Observed: addr, PresenceSeq: u32}, &HeartbeatAck{Observed: addrBack, PresenceSeq: u32}
+		return &HeartbeatAck{Observed: addr, PresenceSeq: u32, RoomSeq: u32 >> 3, AltSTUN: uint16(u64)},
+			&HeartbeatAck{Observed: addrBack, PresenceSeq: u32, RoomSeq: u32 >> 3, AltSTUN: uint16(u64)}
 	case 12:
 		in, back := &Presence{Seq: u32}, &Presence{Seq: u32}
 		for i := range int(u64 % 20) {

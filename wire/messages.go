@@ -301,7 +301,7 @@ func (m *Heartbeat) AppendBody(b []byte) []byte { return b }
 func parseHeartbeat(b []byte) (Message, error)  { return &Heartbeat{}, nil }
 
 // HeartbeatAck answers a Heartbeat. Body: observed(addr) presence_seq(4)
-// room_seq(4).
+// room_seq(4) alt_stun(2).
 // A node whose last presence event is older than PresenceSeq lost one and
 // asks for the snapshot again.
 type HeartbeatAck struct {
@@ -311,17 +311,24 @@ type HeartbeatAck struct {
 	// none). It follows PresenceSeq; a HeartbeatAck without it parses as
 	// 0.
 	RoomSeq uint32
+	// AltSTUN is the port of the rendezvous's second STUN socket, on the
+	// rendezvous's IP address (0: it has none). It follows RoomSeq; a
+	// HeartbeatAck without it parses as 0.
+	AltSTUN uint16
 }
 
 func (*HeartbeatAck) Type() Type { return TypeHeartbeatAck }
 func (m *HeartbeatAck) AppendBody(b []byte) []byte {
-	return appendU32(appendU32(AppendAddr(b, m.Observed), m.PresenceSeq), m.RoomSeq)
+	return appendU16(appendU32(appendU32(AppendAddr(b, m.Observed), m.PresenceSeq), m.RoomSeq), m.AltSTUN)
 }
 func parseHeartbeatAck(b []byte) (Message, error) {
 	r := reader{b: b}
 	m := &HeartbeatAck{Observed: r.addr(), PresenceSeq: r.u32()}
 	if len(r.b) > 0 {
 		m.RoomSeq = r.u32()
+	}
+	if r.err == nil && len(r.b) > 0 {
+		m.AltSTUN = r.u16()
 	}
 	return m, r.err
 }

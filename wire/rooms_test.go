@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -81,15 +83,44 @@ func TestMsgGroup(t *testing.T) {
 }
 
 // TestHeartbeatAckWithoutRoomSeq: an older rendezvous's HeartbeatAck has
-// no RoomSeq; it parses as 0, and one cut inside PresenceSeq does not.
+// no RoomSeq (nor AltSTUN); it parses as 0, and one cut inside
+// PresenceSeq does not.
 func TestHeartbeatAckWithoutRoomSeq(t *testing.T) {
-	full := AppendInner(nil, &HeartbeatAck{PresenceSeq: 7, RoomSeq: 9})
-	old := full[:len(full)-4]
+	full := AppendInner(nil, &HeartbeatAck{PresenceSeq: 7, RoomSeq: 9, AltSTUN: 3479})
+	old := full[:len(full)-6]
 	m, err := ParseInner(old)
-	if err != nil || m.(*HeartbeatAck).PresenceSeq != 7 || m.(*HeartbeatAck).RoomSeq != 0 {
+	if a, ok := m.(*HeartbeatAck); err != nil || !ok || a.PresenceSeq != 7 || a.RoomSeq != 0 || a.AltSTUN != 0 {
 		t.Fatalf("old ack: %#v, %v", m, err)
 	}
 	if _, err := ParseInner(old[:len(old)-1]); !errors.Is(err, ErrTooShort) {
 		t.Fatalf("ack cut in presence_seq: %v", err)
+	}
+}
+
+// TestHeartbeatAckAltSTUN: a HeartbeatAck from a rendezvous before the
+// second STUN socket (RoomSeq, no AltSTUN) parses with AltSTUN 0; one cut
+// inside AltSTUN is malformed; a newer one with more fields after AltSTUN
+// parses (what an older node does with ours: it stops after RoomSeq); and
+// AltSTUN survives a round trip.
+func TestHeartbeatAckAltSTUN(t *testing.T) {
+	obs := netip.MustParseAddrPort("198.51.100.7:40000")
+	want := HeartbeatAck{Observed: obs, PresenceSeq: 7, RoomSeq: 9, AltSTUN: 3479}
+	full := AppendInner(nil, &want)
+	m, err := ParseInner(full)
+	if err != nil || *m.(*HeartbeatAck) != want {
+		t.Fatalf("round trip: %#v, %v", m, err)
+	}
+	noAlt := full[:len(full)-2]
+	m, err = ParseInner(noAlt)
+	if err != nil || *m.(*HeartbeatAck) != (HeartbeatAck{Observed: obs, PresenceSeq: 7, RoomSeq: 9}) {
+		t.Fatalf("ack without alt_stun: %#v, %v", m, err)
+	}
+	if _, err := ParseInner(full[:len(full)-1]); !errors.Is(err, ErrTooShort) {
+		t.Fatalf("ack cut in alt_stun: %v", err)
+	}
+	longer := append(bytes.Clone(full), 0xde, 0xad, 0xbe, 0xef)
+	m, err = ParseInner(longer)
+	if err != nil || *m.(*HeartbeatAck) != want {
+		t.Fatalf("ack with a newer tail: %#v, %v", m, err)
 	}
 }

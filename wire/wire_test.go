@@ -172,13 +172,13 @@ var innerCases = []msgCase{
 	},
 	{
 		name: "heartbeat ack ipv4",
-		msg:  &HeartbeatAck{Observed: netip.MustParseAddrPort("198.51.100.7:3478"), PresenceSeq: 0xdeadbeef, RoomSeq: 3},
-		hex:  "06" + "04 0d96 c6336407" + "deadbeef" + "00000003",
+		msg:  &HeartbeatAck{Observed: netip.MustParseAddrPort("198.51.100.7:3478"), PresenceSeq: 0xdeadbeef, RoomSeq: 3, AltSTUN: 3479},
+		hex:  "06" + "04 0d96 c6336407" + "deadbeef" + "00000003" + "0d97",
 	},
 	{
 		name: "heartbeat ack ipv6",
 		msg:  &HeartbeatAck{Observed: testV6, PresenceSeq: 1},
-		hex:  "06" + "06 01bb 20010db8000000000000000000000001" + "00000001" + "00000000",
+		hex:  "06" + "06 01bb 20010db8000000000000000000000001" + "00000001" + "00000000" + "0000",
 	},
 	{
 		name: "leave",
@@ -529,6 +529,10 @@ func checkTruncated(t *testing.T, full []byte, open int, parse func([]byte) (Mes
 	}
 }
 
+// optionalFields are the sizes of the trailing fields, in order, that an
+// older sender leaves out (optionalTail).
+var optionalFields = map[Type][]int{TypeHeartbeatAck: {4, 2}} // room_seq, alt_stun
+
 func TestTruncated(t *testing.T) {
 	for _, c := range outerCases {
 		t.Run("outer/"+c.name, func(t *testing.T) {
@@ -539,14 +543,21 @@ func TestTruncated(t *testing.T) {
 		t.Run("inner/"+c.name, func(t *testing.T) {
 			full := unhex(t, c.hex)
 			if optionalTail(c.msg.Type()) {
-				// Without its last field (an older sender's form) it
-				// parses; cut inside that field it does not.
-				for n := len(full) - 3; n < len(full); n++ {
-					if m, err := ParseInner(full[:n:n]); !errors.Is(err, ErrTooShort) || m != nil {
-						t.Errorf("first %d of %d bytes: %#v, %v; want nil, ErrTooShort", n, len(full), m, err)
+				// Without its optional fields, one by one from the last
+				// (an older sender's forms), it parses; cut inside one
+				// it does not.
+				fields := optionalFields[c.msg.Type()]
+				for i := len(fields) - 1; i >= 0; i-- {
+					for n := len(full) - fields[i] + 1; n < len(full); n++ {
+						if m, err := ParseInner(full[:n:n]); !errors.Is(err, ErrTooShort) || m != nil {
+							t.Errorf("first %d of %d bytes: %#v, %v; want nil, ErrTooShort", n, len(full), m, err)
+						}
+					}
+					full = full[:len(full)-fields[i]]
+					if _, err := ParseInner(full); err != nil {
+						t.Errorf("without its optional fields from %d on: %v", i, err)
 					}
 				}
-				full = full[:len(full)-4]
 			}
 			checkTruncated(t, full, c.open, ParseInner)
 		})
@@ -1229,7 +1240,7 @@ func TestAddrMappedFamily6(t *testing.T) {
 	if got := m.(*HeartbeatAck).Observed; got != testV4 || !got.Addr().Is4() {
 		t.Errorf("Observed = %v, want %v (IPv4)", got, testV4)
 	}
-	if got, want := AppendInner(nil, m), unhex(t, "06"+"04 a2a9 c0000201"+"00000001"+"00000000"); !bytes.Equal(got, want) {
+	if got, want := AppendInner(nil, m), unhex(t, "06"+"04 a2a9 c0000201"+"00000001"+"00000000"+"0000"); !bytes.Equal(got, want) {
 		t.Errorf("re-encoded as %x, want %x", got, want)
 	}
 	r, err := ParseHandshakeResult(unhex(t, "0000"+sessHex+"06 a2a9 00000000000000000000ffffc0000201"+"00000001"+"00000002"+"00000003"))

@@ -1,8 +1,9 @@
 // Command rendezvous is natchat's meeting point: STUN, registration,
 // presence, introductions, relay, the offline mailbox and chat rooms' members
-// on one UDP port.
+// on one UDP port, and optionally STUN alone on a second one (-stun-alt),
+// for nodes' /netcheck.
 //
-//	rendezvous -addr :3478
+//	rendezvous -addr :3478 -stun-alt :3479
 package main
 
 import (
@@ -42,6 +43,7 @@ func run(args []string) error {
 	heartbeat := fs.Duration("heartbeat", 25*time.Second, "heartbeat interval suggested to nodes")
 	room := fs.String("default-room", rendezvous.DefaultRoom, `room every new node is put in, once ("" for none)`)
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this TCP host:port (off when empty)")
+	stunAlt := fs.String("stun-alt", "", "also answer STUN Binding requests (only) on this UDP host:port, another port on the -addr IP, e.g. :3479, so that nodes can tell how their NAT maps (/netcheck); off when empty")
 	pps := fs.Int("relay-pps", relay.DefaultPacketsPerSec, "relayed packets per second per node (-1 unlimited)")
 	bps := fs.Int("relay-bps", relay.DefaultBytesPerSec, "relayed bytes per second per node (-1 unlimited): what a file through the relay gets")
 	smallPPS := fs.Int("relay-small-pps", relay.DefaultSmallPacketsPerSec, "relayed small packets (chat, acknowledgements) per second per node, apart from -relay-pps (-1 unlimited)")
@@ -58,6 +60,7 @@ func run(args []string) error {
 	mailAge := fs.Duration("mailbox-age", rendezvous.DefaultMailboxAge, "delete a mailbox message unread after this long and tell its sender, and take a member away this long out of its rooms (-1s: never)")
 	roomMembers := fs.Int("room-members", rendezvous.DefaultRoomMembers, "members of one room, the default room excepted (-1 unlimited)")
 	roomsPerNode := fs.Int("rooms-per-node", rendezvous.DefaultRoomsPerNode, "rooms one node may be in, the default room not counted (-1 unlimited)")
+	sockBuf := fs.Int("socket-buffer", rendezvous.DefaultSocketBuffer, "UDP receive and send buffer in bytes, for bursts (-1: the system's default; capped by net.core.rmem_max and wmem_max)")
 	printKey := fs.Bool("print-key", false, "print the rendezvous's public key (creating it in -data if need be) and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -73,6 +76,11 @@ func run(args []string) error {
 	}
 	if *metrics != "" {
 		if err := cmdutil.CheckHostPort("metrics", *metrics, false); err != nil {
+			return err
+		}
+	}
+	if *stunAlt != "" {
+		if err := cmdutil.CheckHostPort("stun-alt", *stunAlt, true); err != nil {
 			return err
 		}
 	}
@@ -103,6 +111,8 @@ func run(args []string) error {
 		return cmdutil.Usagef("-mailbox-age must be positive (or negative: never)")
 	case *roomMembers == 0 || *roomsPerNode == 0:
 		return cmdutil.Usagef("-room-members and -rooms-per-node must be positive or -1")
+	case *sockBuf == 0 || *sockBuf < -1:
+		return cmdutil.Usagef("-socket-buffer must be positive or -1")
 	}
 	key, created, err := rendezvous.LoadOrCreateKey(*data)
 	if err != nil {
@@ -128,18 +138,31 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	var alt net.PacketConn
+	if *stunAlt != "" {
+		if alt, err = net.ListenPacket("udp", *stunAlt); err != nil {
+			conn.Close()
+			return fmt.Errorf("-stun-alt: %w", err)
+		}
+	}
+	closeConns := func() {
+		conn.Close()
+		if alt != nil {
+			alt.Close()
+		}
+	}
 	srv, err := rendezvous.New(rendezvous.Options{
-		Conn: conn, Store: store, Logger: log,
+		Conn: conn, AltSTUN: alt, Store: store, Logger: log,
 		Expiry: *expiry, Heartbeat: *heartbeat, DefaultRoom: *room,
 		Relay: relay.Limits{PacketsPerSec: *pps, BytesPerSec: *bps, SmallPacketsPerSec: *smallPPS},
 		Key:   key, NewNames: *newNames, LookupRate: *lookupRate, IntroRate: *introRate,
 		BindingTTL: *bindingTTL, BigRoom: *bigRoom,
 		MailboxCount: *mailCount, MailboxBytes: *mailBytes, MailboxShare: *mailShare, MailboxAge: *mailAge,
 		MailboxSenderCount: *mailSenderCount, MailboxSenderBytes: *mailSenderBytes,
-		RoomMembers: *roomMembers, RoomsPerNode: *roomsPerNode,
+		RoomMembers: *roomMembers, RoomsPerNode: *roomsPerNode, SocketBuffer: *sockBuf,
 	})
 	if err != nil {
-		conn.Close()
+		closeConns()
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -147,10 +170,13 @@ func run(args []string) error {
 	if *metrics != "" {
 		stopMetrics, err := rendezvous.ServeMetrics(ctx, *metrics, srv, log)
 		if err != nil {
-			conn.Close()
+			closeConns()
 			return err
 		}
 		defer stopMetrics()
+	}
+	if alt != nil {
+		log.Info().Stringer("addr", alt.LocalAddr()).Msg("second STUN address listening")
 	}
 	log.Info().Stringer("addr", conn.LocalAddr()).Str("data", *data).Str("version", cmdutil.Version).
 		Str("key", key.Public.String()).Str("fingerprint", key.Public.Fingerprint()).Msg("rendezvous listening")

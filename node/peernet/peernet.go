@@ -35,9 +35,10 @@ type RV interface {
 	// Handle takes a rendezvous-protocol datagram from the rendezvous
 	// (other than Relayed). It must not block.
 	Handle(b []byte)
-	// HandleSTUN takes a STUN message from the rendezvous's address and
-	// reports whether it was the client's own.
-	HandleSTUN(b []byte) bool
+	// HandleSTUN takes a STUN message from src, an address on the
+	// rendezvous's IP (its own, or its second STUN address), and reports
+	// whether it was the client's own. It must not block.
+	HandleSTUN(b []byte, src netip.AddrPort) bool
 	// RelaySession returns the session for relay headers, nil when not
 	// registered.
 	RelaySession() *wire.SessionID
@@ -329,9 +330,11 @@ func (p *Net) demux(b []byte, src netip.AddrPort) {
 			}
 			p.rv.Handle(b)
 			return
-		case wire.IsSTUN(b) && p.rv.HandleSTUN(b):
+		case wire.IsSTUN(b) && p.rv.HandleSTUN(b, src):
 			return
 		}
+	} else if src.Addr() == p.opts.Rendezvous.Addr() && wire.IsSTUN(b) && p.rv.HandleSTUN(b, src) {
+		return // the answer from the rendezvous's second STUN address (rvclient.NetCheck)
 	}
 	if len(b) > 0 && isQUIC(b[0]) {
 		if d, ok := (*p.remotes.Load())[src]; ok {

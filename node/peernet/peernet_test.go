@@ -56,6 +56,7 @@ type fakeRV struct {
 	mu      sync.Mutex
 	handled [][]byte
 	stun    [][]byte
+	stunSrc []netip.AddrPort
 	mine    bool // HandleSTUN's answer
 	session *wire.SessionID
 }
@@ -65,10 +66,11 @@ func (r *fakeRV) Handle(b []byte) {
 	r.handled = append(r.handled, bytes.Clone(b))
 	r.mu.Unlock()
 }
-func (r *fakeRV) HandleSTUN(b []byte) bool {
+func (r *fakeRV) HandleSTUN(b []byte, src netip.AddrPort) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stun = append(r.stun, bytes.Clone(b))
+	r.stunSrc = append(r.stunSrc, src)
 	return r.mine
 }
 func (r *fakeRV) RelaySession() *wire.SessionID         { return r.session }
@@ -144,6 +146,14 @@ func TestDemux(t *testing.T) {
 	p.demux(stunB, rvAddr)
 	if len(rv.stun) != 1 {
 		t.Fatalf("client saw %d STUN messages", len(rv.stun))
+	}
+	// So is STUN from another port of the rendezvous's IP (its second
+	// STUN address), with its source; from another IP it is not.
+	alt := netip.MustParseAddrPort("192.0.2.1:3479")
+	p.demux(stunB, alt)
+	p.demux(stunB, netip.MustParseAddrPort("198.51.100.9:3479"))
+	if len(rv.stun) != 2 || rv.stunSrc[0] != rvAddr || rv.stunSrc[1] != alt {
+		t.Fatalf("client saw STUN from %v", rv.stunSrc)
 	}
 }
 

@@ -3,9 +3,11 @@
 // rendezvous's pinned key, heartbeats, registering again when the
 // rendezvous forgets us), presence (changes and snapshots, kept in
 // sequence), name lookups, the signalling channel to peers, the offline
-// mailbox (mailbox.go: deposits, draining our own, receipts), and rooms
+// mailbox (mailbox.go: deposits, draining our own, receipts), rooms
 // (rooms.go: join, part, the rooms we are in, a room's members, room
-// events).
+// events), and the network check (netcheck.go: our public endpoint as the
+// rendezvous's two STUN addresses see it, and the NAT mapping behaviour
+// that follows).
 // After the handshake every control message, both ways, is sealed
 // (package ctrl): the client acts on nothing from the rendezvous's address
 // that did not authenticate, but for the few refusals that can come before
@@ -100,6 +102,16 @@ type Options struct {
 	Heartbeat time.Duration
 	// Rendezvous names the rendezvous in messages ("host:port").
 	Rendezvous string
+	// Addr is the rendezvous's address, where Send sends: STUN answers
+	// are believed only from it (or, for NetCheck's second probe, from
+	// its second STUN address, on its IP). Zero: NetCheck learns nothing,
+	// and the answer to the STUN request sent with each Hello (which is
+	// only logged) is taken from any address the peer network offers.
+	Addr netip.AddrPort
+	// SendTo writes one datagram to another address of the rendezvous's
+	// (its second STUN address, netcheck.go), like Send. nil: NetCheck
+	// probes only the main address.
+	SendTo func(b []byte, to netip.AddrPort)
 	// ServerKey is the rendezvous's key, pinned or given by the user. Zero:
 	// not known yet; the first CookieReply's key is tried and, once a
 	// handshake with it completes, reported through ServerKeyLearned.
@@ -172,6 +184,9 @@ type Client struct {
 	everReg    bool
 	unreachErr bool
 	stunTx     [stun.TransactionIDSize]byte
+	altSTUN    uint16                                      // the rendezvous's second STUN port, as its last HeartbeatAck announced (0: none)
+	probes     map[[stun.TransactionIDSize]byte]*stunProbe // NetCheck's STUN requests in flight, by transaction ID
+	checks     map[*netCheck]struct{}                      // NetChecks running
 
 	online  map[wire.Key]string // who shares a room with us
 	names   map[wire.Key]string // names of others we looked up (bounded)
@@ -235,6 +250,8 @@ func New(o Options) (*Client, error) {
 		asks:      make(map[uint32]askWait),
 		deposits:  make(map[uint32]depositWait),
 		mb:        newMailState(0),
+		probes:    make(map[[stun.TransactionIDSize]byte]*stunProbe),
+		checks:    make(map[*netCheck]struct{}),
 	}, nil
 }
 
@@ -892,33 +909,63 @@ func (c *Client) onClearErrorLocked(m *wire.Error, now time.Time) {
 	}
 }
 
-// HandleSTUN takes a STUN message from the rendezvous's address and reports
-// whether it was the answer to the client's own query (others are ICE's).
-func (c *Client) HandleSTUN(b []byte) bool {
-	m := &stun.Message{Raw: append([]byte(nil), b...)}
-	if m.Decode() != nil || m.Type != stun.BindingSuccess {
+// HandleSTUN takes a STUN message from src, an address on the rendezvous's
+// IP, and reports whether it was the answer to one of the client's own
+// requests (others are ICE's): a Binding success with the transaction ID
+// of a request the client sent to src itself. It never blocks.
+func (c *Client) HandleSTUN(b []byte, src netip.AddrPort) bool {
+	// Cheap checks first: ICE's checks come this way too.
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b) != stun.BindingSuccess.Value() {
 		return false
 	}
+	tx := [stun.TransactionIDSize]byte(b[8:stunHeaderLen])
 	c.mu.Lock()
-	mine := m.TransactionID == c.stunTx
+	p := c.probes[tx]
+	hello := tx == c.stunTx && (src == c.opts.Addr || !c.opts.Addr.IsValid())
 	c.mu.Unlock()
-	if !mine {
+	if (p == nil || p.to != src) && !hello {
 		return false
 	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil {
+		return false
+	}
+	var mapped netip.AddrPort
 	var xa stun.XORMappedAddress
 	if xa.GetFrom(m) == nil {
 		if ip, ok := netip.AddrFromSlice(xa.IP); ok {
-			c.log.Info().Stringer("public", netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))).Msg("STUN mapped address")
+			mapped = netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))
 		}
 	}
+	if hello {
+		if mapped.IsValid() {
+			c.log.Info().Stringer("public", mapped).Msg("STUN mapped address")
+		}
+		return true
+	}
+	c.mu.Lock()
+	if mapped.IsValid() && c.probes[tx] == p {
+		p.mapped = mapped
+		p.check.poke()
+	}
+	c.mu.Unlock()
 	return true
 }
+
+// stunHeaderLen is the length of a STUN header: type, length, magic
+// cookie, transaction ID.
+const stunHeaderLen = 20
 
 func (c *Client) onHeartbeatAckLocked(m *wire.HeartbeatAck, now time.Time) {
 	if c.state != stRegistered {
 		return
 	}
 	c.missed = 0
+	c.altSTUN = m.AltSTUN
+	for nc := range c.checks {
+		nc.acked = true
+		nc.poke()
+	}
 	if m.Observed != c.observed {
 		c.log.Info().Stringer("from", c.observed).Stringer("to", m.Observed).Msg("public endpoint changed")
 		c.observed = m.Observed

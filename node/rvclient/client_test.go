@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -25,13 +26,14 @@ import (
 // through Handle) and clients, run inside a synctest bubble: time is fake
 // and every datagram is delivered by one goroutine, in order.
 type world struct {
-	t      *testing.T
-	rvAddr netip.AddrPort
-	dir    string
-	q      chan dgram
-	ctx    context.Context
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
+	t       *testing.T
+	rvAddr  netip.AddrPort
+	altAddr netip.AddrPort // the rendezvous's second STUN address; invalid: none
+	dir     string
+	q       chan dgram
+	ctx     context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex
 	srv     *rendezvous.Server
@@ -52,6 +54,7 @@ type dgram struct {
 // Run, which the test does not feed: it calls Handle) wait for Close.
 type rvConn struct {
 	w      *world
+	addr   netip.AddrPort // its own address: rvAddr, or altAddr
 	closed chan struct{}
 	once   *sync.Once
 }
@@ -61,18 +64,25 @@ func (c rvConn) ReadFrom([]byte) (int, net.Addr, error) {
 	return 0, nil, net.ErrClosed
 }
 func (c rvConn) WriteTo(b []byte, a net.Addr) (int, error) {
-	c.w.send(dgram{from: c.w.rvAddr, to: a.(*net.UDPAddr).AddrPort(), b: slices.Clone(b)})
+	c.w.send(dgram{from: c.addr, to: a.(*net.UDPAddr).AddrPort(), b: slices.Clone(b)})
 	return len(b), nil
 }
 func (c rvConn) Close() error                     { c.once.Do(func() { close(c.closed) }); return nil }
-func (c rvConn) LocalAddr() net.Addr              { return net.UDPAddrFromAddrPort(c.w.rvAddr) }
+func (c rvConn) LocalAddr() net.Addr              { return net.UDPAddrFromAddrPort(c.addr) }
 func (rvConn) SetDeadline(time.Time) error        { return nil }
 func (rvConn) SetReadDeadline(time.Time) error    { return nil }
 func (rvConn) SetWriteDeadline(t time.Time) error { return nil }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { return newWorldWith(t, false) }
+
+// newWorldWith makes a world whose rendezvous has a second STUN address,
+// 192.0.2.1:3479, when alt is true.
+func newWorldWith(t *testing.T, alt bool) *world {
 	w := &world{t: t, rvAddr: netip.MustParseAddrPort("192.0.2.1:3478"), dir: t.TempDir(),
 		q: make(chan dgram, 4096), clients: map[netip.AddrPort]*client{}}
+	if alt {
+		w.altAddr = netip.MustParseAddrPort("192.0.2.1:3479")
+	}
 	w.ctx, w.stop = context.WithCancel(context.Background())
 	var err error
 	if w.key, err = ctrl.NewServerKey(); err != nil {
@@ -108,9 +118,13 @@ func (w *world) startRendezvous() {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	conn := rvConn{w: w, closed: make(chan struct{}), once: new(sync.Once)}
-	srv, err := rendezvous.New(rendezvous.Options{Conn: conn, Store: st, DefaultRoom: rendezvous.DefaultRoom,
-		Expiry: 30 * time.Second, Heartbeat: 10 * time.Second, Key: w.key})
+	conn := rvConn{w: w, addr: w.rvAddr, closed: make(chan struct{}), once: new(sync.Once)}
+	opts := rendezvous.Options{Conn: conn, Store: st, DefaultRoom: rendezvous.DefaultRoom,
+		Expiry: 30 * time.Second, Heartbeat: 10 * time.Second, Key: w.key}
+	if w.altAddr.IsValid() {
+		opts.AltSTUN = rvConn{w: w, addr: w.altAddr, closed: make(chan struct{}), once: new(sync.Once)}
+	}
+	srv, err := rendezvous.New(opts)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -154,9 +168,13 @@ func (w *world) deliver(d dgram) {
 		if srv != nil {
 			srv.Handle(d.b, d.from)
 		}
+	case d.to == w.altAddr:
+		if srv != nil {
+			srv.HandleAlt(d.b, d.from)
+		}
 	case c != nil:
 		if wire.IsSTUN(d.b) {
-			c.HandleSTUN(d.b)
+			c.stunSeen(c.HandleSTUN(d.b, d.from))
 		} else {
 			c.Handle(d.b)
 		}
@@ -174,8 +192,14 @@ type client struct {
 	*rvclient.Client
 	name string
 	addr netip.AddrPort
-	key  wire.Key
-	done chan error
+	// altSrc, when valid, is where the client's datagrams to another
+	// address than the rendezvous's seem to come from: a NAT whose
+	// mapping depends on the destination (netcheck_test.go). Guarded by
+	// world.mu.
+	altSrc netip.AddrPort
+	key    wire.Key
+	done   chan error
+	stun   struct{ mine, others atomic.Int32 } // HandleSTUN's answers
 
 	mu  sync.Mutex
 	log []string // "registered", "joined NAME", "left NAME REASON", "refused CODE", "unreachable", "signal NAME BODY"
@@ -235,8 +259,9 @@ func (w *world) addClientWith(name string, priv ed25519.PrivateKey, serverKey ct
 	c := &client{name: name, addr: netip.MustParseAddrPort(fmt.Sprintf("198.51.100.%d:4000", nextHost)),
 		key: wire.Key(priv.Public().(ed25519.PublicKey)), done: make(chan error, 1)}
 	rc, err := rvclient.New(rvclient.Options{Name: name, Identity: priv, Observer: c, Heartbeat: 10 * time.Second,
-		Rendezvous: w.rvAddr.String(), ServerKey: serverKey,
-		Send: func(b []byte) { w.send(dgram{from: w.addrOf(c), to: w.rvAddr, b: slices.Clone(b)}) }})
+		Rendezvous: w.rvAddr.String(), ServerKey: serverKey, Addr: w.rvAddr,
+		Send:   func(b []byte) { w.send(dgram{from: w.addrOf(c), to: w.rvAddr, b: slices.Clone(b)}) },
+		SendTo: func(b []byte, to netip.AddrPort) { w.send(dgram{from: w.srcFor(c, to), to: to, b: slices.Clone(b)}) }})
 	if err != nil {
 		w.t.Fatal(err)
 	}
