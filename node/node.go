@@ -105,6 +105,16 @@ type Options struct {
 	NoDirect bool
 	// Punch tunes ICE; zero values are punch's tuned defaults.
 	Punch punch.Options
+	// NoHistory turns the history off: nothing is recorded in Store, and
+	// api.History is answered with no entries (what earlier runs recorded
+	// stays in Store, untouched).
+	NoHistory bool
+	// HistoryMax bounds the history of one conversation, in messages
+	// (the oldest go first). 0: 1000.
+	HistoryMax int
+	// HistoryAge is how long a message stays in the history. 0: 30 days;
+	// negative: no age limit.
+	HistoryAge time.Duration
 }
 
 // ErrStopped is returned by Do once the node has stopped.
@@ -121,6 +131,7 @@ type Node struct {
 	sess  *session.Manager
 	msgr  *messenger.Messenger
 	xfer  *transfer.Manager
+	rec   *recorder // nil: no history
 	cmds  chan api.Command
 	tasks chan func() // ordered work off the network's goroutines
 	quit  chan struct{}
@@ -159,6 +170,9 @@ func New(o Options) (*Node, error) {
 		tasks: make(chan func(), 1024),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
+	}
+	if n.rec = newRecorder(o.Store, o.Name, o); n.rec != nil {
+		n.bus.Tap(n.rec.tap)
 	}
 	n.pn, err = peernet.New(peernet.Options{
 		Conn: o.Conn, Rendezvous: rvAP, Local: n.key, NoDirect: o.NoDirect, Punch: o.Punch, Net: o.Net,
@@ -347,6 +361,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.taskLoop(msgCtx) }()
+	n.rec.start()
 	if err := n.msgr.Start(msgCtx); err != nil {
 		fatal <- err
 	}
@@ -371,6 +386,7 @@ loop:
 	stopMsg()
 	n.msgr.Wait()
 	n.xfer.Wait()
+	n.rec.close() // the history's last batch, after the last message event
 	stopSess()
 	sessWG.Wait()
 	n.rv.Leave()

@@ -35,6 +35,7 @@ type Bus struct {
 	ever    bool          // someone has subscribed
 	room    chan struct{} // closed and replaced when a full queue shrinks
 	closed  bool
+	tap     func(Event) // see Tap
 }
 
 // item is one queued event. shown is set for messages.
@@ -90,6 +91,9 @@ func (b *Bus) Publish(e Event) {
 	if b.closed {
 		return
 	}
+	if b.tap != nil {
+		b.tap(e)
+	}
 	if !b.ever && len(b.backlog) < MaxEarly {
 		b.backlog = append(b.backlog, item{ev: e})
 		return
@@ -112,6 +116,9 @@ func (b *Bus) PublishMessage(m *Message, shown func()) {
 	if b.closed {
 		return
 	}
+	if b.tap != nil {
+		b.tap(m)
+	}
 	if len(b.subs) == 0 {
 		b.backlog = append(b.backlog, it)
 		return
@@ -119,6 +126,20 @@ func (b *Bus) PublishMessage(m *Message, shown func()) {
 	for s := range b.subs {
 		s.pushLocked(it, b.now)
 	}
+}
+
+// Tap has fn called with every event published from now on (nil: none),
+// stamped, in the order subscribers get them. It is how the node keeps
+// its history without being a front end: fn is not a subscriber, so it
+// holds up no command, shows no message (a message's receipt still waits
+// for a front end, see PublishMessage), and keeps no message from waiting
+// for the first subscriber. fn runs on the publisher's goroutine with the
+// bus locked: it must return at once, must not call the Bus, and must not
+// modify the event (subscribers get the same one).
+func (b *Bus) Tap(fn func(Event)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tap = fn
 }
 
 // Subscribe returns a new subscriber. It receives every event published

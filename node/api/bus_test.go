@@ -171,3 +171,43 @@ func TestBusWaitRoom(t *testing.T) {
 		t.Fatal("WaitRoom did not return when the queue shrank")
 	}
 }
+
+// TestBusTap: the tap sees every event, stamped, in publishing order, and
+// is no subscriber: a message published with only the tap there still
+// waits for the first subscriber, and is not shown by being tapped.
+func TestBusTap(t *testing.T) {
+	b := NewBus(nil)
+	var tapped []string
+	b.Tap(func(e Event) {
+		if HeaderOf(e).TS.IsZero() {
+			t.Errorf("%T tapped before it was stamped", e)
+		}
+		tapped = append(tapped, e.EventType())
+	})
+	shown := false
+	b.Publish(&Sent{ID: "1", To: "a", Text: "x"})
+	b.PublishMessage(&Message{ID: "m1"}, func() { shown = true })
+	b.Publish(&PathChanged{Peer: "a"})
+	if got := len(tapped); got != 3 || tapped[0] != TypeSent || tapped[1] != TypeMessage || tapped[2] != TypePath {
+		t.Fatalf("tapped %v", tapped)
+	}
+	if shown {
+		t.Fatal("a tapped message counts as shown")
+	}
+	s := b.Subscribe()
+	for _, want := range []string{TypeSent, TypeMessage, TypePath} {
+		if e := next(t, s); e.EventType() != want {
+			t.Fatalf("subscriber got %s, want %s", e.EventType(), want)
+		}
+	}
+	if !shown {
+		t.Fatal("the subscriber handled the message, but it is not shown")
+	}
+	b.Tap(nil)
+	b.Publish(&Sent{ID: "2"})
+	b.Close()
+	b.Publish(&Sent{ID: "3"})
+	if len(tapped) != 3 {
+		t.Fatalf("tapped %v after the tap was removed", tapped)
+	}
+}

@@ -27,8 +27,10 @@ const (
 // history store (/history [N] [NAME|#ROOM]), answered by a History event.
 // Conv is a peer's name or a room; empty asks for every conversation that
 // has history, one History event each, the most recently active last (so
-// a front end that shows them in order ends on the newest). N bounds the
-// entries per conversation (0: DefaultHistory).
+// a front end that shows them in order ends on the newest), at most 50 of
+// them; when none has, one History event with Conv empty and no entries.
+// N bounds the entries per conversation (0: DefaultHistory). A
+// conversation with no history is answered with no entries, not an error.
 type History struct {
 	Conv string
 	N    int

@@ -25,6 +25,7 @@
 //	pin-names   wire.NameKey(name) → key (32) since (8) name as first seen
 //	pin-keys    key (32) → wire.NameKey(name)
 //	rendezvous-keys  the rendezvous's address as given (-rv) → its key (32)
+//	history, history-convs  each conversation's recent messages (layout in history.go)
 //
 // The outbox order is the bucket's own sequence (bbolt NextSequence), so
 // iteration is insertion order and neither order nor per-conversation
@@ -136,7 +137,8 @@ var (
 	bucketStored   = []byte("outbox-stored")
 	bucketFilesOut = []byte("files-out")
 
-	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys, bucketRVKeys, bucketStored, bucketFilesOut}
+	allBuckets = [][]byte{bucketOutbox, bucketOutIDs, bucketSeq, bucketShown, bucketPinNames, bucketPinKeys, bucketRVKeys, bucketStored, bucketFilesOut,
+		bucketHistory, bucketHistConvs}
 
 	metaVersion = []byte("version")
 	metaOwner   = []byte("owner")

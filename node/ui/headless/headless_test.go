@@ -168,3 +168,68 @@ func TestRunRooms(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 }
+
+// TestRunHistory: /history reaches the node for the current conversation
+// (or the one named), /netcheck as CheckNet, and history and netcheck
+// events reach a script with every field, an empty history with its
+// (empty, not missing) entries.
+func TestRunHistory(t *testing.T) {
+	at := time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC)
+	n := &fakeNode{bus: api.NewBus(func() time.Time { return at }), cmds: make(chan api.Command, 16)}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), n, inR, outW); outW.Close() }()
+	out := &lines{sc: bufio.NewScanner(outR)}
+	say := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(inW, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	say("/history")
+	if ev := out.next(t); ev.Type != hl.TypeError || ev.Code != hl.CodeNoTarget {
+		t.Fatalf("/history with no conversation: %+v", ev)
+	}
+	say("/msg bob hi")
+	n.wantCmd(t, api.Send{To: "bob", Text: "hi"})
+	say("/history 10")
+	n.wantCmd(t, api.History{Conv: "bob", N: 10})
+	say("/history #dev")
+	n.wantCmd(t, api.History{Conv: "#dev"})
+	say("/netcheck")
+	n.wantCmd(t, api.CheckNet{})
+
+	entries := []api.HistoryEntry{
+		{ID: "01", From: "alice", Text: "hi \u009b bob", Kind: api.KindEmote, Out: true, State: api.StateFailed, Reason: "expired", TS: at.Add(-time.Hour)},
+		{ID: "02", From: "bob", Text: "hello", Via: api.ViaMailbox, TS: at.Add(-time.Minute)},
+	}
+	n.bus.Publish(&api.HistoryEvent{Conv: "bob", Entries: entries})
+	n.bus.Publish(&api.HistoryEvent{Conv: "", Entries: []api.HistoryEntry{}})
+	peers := []api.NetPeer{{Name: "bob", Path: api.PathDirect, Remote: "198.51.100.3:5000", RTTMS: 2.5, Changed: at.Add(-time.Second)}}
+	n.bus.Publish(&api.NetCheck{Public: []string{"203.0.113.5:4000", "203.0.113.5:4001"}, Mapping: api.MappingDependent, Detail: "d", Peers: peers})
+	for _, want := range []hl.Event{
+		{Type: hl.TypeHistory, Conv: "bob", Entries: entries},
+		{Type: hl.TypeHistory, Entries: []hl.HistoryEntry{}},
+		{Type: hl.TypeNetCheck, PublicList: []string{"203.0.113.5:4000", "203.0.113.5:4001"}, Mapping: hl.MappingDependent, Detail: "d", NetPeers: peers},
+	} {
+		got := out.next(t)
+		want.TS = at
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("event\n%+v\nwant\n%+v", got, want)
+		}
+	}
+
+	inW.Close()
+	n.wantCmd(t, api.Quit{Drain: true})
+	n.bus.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}

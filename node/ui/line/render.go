@@ -1,6 +1,7 @@
 package line
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -8,6 +9,7 @@ import (
 
 	"natchat/node/api"
 	"natchat/node/ui"
+	"natchat/wire"
 )
 
 // timeFormat is the time at the start of every line.
@@ -31,12 +33,22 @@ var indent = strings.Repeat(" ", len(timeFormat)+1)
 //	15:04 [#dev] <leslie> hello room
 //	15:04 [#dev] * leslie waves
 //	15:04 ✓ delivered to 2/3 of #dev
+//
+// A history event (the answer to /history) is a header, then each entry
+// as a message is shown, at its own time, our own with its state:
+//
+//	15:04 --- history of bob (2 messages) ---
+//	14:58 → bob: lunch?  (delivered)
+//	Dec 2 09:12 <bob> while you were out  (from your mailbox)
 func Render(e api.Event, now time.Time) string { return RenderAs(e, now, "") }
 
 // RenderAs is Render for the node called self, whose name starts its own
 // emotes as they are sent ("→ bob: * alice waves"); with self empty they
 // show without it ("→ bob: * waves").
 func RenderAs(e api.Event, now time.Time, self string) string {
+	if h, ok := e.(*api.HistoryEvent); ok {
+		return renderHistory(h, now, self)
+	}
 	body := render(e, now, self)
 	if body == "" {
 		return ""
@@ -147,8 +159,124 @@ func render(e api.Event, now time.Time, self string) string {
 		return fmt.Sprintf("! %d presence and path %s skipped while the screen was behind; /who shows who is online", e.Count, what)
 	case *api.Help:
 		return renderHelp(e.Commands)
+	case *api.NetCheck:
+		return renderNetCheck(e, now)
 	}
 	return ""
+}
+
+// renderHistory renders a history event: a header line at now, then one
+// line per entry at the entry's own time (its date too when not today).
+func renderHistory(h *api.HistoryEvent, now time.Time, self string) string {
+	head := now.Format(timeFormat) + " "
+	switch {
+	case h.Conv == "" && len(h.Entries) == 0:
+		return head + "--- no history yet ---"
+	case len(h.Entries) == 0:
+		return head + fmt.Sprintf("--- no history of %s ---", s(h.Conv))
+	}
+	var b strings.Builder
+	b.WriteString(head + fmt.Sprintf("--- history of %s (%s) ---", s(h.Conv), plural(len(h.Entries), "message")))
+	for _, e := range h.Entries {
+		b.WriteString("\n")
+		if e.TS.IsZero() {
+			b.WriteString(strings.Repeat("?", len(timeFormat)))
+		} else {
+			b.WriteString(sentWhen(e.TS, now))
+		}
+		b.WriteString(" " + historyEntry(h.Conv, e, self))
+	}
+	return b.String()
+}
+
+// historyEntry renders one history entry of conversation conv as its
+// message or sent event is rendered, with our own message's state.
+func historyEntry(conv string, e api.HistoryEntry, self string) string {
+	if e.Out {
+		text := s(e.Text)
+		if e.Kind == api.KindEmote {
+			text = emote(self, e.Text)
+		}
+		state := s(e.State)
+		if e.State == api.StateFailed && e.Reason != "" {
+			state += ": " + s(e.Reason)
+		}
+		if state == "" {
+			return fmt.Sprintf("→ %s: %s", s(conv), text)
+		}
+		return fmt.Sprintf("→ %s: %s  (%s)", s(conv), text, state)
+	}
+	line := fmt.Sprintf("<%s> %s", s(e.From), s(e.Text))
+	if e.Kind == api.KindEmote {
+		line = emote(e.From, e.Text)
+	}
+	if wire.IsRoom(conv) {
+		line = fmt.Sprintf("[%s] %s", s(conv), line)
+	}
+	if e.Via == api.ViaMailbox {
+		line += "  (from your mailbox)"
+	}
+	return line
+}
+
+// renderNetCheck renders /netcheck's answer:
+//
+//	*** netcheck: public 203.0.113.5:4000, 203.0.113.5:4001
+//	      mapping: endpoint-dependent (peers will mostly be relayed)
+//	      bob    direct  198.51.100.3:5000  12.5 ms  since 14:59
+func renderNetCheck(e *api.NetCheck, now time.Time) string {
+	var b strings.Builder
+	b.WriteString("*** netcheck: public ")
+	if len(e.Public) == 0 {
+		b.WriteString("unknown (no STUN answer)")
+	}
+	for i, p := range e.Public {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s(p))
+	}
+	b.WriteString("\n  mapping: " + s(e.Mapping))
+	var notes []string
+	switch e.Mapping {
+	case api.MappingIndependent:
+		notes = append(notes, "hole punching works")
+	case api.MappingDependent:
+		notes = append(notes, "peers will mostly be relayed")
+	}
+	if e.Detail != "" {
+		notes = append(notes, s(e.Detail))
+	}
+	if len(notes) > 0 {
+		b.WriteString(" (" + strings.Join(notes, "; ") + ")")
+	}
+	if len(e.Peers) == 0 {
+		b.WriteString("\n  no peers")
+		return b.String()
+	}
+	nameW, pathW, remoteW := 0, 0, 0
+	for _, p := range e.Peers {
+		nameW = max(nameW, utf8.RuneCountInString(s(p.Name)))
+		pathW = max(pathW, utf8.RuneCountInString(s(p.Path)))
+		remoteW = max(remoteW, utf8.RuneCountInString(s(cmp.Or(p.Remote, "-"))))
+	}
+	for _, p := range e.Peers {
+		name, path, remote := s(p.Name), s(p.Path), s(cmp.Or(p.Remote, "-"))
+		row := fmt.Sprintf("  %s%s  %s%s  %s%s", name, pad(nameW, name), path, pad(pathW, path), remote, pad(remoteW, remote))
+		if p.RTTMS > 0 {
+			row += fmt.Sprintf("  %.1f ms", p.RTTMS)
+		}
+		if !p.Changed.IsZero() {
+			row += "  since " + sentWhen(p.Changed, now)
+		}
+		b.WriteString("\n" + strings.TrimRight(row, " "))
+	}
+	return b.String()
+}
+
+// pad returns the spaces that fill str to width runes.
+func pad(width int, str string) string {
+	return strings.Repeat(" ", max(0, width-utf8.RuneCountInString(str)))
 }
 
 // inRoom prefixes what is said about one member's copy of a room message

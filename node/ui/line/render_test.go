@@ -261,3 +261,111 @@ func TestRenderHidesUnknown(t *testing.T) {
 		t.Errorf("Render(nil) = %q", got)
 	}
 }
+
+// TestRenderHistory: a header, then each entry at its own time (with its
+// date when not today) as its message or sent line, our own with their
+// state; an empty answer says so.
+func TestRenderHistory(t *testing.T) {
+	h := &api.HistoryEvent{Conv: "bob", Entries: []api.HistoryEntry{
+		{ID: "1", From: "alice", Text: "lunch?", Out: true, State: api.StateDelivered, TS: at.Add(-6 * time.Minute)},
+		{ID: "2", From: "alice", Text: "waves", Kind: api.KindEmote, Out: true, State: api.StateStored, TS: at.Add(-5 * time.Minute)},
+		{ID: "3", From: "alice", Text: "still there?", Out: true, State: api.StateFailed, Reason: "expired", TS: at.Add(-4 * time.Minute)},
+		{ID: "4", From: "alice", Text: "now?", Out: true, State: api.StateSending, TS: at.Add(-3 * time.Minute)},
+		{ID: "5", From: "bob", Text: "while you were out", Via: api.ViaMailbox, TS: at.AddDate(0, 0, -2)},
+		{ID: "6", From: "bob", Text: "shrugs", Kind: api.KindEmote, TS: at.Add(-time.Minute)},
+	}}
+	want := "15:04 --- history of bob (6 messages) ---\n" +
+		"14:58 → bob: lunch?  (delivered)\n" +
+		"14:59 → bob: * alice waves  (stored)\n" +
+		"15:00 → bob: still there?  (failed: expired)\n" +
+		"15:01 → bob: now?  (sending)\n" +
+		"Mar 2 15:04 <bob> while you were out  (from your mailbox)\n" +
+		"15:03 * bob shrugs"
+	if got := RenderAs(h, at, "alice"); got != want {
+		t.Errorf("history renders as\n%s\nwant\n%s", got, want)
+	}
+	room := &api.HistoryEvent{Conv: "#dev", Entries: []api.HistoryEntry{
+		{ID: "1", From: "alice", Text: "hi all", Out: true, State: api.StateDelivered, TS: at},
+		{ID: "2", From: "ann", Text: "hi alice", TS: at},
+	}}
+	want = "15:04 --- history of #dev (2 messages) ---\n" +
+		"15:04 → #dev: hi all  (delivered)\n" +
+		"15:04 [#dev] <ann> hi alice"
+	if got := Render(room, at); got != want {
+		t.Errorf("room history renders as\n%s\nwant\n%s", got, want)
+	}
+	for _, c := range []struct {
+		e    *api.HistoryEvent
+		want string
+	}{
+		{&api.HistoryEvent{Conv: "bob", Entries: []api.HistoryEntry{}}, "15:04 --- no history of bob ---"},
+		{&api.HistoryEvent{Entries: []api.HistoryEntry{}}, "15:04 --- no history yet ---"},
+		{&api.HistoryEvent{Conv: "bob", Entries: []api.HistoryEntry{{From: "bob", Text: "x", TS: at}}}, "15:04 --- history of bob (1 message) ---\n15:04 <bob> x"},
+	} {
+		if got := Render(c.e, at); got != c.want {
+			t.Errorf("Render(%+v) = %q, want %q", c.e, got, c.want)
+		}
+	}
+
+	// Hostile strings stay inert, and no entry makes a line of its own.
+	for _, hs := range hostile {
+		x := hs.in
+		for _, e := range []*api.HistoryEvent{
+			{Conv: x, Entries: []api.HistoryEntry{{From: x, Text: x, TS: at}, {From: x, Text: x, Kind: api.KindEmote, TS: at}}},
+			{Conv: x, Entries: []api.HistoryEntry{{From: x, Text: x, Out: true, State: x, Reason: x, TS: at}, {From: x, Text: x, Via: api.ViaMailbox, TS: at}}},
+			{Conv: x, Entries: []api.HistoryEntry{}},
+		} {
+			got := RenderAs(e, at, x)
+			if n := strings.Count(got, "\n"); n != len(e.Entries) {
+				t.Errorf("history with %q has %d line ends for %d entries:\n%s", x, n, len(e.Entries), got)
+			}
+			for _, line := range strings.Split(got, "\n") {
+				if !strings.HasPrefix(line, "15:04 ") {
+					t.Errorf("history line %q does not start with its time", line)
+				}
+				checkInert(t, line)
+			}
+			if !strings.Contains(got, hs.shown) {
+				t.Errorf("history with %q:\n%s\ndoes not show it as %q", x, got, hs.shown)
+			}
+		}
+	}
+}
+
+// TestRenderNetCheck: public endpoints, the mapping with what it means,
+// and a row per peer, lined up; peer text inert.
+func TestRenderNetCheck(t *testing.T) {
+	e := &api.NetCheck{
+		Public:  []string{"203.0.113.5:4000", "203.0.113.5:4001"},
+		Mapping: api.MappingDependent,
+		Detail:  "the second STUN server saw another port",
+		Peers: []api.NetPeer{
+			{Name: "bob", Path: api.PathDirect, Remote: "198.51.100.3:5000", RTTMS: 12.5, Changed: at.Add(-5 * time.Minute)},
+			{Name: "carolyn", Path: api.PathRelay},
+		},
+	}
+	want := "15:04 *** netcheck: public 203.0.113.5:4000, 203.0.113.5:4001\n" +
+		"        mapping: endpoint-dependent (peers will mostly be relayed; the second STUN server saw another port)\n" +
+		"        bob      direct  198.51.100.3:5000  12.5 ms  since 14:59\n" +
+		"        carolyn  relay   -"
+	if got := Render(e, at); got != want {
+		t.Errorf("netcheck renders as\n%s\nwant\n%s", got, want)
+	}
+	want = "15:04 *** netcheck: public unknown (no STUN answer)\n" +
+		"        mapping: unknown (no STUN answer)\n" +
+		"        no peers"
+	if got := Render(&api.NetCheck{Mapping: api.MappingUnknown, Detail: "no STUN answer"}, at); got != want {
+		t.Errorf("empty netcheck renders as\n%s\nwant\n%s", got, want)
+	}
+	if got := Render(&api.NetCheck{Mapping: api.MappingIndependent}, at); !strings.Contains(got, "mapping: endpoint-independent (hole punching works)") {
+		t.Errorf("independent mapping renders as\n%s", got)
+	}
+	for _, h := range hostile {
+		x := h.in
+		got := Render(&api.NetCheck{Public: []string{x}, Mapping: x, Detail: x, Peers: []api.NetPeer{{Name: x, Path: x, Remote: x}}}, at)
+		checkInert(t, got)
+		if strings.Count(got, h.shown) != 6 {
+			t.Errorf("netcheck with %q:\n%s\ndoes not show it 6 times as %q", x, got, h.shown)
+		}
+	}
+}
