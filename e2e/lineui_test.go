@@ -161,7 +161,7 @@ func startLineNode(t *testing.T, name, rv string) *lineNode {
 		t.Fatal(err)
 	}
 	args := []string{bins.node, "-name", name, "-rv", rv, "-identity", filepath.Join(home, name+".key"),
-		"-heartbeat", heartbeat.String(), "-log-level", "debug", "-listen", "127.0.0.1:0"}
+		"-heartbeat", heartbeat.String(), "-log-level", "debug", "-listen", "127.0.0.1:0", "-ui", "line"}
 	var cmd strings.Builder
 	for i, a := range args {
 		if i > 0 {

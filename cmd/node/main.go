@@ -29,6 +29,7 @@ import (
 	"natchat/node/store"
 	"natchat/node/ui/headless"
 	"natchat/node/ui/line"
+	"natchat/node/ui/tui"
 	"natchat/wire"
 )
 
@@ -44,6 +45,12 @@ type options struct {
 	downloads, acceptFrom, maxFile                              string
 	maxFileSize                                                 int64
 	acceptNames                                                 []string
+
+	uiMode string // -ui: "tui", "line", or "" to choose by the terminal
+
+	history    bool // -history: keep each conversation's recent messages
+	historyMax int
+	historyAge time.Duration
 }
 
 func parse(args []string) (*options, error) {
@@ -56,6 +63,7 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.identity, "identity", "", "identity key file (default: natchat/NAME.key in the user config dir)")
 	fs.StringVar(&o.state, "state", "", "state directory: outbox, messages shown, pinned keys (default: natchat/KEY under the user state dir)")
 	fs.BoolVar(&o.headless, "headless", false, "read commands on stdin, write JSON events on stdout")
+	fs.StringVar(&o.uiMode, "ui", "", "the terminal client: tui (full screen) or line (a prompt, for dumb terminals) (default: tui when stdin and stdout are terminals and $TERM is not dumb, else line)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", 25*time.Second, "heartbeat interval to the rendezvous")
 	fs.DurationVar(&o.delivery, "delivery-timeout", 2*time.Minute, "how long a message may wait for its receipt (unless it is stored in the recipient's mailbox)")
 	fs.DurationVar(&o.offlineGrace, "offline-grace", 500*time.Millisecond, "after live delivery to a peer failed, wait this long for receipts before depositing in its mailbox")
@@ -65,9 +73,12 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.downloads, "downloads", "", "directory received files are saved in (default: natchat in your Downloads directory)")
 	fs.StringVar(&o.acceptFrom, "accept-from", "", "comma-separated names whose file offers are accepted without asking")
 	fs.StringVar(&o.maxFile, "max-file-size", "4G", "largest file you offer or accept (bytes, or with K, M, G or T)")
+	fs.BoolVar(&o.history, "history", true, "keep each conversation's recent messages in the state directory (/history shows them); -history=false records nothing")
+	fs.IntVar(&o.historyMax, "history-max", 1000, "messages kept per conversation in the history")
+	fs.DurationVar(&o.historyAge, "history-age", 30*24*time.Hour, "how long messages stay in the history (0: no age limit)")
 	fs.BoolVar(&o.noDirect, "no-direct", false, "never punch a direct path: every peer stays on the relay")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error, disabled")
-	fs.StringVar(&o.logFile, "log-file", "", "write logs to this file (default: stderr with -headless; in the line UI, only warnings, on screen)")
+	fs.StringVar(&o.logFile, "log-file", "", "write logs to this file (default: stderr with -headless; in the full-screen client, natchat/NAME.log in the user state dir, and its log view, F2; in the line UI, only warnings, on screen)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := cmdutil.Parse(fs, args); err != nil {
 		return nil, err
@@ -92,6 +103,16 @@ func parse(args []string) (*options, error) {
 		return nil, cmdutil.Usagef("-room-rate must be a positive number of messages a second")
 	case o.roomBurst <= 0:
 		return nil, cmdutil.Usagef("-room-burst must be positive")
+	case o.historyMax <= 0:
+		return nil, cmdutil.Usagef("-history-max must be positive")
+	case o.historyAge < 0:
+		return nil, cmdutil.Usagef("-history-age must not be negative (0: no age limit)")
+	}
+	switch {
+	case o.uiMode != "" && o.uiMode != "tui" && o.uiMode != "line":
+		return nil, cmdutil.Usagef("-ui %q: want tui or line", o.uiMode)
+	case o.uiMode != "" && o.headless:
+		return nil, cmdutil.Usagef("-ui and -headless: choose one")
 	}
 	if err := wire.ValidateName(o.name); err != nil {
 		return nil, cmdutil.Usagef("-name %q: %v", o.name, err)
@@ -147,10 +168,15 @@ func run(args []string) error {
 		return nil
 	}
 	var ui *line.UI
-	if !o.headless {
+	var full *tui.UI
+	switch {
+	case o.headless:
+	case o.uiMode == "tui" || o.uiMode == "" && tui.Usable(os.Stdin, os.Stdout):
+		full = tui.New(tui.Options{Name: o.name, In: os.Stdin, Out: os.Stdout})
+	default:
 		ui = line.New(line.Options{Name: o.name, In: os.Stdin, Out: os.Stdout})
 	}
-	log, closeLog, err := logger(o, ui)
+	log, closeLog, err := logger(o, ui, full)
 	if err != nil {
 		return err
 	}
@@ -199,6 +225,7 @@ func run(args []string) error {
 		Heartbeat: o.heartbeat, DeliveryTimeout: o.delivery, OfflineGrace: o.offlineGrace, MailboxAge: o.mailboxAge,
 		Logger: log, NoDirect: o.noDirect, RoomRate: o.roomRate, RoomBurst: o.roomBurst,
 		Downloads: o.downloads, AcceptFrom: o.acceptNames, MaxFileSize: o.maxFileSize,
+		NoHistory: !o.history, HistoryMax: o.historyMax, HistoryAge: historyAge(o.historyAge),
 	})
 	if err != nil {
 		conn.Close()
@@ -214,6 +241,8 @@ func run(args []string) error {
 	var feErr error
 	if o.headless {
 		feErr = headless.Run(ctx, fe, os.Stdin, os.Stdout)
+	} else if full != nil {
+		feErr = full.Run(ctx, fe)
 	} else {
 		feErr = ui.Run(ctx, fe)
 	}
@@ -247,9 +276,27 @@ func (s *subscribed) Subscribe() *api.Sub {
 // logger returns the logger for the chosen front end: -log-file when
 // given; otherwise stderr for -headless (through a non-blocking buffer, so
 // a stalled stderr never stalls the node), and only warnings, on screen,
-// for the line UI.
-func logger(o *options, ui *line.UI) (zerolog.Logger, func(), error) {
+// for the line UI. The full-screen client's log goes to its log view (F2)
+// and to -log-file, by default defaultLogFile.
+func logger(o *options, ui *line.UI, full *tui.UI) (zerolog.Logger, func(), error) {
 	lvl, _ := zerolog.ParseLevel(o.logLevel)
+	if full != nil {
+		path := o.logFile
+		if path == "" {
+			var err error
+			if path, err = defaultLogFile(o.name); err != nil {
+				return zerolog.Nop(), nil, fmt.Errorf("no place for the log (give -log-file): %w", err)
+			}
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return zerolog.Nop(), nil, fmt.Errorf("no place for the log (give -log-file): %w", err)
+			}
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return zerolog.Nop(), nil, fmt.Errorf("-log-file: %w", err)
+		}
+		return zerolog.New(full.LogWriter(f)).Level(lvl).With().Timestamp().Logger(), func() { f.Close() }, nil
+	}
 	if o.logFile != "" {
 		f, err := os.OpenFile(o.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
@@ -299,6 +346,22 @@ func parseSize(s string) (int64, error) {
 	return v * mult, nil
 }
 
+// defaultLogFile is where the full-screen client's log goes without
+// -log-file: NAME.log (the name as in the identity's file name) in
+// natchat's folder of the user state dir, beside the nodes' state
+// directories.
+func defaultLogFile(name string) (string, error) {
+	state, err := node.DefaultStateDir(wire.Key{})
+	if err != nil {
+		return "", err
+	}
+	id, err := node.DefaultIdentityPath(name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(state), strings.TrimSuffix(filepath.Base(id), ".key")+".log"), nil
+}
+
 // defaultDownloads is natchat's folder in the user's Downloads directory
 // ($XDG_DOWNLOAD_DIR, else ~/Downloads).
 func defaultDownloads() (string, error) {
@@ -310,4 +373,13 @@ func defaultDownloads() (string, error) {
 		return "", err
 	}
 	return filepath.Join(home, "Downloads", "natchat"), nil
+}
+
+// historyAge maps -history-age (0: no age limit) to node.Options.HistoryAge
+// (0: the default; negative: no age limit).
+func historyAge(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -91,3 +91,12 @@ func (d *Dispatcher) Target() string {
 	defer d.mu.Unlock()
 	return d.target
 }
+
+// SetTarget makes name (a peer's name, a room, or "" for none) the
+// current conversation: a front end that shows one conversation at a time
+// sets it to the one on screen.
+func (d *Dispatcher) SetTarget(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.target = name
+}
