@@ -59,8 +59,9 @@ type Observer interface {
 	// a wire.Code name such as "name_taken"). Called at most once; Run
 	// returns an error after it.
 	Refused(code, message string)
-	// Unreachable: no answer from the rendezvous yet; the client keeps
-	// trying.
+	// Unreachable: no answer from the rendezvous yet, or (once
+	// registered) none to three heartbeats in a row; the client keeps
+	// trying, and Registered follows when it is back.
 	Unreachable(message string)
 	// Signaled: signalling from peer k, which the rendezvous calls name;
 	// body aliases the datagram: copy it to keep it.
@@ -606,6 +607,8 @@ func (c *Client) tickLocked(now time.Time) time.Duration {
 		}
 		if c.missed >= 3 {
 			c.log.Warn().Msg("rendezvous silent for three heartbeats; registering again")
+			msg := fmt.Sprintf("rendezvous %s silent for three heartbeats; registering again", c.opts.Rendezvous)
+			c.notifyLocked(func(o Observer) { o.Unreachable(msg) })
 			c.lostLocked(now)
 			return 500 * time.Millisecond
 		}

@@ -530,6 +530,34 @@ func TestUnreachableThenRegisters(t *testing.T) {
 	})
 }
 
+// TestSilentAfterRegistering: a rendezvous that stops answering a
+// registered client is reported once (unreachable: the front end shows
+// it as reconnecting) when three heartbeats went unanswered, and
+// Registered follows when it answers again.
+func TestSilentAfterRegistering(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t)
+		a := w.addClient("alice", nil)
+		time.Sleep(time.Second)
+		settle()
+		if !a.IsRegistered() || a.count("registered") != 1 {
+			t.Fatalf("not registered: %v", a.notes())
+		}
+		w.setDrop(func(d dgram) bool { return true })
+		time.Sleep(10 * time.Minute)
+		settle()
+		if a.count("unreachable") != 1 || a.IsRegistered() {
+			t.Fatalf("after minutes of silence: %v", a.notes())
+		}
+		w.setDrop(nil)
+		time.Sleep(time.Minute)
+		settle()
+		if !a.IsRegistered() || a.count("registered") != 2 || a.count("unreachable") != 1 {
+			t.Fatalf("after the rendezvous came back: %v", a.notes())
+		}
+	})
+}
+
 func TestSignals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newWorld(t)
