@@ -8,15 +8,20 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestFiles: with the binaries, alice sends bob a random 50 MiB file; bob
 // accepts it, and it is saved in his downloads folder, verified, bit for
 // bit. Sent again, it is saved under a numbered name. A rejected offer and
-// an offer cancelled by its sender end in file_failed; a file whose name
-// is a reserved device name or holds a control character is not offered.
-// (The receiver's own refusal of such names, on a raw stream, is tested
-// in node/transfer.)
+// an offer cancelled by its sender end in file_failed. A file whose name
+// breaks a rule the receiver enforces is not offered: every such name a
+// Linux file can have (a drive prefix, a backslash, a leading or trailing
+// dot or space, a device name, control and bidi characters). The others
+// cannot leave a node at all, since /send offers a file's base name: over
+// 255 bytes, ".", "..", "/x"; the receiver's own refusal of every rule,
+// from a hostile sender writing the offer on a raw stream, is tested in
+// node/transfer (TestHostileNames).
 func TestFiles(t *testing.T) {
 	t.Parallel()
 	rv := startRendezvous(t, rvOptions{})
@@ -89,7 +94,11 @@ func TestFiles(t *testing.T) {
 	bob.waitEventFrom(t, bm, waitLong, "file_failed", func(e *event) bool { return e.Type == "file_failed" && e.ID == offer.ID })
 
 	// Hostile names never reach bob's screen.
-	for _, name := range []string{"CON.txt", "a\x1b[2Jb.txt"} {
+	for _, name := range []string{
+		"CON.txt", "lpt1", "a\x1b[2Jb.txt", "bell\a.txt", "cr\rlf.txt",
+		"evil\u202Etxt.exe", "zero\u200bwidth.txt", // bidi override, zero-width space
+		"C:evil.txt", `a\b.txt`, ".hidden", "trailing.", " lead.txt",
+	} {
 		p := filepath.Join(src, name)
 		randomFile(t, p, 10)
 		am, bm := alice.mark(), bob.mark()
@@ -240,4 +249,73 @@ func TestFileResumesAfterSenderKill(t *testing.T) {
 		t.Fatalf("after alice's restart: %v", done)
 	}
 	alice.waitEvent(t, waitLong, "alice's file_done", func(e *event) bool { return e.Type == "file_done" && e.ID == offer.ID })
+}
+
+// TestFileCancelMidTransfer: a transfer under way is cancelled by the
+// receiver, then another by the sender: each side ends with file_failed
+// (the other's saying "cancelled by the peer"), and bob's downloads
+// folder holds neither a file nor a partial one.
+func TestFileCancelMidTransfer(t *testing.T) {
+	t.Parallel()
+	const size = 200 << 20
+	rv := startRendezvous(t, rvOptions{})
+	dl := t.TempDir()
+	alice := startNode(t, "alice", rv.addr, nodeOptions{})
+	bob := startNode(t, "bob", rv.addr, nodeOptions{extra: []string{"-downloads", dl, "-accept-from", "alice"}})
+	alice.waitRegistered(t)
+	bob.waitRegistered(t)
+	path := filepath.Join(t.TempDir(), "video.bin")
+	randomFile(t, path, size)
+
+	for _, canceller := range []string{"bob", "alice"} {
+		am, bm := alice.mark(), bob.mark()
+		alice.command(t, "/send bob "+path)
+		offer, _ := bob.waitEventFrom(t, bm, waitLong, "file_offer", isType("file_offer"))
+		p, _ := bob.waitEventFrom(t, bm, waitLong, "progress", func(e *event) bool {
+			return e.Type == "file_progress" && e.ID == offer.ID && e.Bytes > 0
+		})
+		if p.Bytes >= size {
+			t.Fatalf("%s: the transfer ended before it could be cancelled", canceller)
+		}
+		self, peer := bob, alice
+		if canceller == "alice" {
+			self, peer = alice, bob
+		}
+		self.command(t, "/cancel "+offer.ID)
+		failed := func(n *node, mark int, want string) {
+			t.Helper()
+			f, _ := n.waitEventFrom(t, mark, waitLong, "file_failed", func(e *event) bool {
+				return (e.Type == "file_failed" || e.Type == "file_done") && e.ID == offer.ID
+			})
+			if f.Type != "file_failed" || f.Reason != want {
+				t.Errorf("%s cancelled: the other side got %v, want file_failed %q", canceller, f, want)
+			}
+		}
+		selfMark, peerMark := am, bm
+		if canceller == "bob" {
+			selfMark, peerMark = bm, am
+		}
+		failed(self, selfMark, "cancelled")
+		failed(peer, peerMark, "cancelled by the peer")
+		if d := bob.events(bm, isType("file_done")); len(d) > 0 {
+			t.Errorf("%s cancelled, yet bob has file_done: %v", canceller, d)
+		}
+		// The partial file goes once the receiving stream has let go of
+		// it, which may be just after file_failed.
+		deadline := time.Now().Add(waitLong)
+		for {
+			entries, _ := os.ReadDir(dl)
+			if len(entries) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				var names []string
+				for _, e := range entries {
+					names = append(names, e.Name())
+				}
+				t.Fatalf("%s cancelled: downloads still hold %q", canceller, names)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
