@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -18,7 +20,15 @@ import (
 func newRand(t *testing.T) *rand.Rand {
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("random seed %d", seed)
+	if v := os.Getenv("NATCHAT_SEED"); v != "" {
+		// Replay a failed run: NATCHAT_SEED=<the logged seed>.
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("NATCHAT_SEED=%q: %v", v, err)
+		}
+		seed = n
+	}
+	t.Logf("random seed %d (NATCHAT_SEED replays it)", seed)
 	return rand.New(rand.NewPCG(seed, seed>>1|1))
 }
 
