@@ -14,6 +14,15 @@ import (
 // NATCHAT_DISABLE_GSO=1 turns it off (as QUIC_GO_DISABLE_GSO does for
 // quic-go). A device that cannot segment is found at the first send.
 func gsoSupported(conn *net.UDPConn) bool {
+	return udpOption(conn, func(fd int) error {
+		_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+		return err
+	})
+}
+
+// udpOption runs f on conn's socket unless NATCHAT_DISABLE_GSO is set,
+// and reports whether it succeeded.
+func udpOption(conn *net.UDPConn, f func(fd int) error) bool {
 	if off, err := strconv.ParseBool(os.Getenv("NATCHAT_DISABLE_GSO")); err == nil && off {
 		return false
 	}
@@ -21,13 +30,11 @@ func gsoSupported(conn *net.UDPConn) bool {
 	if err != nil {
 		return false
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		_, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
-	}); err != nil {
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
 		return false
 	}
-	return serr == nil
+	return ferr == nil
 }
 
 // appendSegmentSize appends the control message that asks the kernel to
@@ -56,20 +63,9 @@ func isGSOError(err error) bool {
 // (UDP_GRO): a peer that sends with GSO is then read in one system call a
 // run. NATCHAT_DISABLE_GSO=1 turns it off too.
 func enableGRO(conn *net.UDPConn) bool {
-	if off, err := strconv.ParseBool(os.Getenv("NATCHAT_DISABLE_GSO")); err == nil && off {
-		return false
-	}
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1)
-	}); err != nil {
-		return false
-	}
-	return serr == nil
+	return udpOption(conn, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	})
 }
 
 // groOOBLen is room for the control messages of one read.
