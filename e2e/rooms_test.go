@@ -125,11 +125,17 @@ func TestRooms(t *testing.T) {
 	}
 
 	// The rendezvous is killed and restarted: the room is still there.
+	// Each node's mark is taken before the kill: a node may register
+	// again while the test still waits for another.
+	marks = make(map[string]int, len(names))
+	for _, n := range names {
+		marks[n] = nodes[n].mark()
+	}
 	rv.kill(t)
 	rv = rv.restart(t)
 	for _, n := range names {
 		nd := nodes[n]
-		m := nd.mark()
+		m := marks[n]
 		nd.waitEventFrom(t, m, waitLong, "registered again", isType("registered"))
 		nd.command(t, "/rooms")
 		r, _ := nd.waitEventFrom(t, m, waitLong, "rooms", isType("rooms"))
