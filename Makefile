@@ -1,8 +1,8 @@
-# natchat: make build | test | demo | lab-test | fuzz | bench | lint
+# natchat: make build | test | demo | lab-test | fuzz | bench | bench-rv | lint
 GO ?= go
 BIN := bin
 
-.PHONY: build test test-short demo lab-test fuzz bench lint vet fmt clean
+.PHONY: build test test-short demo lab-test fuzz bench bench-rv lint vet fmt clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -38,6 +38,14 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+# The rendezvous beside coturn on loopback (docs/BENCHMARKS.md): STUN,
+# relay, server CPU and memory. Installs coturn when root and missing;
+# without it, measures ours alone. NATBENCH_FLAGS=-quick for a smoke run.
+NATBENCH_FLAGS ?= -reps 3
+bench-rv:
+	mkdir -p $(BIN)/bench-rv
+	$(GO) run ./cmd/natbench $(NATBENCH_FLAGS) -md $(BIN)/bench-rv/table.md -png $(BIN)/bench-rv
 
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint: vet

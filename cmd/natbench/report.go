@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"time"
+)
+
+// fmtNum prints a figure with a precision that suits its size.
+func fmtNum(v float64) string {
+	switch a := math.Abs(v); {
+	case math.IsNaN(v):
+		return "–"
+	case v == 0:
+		return "0"
+	case a >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func fmtSummary(s summary) string {
+	if s.N == 0 {
+		return "–"
+	}
+	if s.N == 1 {
+		return fmtNum(s.Median)
+	}
+	return fmt.Sprintf("%s (%s–%s)", fmtNum(s.Median), fmtNum(s.Min), fmtNum(s.Max))
+}
+
+func fmtRatio(r float64) string {
+	if math.IsNaN(r) || math.IsInf(r, 0) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", r)
+}
+
+// writeMarkdown writes the table: one line per row and metric, medians
+// with their min–max over the repetitions, and ours/coturn.
+func (b *bench) writeMarkdown(w io.Writer, steal float64) {
+	fmt.Fprintf(w, "natbench %s, %d rep(s), %v window after %v warm-up, GOMAXPROCS %d, %d CPUs\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cfg.reps, b.cfg.window, b.cfg.warm, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	if b.stunServer != "" {
+		fmt.Fprintf(w, "STUN rows, ours: %s.\n", b.stunServer)
+	}
+	if b.relayRV != nil {
+		fmt.Fprintln(w, "Relay rows, ours: cmd/rendezvous -relay-pps -1 -relay-bps -1 -relay-small-pps -1 -new-names -1.")
+	}
+	fmt.Fprintln(w)
+	if b.coturnSkipped != "" {
+		fmt.Fprintf(w, "coturn: skipped: %s\n\n", b.coturnSkipped)
+	}
+	fmt.Fprintln(w, "| row | metric | ours: median (min–max) | coturn: median (min–max) | ours/coturn |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|")
+	for _, r := range b.rows {
+		for _, m := range r.metrics {
+			o, c := summarize(r.ours[m.name]), summarize(r.coturn[m.name])
+			if o.N == 0 && c.N == 0 {
+				continue
+			}
+			rt := ratio(o.Median, c.Median)
+			if m.noRatio {
+				rt = math.NaN()
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.label, m.name, fmtSummary(o), fmtSummary(c), fmtRatio(rt))
+		}
+	}
+	fmt.Fprintln(w)
+	if !math.IsNaN(steal) {
+		fmt.Fprintf(w, "Steal (time the VM's host took, /proc/stat): %.1f %% over the run, %.1f–%.1f %% per window.\n",
+			100*steal, 100*b.stealMin, 100*b.stealMax)
+	}
+}
