@@ -1,5 +1,12 @@
 package rendezvous
 
+import (
+	"net/netip"
+
+	"natchat/ctrl"
+	"natchat/wire"
+)
+
 // Hooks for the tests of package rendezvous_test.
 
 // SetCommitHook has st's committer call f at the start of each write
@@ -24,4 +31,71 @@ func MailHeld(s *Server) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mailHeld
+}
+
+// AddRegistered puts a node in s as registered, the way register does
+// once the node's handshake has succeeded and its name is bound: the
+// default room's membership applied to the in-memory copy (as initRooms
+// applies its durable write), then, under the lock, the client record,
+// its indexes, its rooms, its presence join and snapshot. It skips the
+// Noise handshake and the durable writes (the name binding, the room
+// membership, the Store's last use), which the scale benchmarks
+// (scale_bench_test.go) cannot afford a million times; keys are the
+// session's (the benchmarks share a few real sessions' ciphers among many
+// records). It returns the session ID. Test-only.
+func AddRegistered(s *Server, key wire.Key, name string, src netip.AddrPort, cookie wire.Cookie, reply []byte, keys *ctrl.Keys) wire.SessionID {
+	if s.opts.DefaultRoom != "" {
+		s.mu.Lock()
+		var v uint64 = 1
+		if r := s.byRoom[s.defaultRK]; r != nil {
+			v = r.version + 1
+		}
+		s.mu.Unlock()
+		s.initApplied(RoomResult{Status: wire.RoomOK, Room: s.opts.DefaultRoom, Key: key, Version: v, Members: 0, Changed: true}, name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if s.byKey[key] != nil {
+		panic("AddRegistered: key already online")
+	}
+	c := s.newClient(key, name)
+	c.session, c.addr, c.cookie = newSession(), src, cookie
+	c.keys = keys
+	s.heardLocked(c, now)
+	c.reply = reply
+	s.byKey[c.key] = c
+	s.bySession[c.session] = c
+	s.byCookie[c.cookie] = c
+	s.cookieQ.push(c.cookie, s.mono(now))
+	s.m.registrations.Inc()
+	s.m.online.Set(float64(len(s.byKey)))
+	s.send(c.reply, c.addr)
+	if mem := s.members[c.key]; mem != nil {
+		mem.name, mem.nameKey = c.name, c.nameKey
+		for rk := range mem.rooms {
+			s.joinLocked(c, rk)
+		}
+	}
+	s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
+	s.sendSnapshotLocked(c)
+	s.mailRegisteredLocked(c)
+	return c.session
+}
+
+// ExpiryState returns the clients filed in s's expiry wheel, the keys
+// with spent cookies and the entries of their queue, and the new-name
+// quotas and the entries of theirs.
+func ExpiryState(s *Server) (filed, spentKeys, spentQueued, quotas, quotasQueued int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.expiry.n, len(s.spent), s.spentQ.len(), len(s.newNames), s.nameQ.len()
+}
+
+// CookieIndex returns the registrations s finds by cookie, and the
+// entries of their queue.
+func CookieIndex(s *Server) (entries, queued int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byCookie), s.cookieQ.len()
 }

@@ -10,7 +10,7 @@ import (
 // forwardableLocked returns the online node with key dst if c may send it
 // n more bytes now, counting the drop otherwise.
 func (s *Server) forwardableLocked(c *client, dst wire.Key, n int, now time.Time) *client {
-	if !c.limiter.Allow(now, n) {
+	if !s.relayLimiter(c).Allow(now, n) {
 		s.drop(relay.DropRateLimited)
 		return nil
 	}

@@ -143,7 +143,7 @@ func (s *Server) handleMailPutLocked(c *client, m *wire.MailPut, now time.Time) 
 		if online {
 			st = wire.MailOnline
 		}
-		if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+		if s.opts.LookupRate > 0 && !s.lookupLimiter(c).AllowN(now, 1) {
 			s.drop(relay.DropQuota)
 			st = wire.MailBusy
 		}

@@ -28,7 +28,8 @@ type regJob struct {
 // handleHandshakeLocked checks a Handshake's cookie (cheap, on the packet
 // path) and hands it to a registration worker (the Diffie-Hellman and the
 // name binding are not cheap). A retransmitted Handshake gets the same
-// reply again.
+// reply again, until the node is heard from on its session (it has the
+// reply then, and the server no longer keeps it).
 func (s *Server) handleHandshakeLocked(m *wire.Handshake, src netip.AddrPort, now time.Time, reqLen int) {
 	if !s.cookies.valid(now, src, m.Cookie) {
 		s.drop(relay.DropBadCookie)
@@ -37,7 +38,8 @@ func (s *Server) handleHandshakeLocked(m *wire.Handshake, src netip.AddrPort, no
 	}
 	if c := s.byCookie[m.Cookie]; c != nil {
 		// The handshake of the registration in force: from its address, a
-		// retransmission, which gets the same reply. From elsewhere, the
+		// retransmission, which gets the same reply (while it is kept:
+		// until the node is heard on its session). From elsewhere, the
 		// node has moved since (the cookie is this address's, so it never
 		// sends it from its new one): a replay, which must not run again
 		// and reset the session back to the old address.
@@ -217,12 +219,12 @@ func (s *Server) register(j regJob) {
 		s.spendLocked(c, now)
 		s.log.Info().Str("peer", c.name).Stringer("addr", j.src).Msg("re-registered")
 	} else {
-		c = &client{key: p.Key, name: name, nameKey: wire.NameKey(name), limiter: relay.NewLimiter(s.opts.Relay),
-			lookups: rate.NewLimiter(rate.Limit(max(s.opts.LookupRate, 1)), 2*max(s.opts.LookupRate, 1)),
-			intros:  rate.NewLimiter(rate.Limit(max(s.opts.IntroRate, 1)), 2*max(s.opts.IntroRate, 1))}
+		c = s.newClient(p.Key, name)
 	}
-	c.session, c.addr, c.cookie, c.lastSeen = newSession(), j.src, j.cookie, now
-	c.challenge.addr = netip.AddrPort{}
+	c.session, c.addr, c.cookie = newSession(), j.src, j.cookie
+	if c.challenge != nil {
+		c.challenge.addr = netip.AddrPort{}
+	}
 	out, keys, err := resp.Finish(wire.AppendHandshakeResult(nil, &wire.HandshakeResult{
 		Session: c.session, Observed: c.addr,
 		HeartbeatMS: uint32(s.opts.Heartbeat / time.Millisecond),
@@ -234,10 +236,12 @@ func (s *Server) register(j regJob) {
 		return
 	}
 	c.keys = keys
+	s.heardLocked(c, now) // files it for expiry: only a client in byKey may be filed
 	c.reply = wire.Marshal(&wire.HandshakeReply{Noise: out})
 	s.byKey[c.key] = c
 	s.bySession[c.session] = c
 	s.byCookie[c.cookie] = c
+	s.cookieQ.push(c.cookie, s.mono(now))
 	s.m.registrations.Inc()
 	s.m.online.Set(float64(len(s.byKey)))
 	s.send(c.reply, c.addr)
@@ -255,6 +259,47 @@ func (s *Server) register(j regJob) {
 	s.mailRegisteredLocked(c)
 }
 
+// newClient returns the record of a node registering for the first time
+// since it was last online.
+func (s *Server) newClient(key wire.Key, name string) *client {
+	nk := wire.NameKey(name)
+	if nk == name {
+		nk = name // one copy of the bytes, not two
+	}
+	return &client{key: key, name: name, nameKey: nk}
+}
+
+// A node's rate limiters are made at its first use of each: most nodes
+// never relay, look up or introduce themselves, and a limiter is ~100
+// bytes. Made then, a limiter is full, as one made at the registration
+// would be by then (its tokens never exceed its burst): nothing changes
+// but the memory.
+
+// relayLimiter returns c's relay budget.
+func (s *Server) relayLimiter(c *client) *relay.Limiter {
+	if c.limiter == nil {
+		c.limiter = relay.NewLimiter(s.opts.Relay)
+	}
+	return c.limiter
+}
+
+// lookupLimiter returns c's budget of lookups and other requests
+// answered from the server's state.
+func (s *Server) lookupLimiter(c *client) *rate.Limiter {
+	if c.lookups == nil {
+		c.lookups = rate.NewLimiter(rate.Limit(max(s.opts.LookupRate, 1)), 2*max(s.opts.LookupRate, 1))
+	}
+	return c.lookups
+}
+
+// introLimiter returns c's budget of introductions.
+func (s *Server) introLimiter(c *client) *rate.Limiter {
+	if c.intros == nil {
+		c.intros = rate.NewLimiter(rate.Limit(max(s.opts.IntroRate, 1)), 2*max(s.opts.IntroRate, 1))
+	}
+	return c.intros
+}
+
 // newNameLocked counts a new name registered from src's network this hour
 // and reports whether it is within the quota.
 func (s *Server) newNameLocked(src netip.Addr, now time.Time) bool {
@@ -266,6 +311,7 @@ func (s *Server) newNameLocked(src netip.Addr, now time.Time) bool {
 	if q == nil || now.Sub(q.since) >= time.Hour {
 		q = &nameQuota{since: now}
 		s.newNames[pfx] = q
+		s.nameQ.push(pfx, s.mono(now))
 	}
 	if q.count >= s.opts.NewNames {
 		return false
@@ -298,6 +344,7 @@ func (s *Server) spendLocked(c *client, now time.Time) {
 		rs = rs[len(rs)-maxSpent:]
 	}
 	s.spent[c.key] = rs
+	s.spentQ.push(c.key, s.mono(now))
 }
 
 // removeLocked ends c's registration and tells who sees it.
@@ -309,6 +356,7 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	delete(s.bySession, c.session)
 	delete(s.byCookie, c.cookie)
 	delete(s.dirty, c)
+	s.expiry.remove(c)
 	s.dropPutsLocked(c, now, true)
 	s.spendLocked(c, now)
 	s.m.online.Set(float64(len(s.byKey)))

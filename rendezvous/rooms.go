@@ -217,7 +217,7 @@ func (s *Server) isMemberLocked(rk string, key wire.Key) bool {
 // allowRoomRequestLocked counts a room request against c's lookup rate
 // and refuses it over the rate.
 func (s *Server) allowRoomRequestLocked(c *client, t wire.Type, tx uint32, now time.Time) bool {
-	if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+	if s.opts.LookupRate > 0 && !s.lookupLimiter(c).AllowN(now, 1) {
 		s.drop(relay.DropQuota)
 		s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: t, TxID: tx, Message: "too many requests"})
 		return false

@@ -173,32 +173,41 @@ type client struct {
 	addr     netip.AddrPort // validated: the address replies go to
 	session  wire.SessionID
 	cookie   wire.Cookie // the cookie of the accepted registration
-	reply    []byte      // the HandshakeReply datagram, resent to a retransmitted Handshake
+	reply    []byte      // the HandshakeReply datagram, resent to a retransmitted Handshake until the node is heard from
 	keys     *ctrl.Keys
-	lastSeen time.Time
-	seq      uint32   // last presence sequence number sent to this node
-	roomSeq  uint32   // last RoomEvent sequence number sent to this node
-	rooms    []string // the rooms (wire.NameKey) it is in, in the online view
-	roomOps  int      // its room writes queued and not answered yet (≤ maxRoomOps)
-	limiter  *relay.Limiter
-	lookups  *rate.Limiter
-	intros   *rate.Limiter
+	lastSeen int64          // when it was last heard from (Server.mono)
+	seq      uint32         // last presence sequence number sent to this node
+	roomSeq  uint32         // last RoomEvent sequence number sent to this node
+	rooms    []string       // the rooms (wire.NameKey) it is in, in the online view
+	roomOps  int            // its room writes queued and not answered yet (≤ maxRoomOps)
+	limiter  *relay.Limiter // nil until it first relays: use relayLimiter
+	lookups  *rate.Limiter  // nil until it first looks up: use lookupLimiter
+	intros   *rate.Limiter  // nil until it first introduces itself: use introLimiter
 	udp      *net.UDPAddr   // addr as a *net.UDPAddr, for the relay hot path
 	udpFor   netip.AddrPort // the addr udp was made for
-	// challenge is a path challenge sent to an address the node spoke
+	// challenge is the path challenge sent to an address the node spoke
 	// from that is not addr (NAT rebinding): the session moves there once
-	// the node echoes it from there.
-	challenge struct {
-		addr netip.AddrPort
-		data [8]byte
-		at   time.Time
-		// authed: sent for a datagram sealed by the session itself, not
-		// for a Relay (whose session ID anyone on the path has seen).
-		authed bool
-	}
-	pending  []wire.Change        // presence changes not sent yet
-	watching map[wire.Key]*client // peers it talks with (bounded by maxWatch)
-	mail     clientMail           // its deposits in progress and mailbox writes
+	// the node echoes it from there. nil until the first (most nodes
+	// never roam).
+	challenge *pathChallenge
+	pending   []wire.Change        // presence changes not sent yet
+	watching  map[wire.Key]*client // peers it talks with (bounded by maxWatch)
+	mail      clientMail           // its deposits in progress and mailbox writes
+
+	// Its place in Server.expiry (expiry.go): the list it is in, and its
+	// neighbours there.
+	wHead        **client
+	wPrev, wNext *client
+}
+
+// pathChallenge is a client's last path challenge.
+type pathChallenge struct {
+	addr netip.AddrPort
+	data [8]byte
+	at   time.Time
+	// authed: sent for a datagram sealed by the session itself, not
+	// for a Relay (whose session ID anyone on the path has seen).
+	authed bool
 }
 
 // maxWatch bounds the peers whose presence one node follows outside its
@@ -221,6 +230,7 @@ type Server struct {
 	cookies *cookieJar
 	m       *metrics
 	sources *sourceLimiter // nil: unlimited
+	hot     hotPath        // the allocation-free packet path (hotpath.go)
 
 	mu sync.Mutex
 	// altPort is AltSTUN's port, announced in HeartbeatAcks: 0 when there
@@ -237,10 +247,15 @@ type Server struct {
 	scratch  []byte                            // relayed datagrams are built here
 	plain    []byte                            // sealed plaintexts are built here
 	opened   []byte                            // sealed datagrams are opened here
-	byCookie map[wire.Cookie]*client           // by the cookie of the registration
+	byCookie map[wire.Cookie]*client           // by the cookie of the registration, while it can be valid
 	watchers map[wire.Key]map[*client]struct{} // who follows whose presence
 	dirty    map[*client]struct{}              // clients with presence changes to send
 	newNames map[netip.Prefix]*nameQuota
+	epoch    time.Time               // opts.Now() at New: the origin of client.lastSeen (expiry.go)
+	expiry   *wheel                  // registered clients by due second (expiry.go)
+	spentQ   agedQueue[wire.Key]     // the keys of spent, in the order their cookies were spent
+	nameQ    agedQueue[netip.Prefix] // the prefixes of newNames, in the order their quotas began
+	cookieQ  agedQueue[wire.Cookie]  // the cookies of byCookie, in the order they registered
 
 	mailHeld    int                  // bytes reserved by deposits in progress, every session's
 	mailHeldMax int                  // the most mailHeld may reach: maxMailHeld (tests lower it)
@@ -389,6 +404,8 @@ func New(opts Options) (*Server, error) {
 		watchers:  make(map[wire.Key]map[*client]struct{}),
 		dirty:     make(map[*client]struct{}),
 		newNames:  make(map[netip.Prefix]*nameQuota),
+		epoch:     opts.Now(),
+		expiry:    newWheel(opts.Expiry, 0),
 		regQ:      make(chan regJob, 256),
 		regSlowQ:  make(chan regJob, 1024),
 		regFresh:  newPrefixMeter(freshEvery, freshBurst, 0),
@@ -402,6 +419,7 @@ func New(opts Options) (*Server, error) {
 		roomSkel:  make(map[string]skelOwner),
 		defaultRK: wire.NameKey(opts.DefaultRoom),
 	}
+	s.initHotPath()
 	s.mailIdle = sync.NewCond(&s.mu)
 	s.roomIdle = sync.NewCond(&s.mu)
 	if err := s.initAltSTUN(); err != nil {
@@ -476,9 +494,9 @@ func (s *Server) Run(ctx context.Context) error {
 			s.opts.AltSTUN.Close()
 		}
 	}()
-	buf := make([]byte, 64<<10)
+	read := datagramReader(s.opts.Conn)
 	for {
-		n, from, err := s.opts.Conn.ReadFrom(buf)
+		b, src, err := read()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -489,11 +507,10 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("rendezvous: read: %w", err)
 		}
-		src, ok := addrPort(from)
-		if !ok {
+		if !src.IsValid() {
 			continue
 		}
-		s.Handle(buf[:n], src)
+		s.Handle(b, src)
 	}
 }
 
@@ -509,7 +526,17 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-func (s *Server) send(b []byte, to netip.AddrPort) { s.sendUDP(b, net.UDPAddrFromAddrPort(to)) }
+// send sends b to to: with WriteToUDPAddrPort when Conn has it (a
+// *net.UDPConn), which allocates nothing, else with WriteTo.
+func (s *Server) send(b []byte, to netip.AddrPort) {
+	if s.hot.w == nil {
+		s.sendUDP(b, net.UDPAddrFromAddrPort(to))
+		return
+	}
+	if _, err := s.hot.w.WriteToUDPAddrPort(b, to); err != nil {
+		s.log.Debug().Err(err).Stringer("to", to).Msg("write failed")
+	}
+}
 
 func (s *Server) sendUDP(b []byte, to *net.UDPAddr) {
 	if _, err := s.opts.Conn.WriteTo(b, to); err != nil {
@@ -517,7 +544,15 @@ func (s *Server) sendUDP(b []byte, to *net.UDPAddr) {
 	}
 }
 
-func (s *Server) drop(reason string) { s.m.dropped.WithLabelValues(reason).Inc() }
+// drop counts a dropped datagram, with the counter looked up at New for
+// every known reason (a label lookup hashes the label each time).
+func (s *Server) drop(reason string) {
+	if c, ok := s.hot.drops[reason]; ok {
+		c.Inc()
+		return
+	}
+	s.m.dropped.WithLabelValues(reason).Inc()
+}
 
 func (s *Server) sweepLoop(ctx context.Context) {
 	interval := min(max(s.opts.Expiry/8, 50*time.Millisecond), time.Second)
@@ -560,8 +595,17 @@ func (s *Server) ReleaseUnused(now time.Time) ([]string, error) {
 		return nil, nil
 	}
 	s.mu.Lock()
+	i := 0
 	for k := range s.byKey {
 		s.opts.Store.Touch(k, now)
+		if i++; i%1024 == 0 {
+			// Let the packet path in between: a million nodes online
+			// take a while. The map may change meanwhile, which range
+			// allows: the nodes online throughout are all visited, and
+			// those registering touch their own names.
+			s.mu.Unlock()
+			s.mu.Lock()
+		}
 	}
 	s.mu.Unlock()
 	names, err := s.opts.Store.Release(now.Add(-s.opts.BindingTTL))
@@ -576,20 +620,26 @@ func (s *Server) ReleaseUnused(now time.Time) ([]string, error) {
 
 // Sweep expires nodes silent for longer than Expiry as of now, and forgets
 // stale per-source state. Run calls it periodically; tests call it with a
-// stepped clock.
+// stepped clock. It processes everything due up to now, looking only at
+// what is due (the expiry wheel and the aged queues of expiry.go), not at
+// every node or key.
 func (s *Server) Sweep(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, c := range s.byKey {
-		if now.Sub(c.lastSeen) > s.opts.Expiry {
-			s.log.Info().Str("peer", c.name).Msg("expired")
-			s.removeLocked(c, wire.ReasonTimeout, now)
-		}
-	}
+	s.expireLocked(now)
+	t := s.mono(now)
 	gone := 0
-	for k, rs := range s.spent {
+	for {
 		// A cookie's issue time is kept in whole seconds, so it stays
 		// valid for up to CookieLifetime+1s after it was issued (≤ r.at).
+		k, ok := s.spentQ.popBefore(t - int64(CookieLifetime+time.Second))
+		if !ok {
+			break
+		}
+		rs, ok := s.spent[k]
+		if !ok {
+			continue // forgotten already
+		}
 		rs = slices.DeleteFunc(rs, func(r spentCookie) bool { return now.Sub(r.at) > CookieLifetime+time.Second })
 		if len(rs) == 0 {
 			delete(s.spent, k)
@@ -600,13 +650,34 @@ func (s *Server) Sweep(now time.Time) {
 	}
 	s.spent = compact(s.spent, gone)
 	gone = 0
-	for p, q := range s.newNames {
-		if now.Sub(q.since) >= time.Hour {
+	for {
+		p, ok := s.nameQ.popBefore(t - int64(time.Hour) + 1)
+		if !ok {
+			break
+		}
+		if q := s.newNames[p]; q != nil && now.Sub(q.since) >= time.Hour {
 			delete(s.newNames, p)
 			gone++
 		}
 	}
 	s.newNames = compact(s.newNames, gone)
+	gone = 0
+	for {
+		// A registration's cookie, once it can no longer be valid, is
+		// refused before byCookie is read: its entry goes. (Issued before
+		// the registration, it is valid for under CookieLifetime+1s after,
+		// by the wall clock, which may step back up to 5 s unrefused:
+		// 10 s of margin.)
+		ck, ok := s.cookieQ.popBefore(t - int64(CookieLifetime+10*time.Second))
+		if !ok {
+			break
+		}
+		if _, ok := s.byCookie[ck]; ok {
+			delete(s.byCookie, ck)
+			gone++
+		}
+	}
+	s.byCookie = compact(s.byCookie, gone)
 	s.sweepMailLocked(now)
 }
 
@@ -639,6 +710,12 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 	defer s.mu.Unlock()
 	if wire.IsSTUN(b) {
 		s.handleSTUNLocked(b, src, now, false)
+		return
+	}
+	if m, ok := relayView(b); ok {
+		// Most datagrams: read in place, not on the heap as wire.Parse
+		// would put it.
+		s.handleRelayLocked(&m, src, now, len(b))
 		return
 	}
 	msg, err := wire.Parse(b)
@@ -679,26 +756,7 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 	case *wire.Handshake:
 		s.handleHandshakeLocked(m, src, now, len(b))
 	case *wire.Relay:
-		c := s.bySession[m.Session]
-		switch {
-		case c == nil:
-			s.drop(relay.DropNotRegistered)
-			s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeNotRegistered, Request: wire.TypeRelay, Message: "register again"})
-		case c.addr != src:
-			// A session's relay is bound to its validated address, as
-			// TURN binds an allocation to its 5-tuple: the session ID in
-			// the clear is not enough. A node whose NAT rebound proves
-			// its new address first.
-			s.drop(relay.DropUnvalidated)
-			s.challengeLocked(c, src, now, len(b), false)
-		default:
-			if d := s.forwardableLocked(c, m.Dst, len(m.Payload), now); d != nil {
-				s.scratch = append(wire.AppendRelayedHeader(s.scratch[:0], c.key), m.Payload...)
-				s.sendUDP(s.scratch, d.udpAddr())
-				s.m.relayedPkts.Inc()
-				s.m.relayedBytes.Add(float64(len(m.Payload)))
-			}
-		}
+		s.handleRelayLocked(m, src, now, len(b)) // relayView reads every Relay that parses: not reached
 	case *wire.Sealed:
 		s.handleSealedLocked(m, b, src, now)
 	default:
@@ -728,9 +786,9 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 		return
 	}
 	// Authentic: the node itself (or a replay, which the window refused).
-	c.lastSeen = now
+	s.heardLocked(c, now)
 	if src != c.addr {
-		if r, ok := inner.(*wire.PathResponse); ok && src == c.challenge.addr && r.Data == c.challenge.data {
+		if r, ok := inner.(*wire.PathResponse); ok && c.challenge != nil && src == c.challenge.addr && r.Data == c.challenge.data {
 			s.log.Info().Str("peer", c.name).Stringer("from", c.addr).Stringer("to", src).Msg("roamed")
 			c.addr = src
 			c.challenge.addr = netip.AddrPort{}
@@ -751,7 +809,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 	case *wire.PeersRequest:
 		s.sendSnapshotLocked(c)
 	case *wire.Lookup:
-		if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+		if s.opts.LookupRate > 0 && !s.lookupLimiter(c).AllowN(now, 1) {
 			s.drop(relay.DropQuota)
 			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeLookup, TxID: m.TxID, Message: "too many lookups"})
 			return
@@ -762,7 +820,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 		}
 		s.sendSealedLocked(c, r)
 	case *wire.Signal:
-		if !s.acquaintedLocked(c, m.Dst) && s.opts.IntroRate > 0 && !c.intros.AllowN(now, 1) {
+		if !s.acquaintedLocked(c, m.Dst) && s.opts.IntroRate > 0 && !s.introLimiter(c).AllowN(now, 1) {
 			s.drop(relay.DropQuota)
 			return
 		}
@@ -772,7 +830,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 			s.m.signals.Inc()
 		}
 	case *wire.Who:
-		if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+		if s.opts.LookupRate > 0 && !s.lookupLimiter(c).AllowN(now, 1) {
 			s.drop(relay.DropQuota)
 			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeWho, TxID: m.TxID, Message: "too many requests"})
 			return
@@ -788,7 +846,7 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 	case *wire.MailPut:
 		s.handleMailPutLocked(c, m, now)
 	case *wire.MailFetch:
-		if s.opts.LookupRate > 0 && !c.lookups.AllowN(now, 1) {
+		if s.opts.LookupRate > 0 && !s.lookupLimiter(c).AllowN(now, 1) {
 			s.drop(relay.DropQuota)
 			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeMailFetch, Message: "too many requests"})
 			return
@@ -844,6 +902,9 @@ func (s *Server) sendSealedToLocked(c *client, m wire.Message, to netip.AddrPort
 // while it can still be answered, so that Relays spoofed with a session ID
 // seen on the path cannot keep the node's own move from validating.
 func (s *Server) challengeLocked(c *client, src netip.AddrPort, now time.Time, reqLen int, authed bool) {
+	if c.challenge == nil {
+		c.challenge = new(pathChallenge)
+	}
 	since := now.Sub(c.challenge.at)
 	switch {
 	case !authed && c.challenge.authed && c.challenge.addr.IsValid() && since < challengeLife:

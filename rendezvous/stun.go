@@ -23,7 +23,12 @@ import (
 // budget, with a 420 (Unknown Attribute) error listing them (RFC 8489
 // §6.3.1); see unknownAttrReply for its size bound.
 func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time, alt bool) {
-	req := &stun.Message{Raw: b} // read only, and not kept past this call
+	// Decoded into a Message kept for it (under mu), whose Attributes
+	// stop growing after the first requests: a new one per request is
+	// garbage. Read only, and b is not kept past this call.
+	req := &s.hot.stunReq
+	req.Raw = b
+	defer forgetRequest(req)
 	if err := req.Decode(); err != nil {
 		s.drop(relay.DropMalformed)
 		return
@@ -45,15 +50,9 @@ func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time, a
 	var resp *stun.Message
 	var err error
 	if unknown.n > 0 {
-		resp, err = unknownAttrReply(req.TransactionID, &unknown)
+		resp, err = unknownAttrReply(&s.hot.stunResp, req.TransactionID, unknown)
 	} else {
-		resp, err = stun.Build(
-			stun.NewTransactionIDSetter(req.TransactionID),
-			stun.BindingSuccess,
-			&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
-			stun.NewSoftware(s.opts.Software),
-			stun.Fingerprint,
-		)
+		resp, err = s.bindingSuccessLocked(req.TransactionID, src)
 	}
 	if err != nil {
 		s.log.Error().Err(err).Msg("stun build")
@@ -65,6 +64,14 @@ func (s *Server) handleSTUNLocked(b []byte, src netip.AddrPort, now time.Time, a
 		s.send(resp.Raw, src)
 	}
 	s.m.stun.Inc()
+}
+
+// forgetRequest drops req's references to the datagram it was decoded
+// from, which belongs to the caller.
+func forgetRequest(req *stun.Message) {
+	req.Raw = nil
+	clear(req.Attributes)
+	req.Attributes = req.Attributes[:0]
 }
 
 // understoodBindingAttr reports whether the server understands attribute
@@ -134,12 +141,18 @@ func (u *unknownAttrs) AddTo(m *stun.Message) error {
 // to IPv4, 76 to IPv6 with the default SOFTWARE), while the request that
 // causes it is at least 24 bytes and grows by 4 or more per unknown type.
 // So it reflects no more than the success path, under the same budget.
-func unknownAttrReply(id [stun.TransactionIDSize]byte, u *unknownAttrs) (*stun.Message, error) {
-	return stun.Build(
+// It is built into m, whose buffers are reused. (u is a copy, so that
+// only this rare answer puts one on the heap, as a stun.Setter.)
+func unknownAttrReply(m *stun.Message, id [stun.TransactionIDSize]byte, u unknownAttrs) (*stun.Message, error) {
+	err := m.Build(
 		stun.NewTransactionIDSetter(id),
 		stun.BindingError,
 		stun.CodeUnknownAttribute,
-		u,
+		&u,
 		stun.Fingerprint,
 	)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }

@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -43,6 +45,8 @@ func run(args []string) error {
 	heartbeat := fs.Duration("heartbeat", 25*time.Second, "heartbeat interval suggested to nodes")
 	room := fs.String("default-room", rendezvous.DefaultRoom, `room every new node is put in, once ("" for none)`)
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this TCP host:port (off when empty)")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiler (net/http/pprof, /debug/pprof/) on this TCP host:port, e.g. 127.0.0.1:6060; off when empty. It exposes memory and stacks: keep it on loopback")
+	sourceRate := fs.Int("source-rate", 50, "unauthenticated replies (STUN answers, cookies, errors) per second per source network, /24 or /56, burst twice that (-1 unlimited). Users behind one carrier-grade NAT share a network's budget: raise it when many do")
 	stunAlt := fs.String("stun-alt", "", "also answer STUN Binding requests (only) on this UDP host:port, another port on the -addr IP, e.g. :3479, so that nodes can tell how their NAT maps (/netcheck); off when empty")
 	pps := fs.Int("relay-pps", relay.DefaultPacketsPerSec, "relayed packets per second per node (-1 unlimited)")
 	bps := fs.Int("relay-bps", relay.DefaultBytesPerSec, "relayed bytes per second per node (-1 unlimited): what a file through the relay gets")
@@ -84,6 +88,11 @@ func run(args []string) error {
 			return err
 		}
 	}
+	if *pprofAddr != "" {
+		if err := cmdutil.CheckHostPort("pprof", *pprofAddr, false); err != nil {
+			return err
+		}
+	}
 	switch {
 	case *expiry <= 0:
 		return cmdutil.Usagef("-expiry must be positive")
@@ -113,6 +122,8 @@ func run(args []string) error {
 		return cmdutil.Usagef("-room-members and -rooms-per-node must be positive or -1")
 	case *sockBuf == 0 || *sockBuf < -1:
 		return cmdutil.Usagef("-socket-buffer must be positive or -1")
+	case *sourceRate == 0 || *sourceRate < -1 || *sourceRate > 1e9:
+		return cmdutil.Usagef("-source-rate must be 1 to 1e9, or -1")
 	}
 	key, created, err := rendezvous.LoadOrCreateKey(*data)
 	if err != nil {
@@ -160,6 +171,7 @@ func run(args []string) error {
 		MailboxCount: *mailCount, MailboxBytes: *mailBytes, MailboxShare: *mailShare, MailboxAge: *mailAge,
 		MailboxSenderCount: *mailSenderCount, MailboxSenderBytes: *mailSenderBytes,
 		RoomMembers: *roomMembers, RoomsPerNode: *roomsPerNode, SocketBuffer: *sockBuf,
+		SourceRate: *sourceRate,
 	})
 	if err != nil {
 		closeConns()
@@ -175,6 +187,15 @@ func run(args []string) error {
 		}
 		defer stopMetrics()
 	}
+	if *pprofAddr != "" {
+		stopPprof, err := servePprof(*pprofAddr)
+		if err != nil {
+			closeConns()
+			return err
+		}
+		defer stopPprof()
+		log.Warn().Str("addr", *pprofAddr).Msg("serving the Go profiler at /debug/pprof/: keep it private")
+	}
 	if alt != nil {
 		log.Info().Stringer("addr", alt.LocalAddr()).Msg("second STUN address listening")
 	}
@@ -183,4 +204,29 @@ func run(args []string) error {
 	fmt.Fprintf(os.Stderr, "rendezvous key %s (fingerprint %s): nodes may pin it with -rv HOST:PORT#%s\n",
 		key.Public, key.Public.Fingerprint(), key.Public)
 	return srv.Run(ctx)
+}
+
+// servePprof serves net/http/pprof's handlers on their own mux (not
+// http.DefaultServeMux, where importing the package also puts them, and
+// which nothing here serves) at addr until the returned function is
+// called: the profile of the real read loop, for the operator.
+func servePprof(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// No write timeout: a CPU profile or trace takes as long as asked.
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hs.Serve(ln)
+	}()
+	return func() { hs.Close(); <-done }, nil
 }

@@ -1,0 +1,180 @@
+package rendezvous
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"natchat/relay"
+	"natchat/wire"
+)
+
+// The packet hot path: what the read loop does for most datagrams (relay
+// forwarding, STUN Binding answers, drops) allocates nothing on the heap,
+// so that a busy rendezvous spends its CPU on packets, not on the garbage
+// collector. BenchmarkRelayForward and BenchmarkSTUNAnswer
+// (hotpath_bench_test.go) hold it to 0 allocs/op.
+//
+// The sources of garbage it avoids: net.PacketConn's ReadFrom returns a
+// new *net.UDPAddr per datagram and WriteTo needs one (*net.UDPConn reads
+// and writes netip.AddrPort values instead); wire.Parse returns each
+// message on the heap (a Relay is read in place); pion's stun.Build makes
+// a new Message per answer (the answer is built into one kept here); and
+// a labelled counter costs a hash of its label per drop (the counters are
+// looked up once).
+
+// addrPortReader and addrPortWriter are the allocation-free datagram
+// methods of *net.UDPConn, used when Conn has them.
+type addrPortReader interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+}
+
+type addrPortWriter interface {
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+}
+
+var (
+	_ addrPortReader = (*net.UDPConn)(nil)
+	_ addrPortWriter = (*net.UDPConn)(nil)
+)
+
+// hotPath is a Server's state for the hot path. New sets it up; w and
+// drops are read-only after that, the STUN fields are guarded by the
+// Server's mu.
+type hotPath struct {
+	w     addrPortWriter                // Conn's, or nil: WriteTo
+	drops map[string]prometheus.Counter // the dropped-packets counter of each reason
+
+	stunReq  stun.Message // the request being answered (its Raw is not kept past the call)
+	stunResp stun.Message // the answer being built
+	software stun.Software
+	ip       [16]byte // XOR-MAPPED-ADDRESS's address is built here
+}
+
+// initHotPath sets up s.hot. New calls it once s.m exists.
+func (s *Server) initHotPath() {
+	s.hot.w, _ = s.opts.Conn.(addrPortWriter)
+	s.hot.software = stun.NewSoftware(s.opts.Software)
+	reasons := []string{relay.DropMalformed, relay.DropVersion, relay.DropUnknownType, relay.DropBadCookie,
+		relay.DropBadSignature, relay.DropNotRegistered, relay.DropRateLimited, relay.DropOffline, relay.DropReplay,
+		relay.DropSourceLimited, relay.DropNotSTUN, relay.DropBadHandshake, relay.DropBusy, relay.DropOpen,
+		relay.DropUnvalidated, relay.DropQuota}
+	if s.opts.AltSTUN != nil {
+		// Only then: without a second socket the reason is not exported.
+		reasons = append(reasons, dropAltOther)
+	}
+	s.hot.drops = make(map[string]prometheus.Counter, len(reasons))
+	for _, r := range reasons {
+		s.hot.drops[r] = s.m.dropped.WithLabelValues(r)
+	}
+}
+
+// datagramReader returns the function Run reads Conn with: it returns
+// the next datagram, valid until the next call, and its source,
+// IPv4-mapped addresses unmapped. A source that is not a UDP address
+// comes back invalid, and the datagram is to be skipped. On Linux a UDP
+// socket is read in batches (batchReader).
+func datagramReader(c net.PacketConn) func() ([]byte, netip.AddrPort, error) {
+	if read := batchReader(c); read != nil {
+		return read
+	}
+	buf := make([]byte, 64<<10)
+	if r, ok := c.(addrPortReader); ok {
+		return func() ([]byte, netip.AddrPort, error) {
+			n, from, err := r.ReadFromUDPAddrPort(buf)
+			return buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), err
+		}
+	}
+	return func() ([]byte, netip.AddrPort, error) {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return nil, netip.AddrPort{}, err
+		}
+		src, _ := addrPort(from)
+		return buf[:n], src, nil
+	}
+}
+
+// sendClient sends b to c's validated address.
+func (s *Server) sendClient(b []byte, c *client) {
+	if s.hot.w == nil {
+		s.sendUDP(b, c.udpAddr()) // made once per address, not per datagram
+		return
+	}
+	s.send(b, c.addr)
+}
+
+// relayView reads a Relay datagram in place, as wire.Parse would, without
+// putting it on the heap. ok is false for anything else (and for a Relay
+// too short to parse, which wire.Parse then refuses).
+func relayView(b []byte) (m wire.Relay, ok bool) {
+	const fixed = wire.HeaderLen + len(wire.SessionID{}) + wire.KeyLen
+	if len(b) < fixed || b[0] != wire.Magic || b[1] != wire.Version || wire.Type(b[2]) != wire.TypeRelay {
+		return m, false
+	}
+	r := b[wire.HeaderLen:]
+	r = r[copy(m.Session[:], r):]
+	r = r[copy(m.Dst[:], r):]
+	m.Payload = r
+	return m, true
+}
+
+// handleRelayLocked forwards a Relay from src to its destination as a
+// Relayed datagram, if src is the session's validated address and its
+// relay budget allows. reqLen is the datagram's length.
+func (s *Server) handleRelayLocked(m *wire.Relay, src netip.AddrPort, now time.Time, reqLen int) {
+	c := s.bySession[m.Session]
+	switch {
+	case c == nil:
+		s.drop(relay.DropNotRegistered)
+		s.replyErrorLocked(src, now, reqLen, &wire.Error{Code: wire.CodeNotRegistered, Request: wire.TypeRelay, Message: "register again"})
+	case c.addr != src:
+		// A session's relay is bound to its validated address, as
+		// TURN binds an allocation to its 5-tuple: the session ID in
+		// the clear is not enough. A node whose NAT rebound proves
+		// its new address first.
+		s.drop(relay.DropUnvalidated)
+		s.challengeLocked(c, src, now, reqLen, false)
+	default:
+		if d := s.forwardableLocked(c, m.Dst, len(m.Payload), now); d != nil {
+			s.scratch = append(wire.AppendRelayedHeader(s.scratch[:0], c.key), m.Payload...)
+			s.sendClient(s.scratch, d)
+			s.m.relayedPkts.Inc()
+			s.m.relayedBytes.Add(float64(len(m.Payload)))
+		}
+	}
+}
+
+// bindingSuccessLocked builds the answer to the Binding request with
+// transaction id from src into s.hot.stunResp: XOR-MAPPED-ADDRESS,
+// SOFTWARE, FINGERPRINT, byte for byte what stun.Build makes of them, in
+// a Message whose buffers are reused from one answer to the next.
+func (s *Server) bindingSuccessLocked(id [stun.TransactionIDSize]byte, src netip.AddrPort) (*stun.Message, error) {
+	m := &s.hot.stunResp
+	m.Reset()
+	m.TransactionID = id
+	m.Type = stun.BindingSuccess
+	m.WriteHeader()
+	var ip []byte // nil for the zero Addr, which AddTo refuses, as stun.Build does
+	switch a := src.Addr(); {
+	case a.Is4():
+		b := a.As4()
+		ip = append(s.hot.ip[:0], b[:]...)
+	case a.Is6():
+		b := a.As16()
+		ip = append(s.hot.ip[:0], b[:]...)
+	}
+	if err := (stun.XORMappedAddress{IP: ip, Port: int(src.Port())}).AddTo(m); err != nil {
+		return nil, err
+	}
+	if err := s.hot.software.AddTo(m); err != nil {
+		return nil, err
+	}
+	if err := stun.Fingerprint.AddTo(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

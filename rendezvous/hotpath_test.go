@@ -1,0 +1,159 @@
+package rendezvous_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v2"
+
+	"natchat/ctrl"
+	"natchat/rendezvous"
+)
+
+// TestSTUNAnswerBytes checks that the answers built into the server's
+// reused Message are byte for byte what stun.Build makes, to IPv4 and
+// IPv6 sources, with a 420 between successes (the reused buffers must not
+// leak one answer into the next) and a SOFTWARE of an odd length (padding).
+func TestSTUNAnswerBytes(t *testing.T) {
+	const software = "natchat-test-pad" + "x" // 17 bytes: padded to 20
+	h := newHarness(t, func(o *rendezvous.Options) { o.SourceRate, o.Software = -1, software })
+	srcs := []netip.AddrPort{
+		netip.MustParseAddrPort("198.51.100.7:40000"),
+		netip.MustParseAddrPort("[2001:db8::1:2]:50000"),
+		netip.MustParseAddrPort("203.0.113.200:1"),
+	}
+	for round := range 2 {
+		for _, src := range srcs {
+			req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+			out := h.handle(req.Raw, src)
+			want := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+				&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
+				stun.NewSoftware(software), stun.Fingerprint)
+			if len(out) != 1 || out[0].to != src || !bytes.Equal(out[0].b, want.Raw) {
+				t.Fatalf("round %d, %v: answers %s, want %x to it", round, src, describe(out), want.Raw)
+			}
+
+			// A 420 in between, then the next success must be exact too.
+			req = stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("u"), stun.Fingerprint)
+			out = h.handle(req.Raw, src)
+			if len(out) != 1 {
+				t.Fatalf("round %d, %v: %d answers to an unknown attribute, want 1", round, src, len(out))
+			}
+			m := &stun.Message{Raw: out[0].b}
+			if err := m.Decode(); err != nil || m.Type != stun.BindingError || m.TransactionID != req.TransactionID {
+				t.Fatalf("round %d, %v: 420 answer %v (%v)", round, src, m, err)
+			}
+		}
+	}
+}
+
+// TestHotPathAllocs holds the hot path to no allocation per datagram
+// (BenchmarkRelayForward, BenchmarkSTUNAnswer). The race detector
+// allocates on its own, so it is not run with -race.
+func TestHotPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	// A few thousand datagrams are enough to count allocations: not the
+	// default second per benchmark.
+	bt := flag.Lookup("test.benchtime")
+	old := bt.Value.String()
+	bt.Value.Set("5000x")
+	defer bt.Value.Set(old)
+	for name, bench := range map[string]func(*testing.B){
+		"RelayForward": BenchmarkRelayForward,
+		"STUNAnswer":   BenchmarkSTUNAnswer,
+	} {
+		r := testing.Benchmark(bench)
+		if r.N == 0 {
+			t.Fatalf("%s failed", name)
+		}
+		if a := r.AllocsPerOp(); a != 0 {
+			t.Errorf("%s: %d allocations per datagram, want 0", name, a)
+		}
+	}
+}
+
+// TestRunSources checks, on real sockets, that Run reads each datagram's
+// source right (the batched reader parses the kernel's addresses itself):
+// IPv4, IPv6, and IPv4 through a dual-stack socket (an IPv4-mapped source,
+// answered as IPv4), several datagrams in one batch.
+func TestRunSources(t *testing.T) {
+	for _, tc := range []struct{ name, listen, client string }{
+		{"ipv4", "127.0.0.1:0", "127.0.0.1"},
+		{"ipv6", "[::1]:0", "::1"},
+		{"dual-stack", ":0", "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.ListenPacket("udp", tc.listen)
+			if err != nil {
+				t.Skipf("no %s socket: %v", tc.name, err)
+			}
+			st, err := rendezvous.OpenStore(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			key, err := ctrl.NewServerKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := rendezvous.New(rendezvous.Options{Conn: conn, Store: st, Key: key, SourceRate: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			port := conn.LocalAddr().(*net.UDPAddr).Port
+			rv := netip.AddrPortFrom(netip.MustParseAddr(tc.client), uint16(port))
+			cl, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(tc.client)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			me := cl.LocalAddr().(*net.UDPAddr).AddrPort()
+			const n = 40 // more than a batch
+			reqs := make(map[[stun.TransactionIDSize]byte]bool)
+			for range n {
+				req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+				reqs[req.TransactionID] = true
+				if _, err := cl.WriteToUDPAddrPort(req.Raw, rv); err != nil {
+					t.Fatal(err)
+				}
+			}
+			buf := make([]byte, 1500)
+			for range n {
+				cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+				k, _, err := cl.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					t.Fatalf("%d answers missing: %v", len(reqs), err)
+				}
+				m := &stun.Message{Raw: buf[:k]}
+				var xa stun.XORMappedAddress
+				if err := m.Decode(); err != nil || !reqs[m.TransactionID] {
+					t.Fatalf("not an answer to a request: %v", err)
+				}
+				delete(reqs, m.TransactionID)
+				if err := xa.GetFrom(m); err != nil {
+					t.Fatal(err)
+				}
+				ip, _ := netip.AddrFromSlice(xa.IP)
+				if got := netip.AddrPortFrom(ip, uint16(xa.Port)); got != me {
+					t.Fatalf("answered %v, want %v", got, me)
+				}
+			}
+		})
+	}
+}
