@@ -62,24 +62,7 @@ func AddRegistered(s *Server, key wire.Key, name string, src netip.AddrPort, coo
 	c := s.newClient(key, name)
 	c.session, c.addr, c.cookie = newSession(), src, cookie
 	c.keys = keys
-	s.heardLocked(c, now)
-	c.reply = reply
-	s.byKey[c.key] = c
-	s.bySession[c.session] = c
-	s.byCookie[c.cookie] = c
-	s.cookieQ.push(c.cookie, s.mono(now))
-	s.m.registrations.Inc()
-	s.m.online.Set(float64(len(s.byKey)))
-	s.send(c.reply, c.addr)
-	if mem := s.members[c.key]; mem != nil {
-		mem.name, mem.nameKey = c.name, c.nameKey
-		for rk := range mem.rooms {
-			s.joinLocked(c, rk)
-		}
-	}
-	s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
-	s.sendSnapshotLocked(c)
-	s.mailRegisteredLocked(c)
+	s.admitLocked(c, reply, false, now)
 	return c.session
 }
 

@@ -236,9 +236,17 @@ func (s *Server) register(j regJob) {
 		return
 	}
 	c.keys = keys
-	s.heardLocked(c, now) // files it for expiry: only a client in byKey may be filed
-	c.reply = wire.Marshal(&wire.HandshakeReply{Noise: out})
+	s.admitLocked(c, wire.Marshal(&wire.HandshakeReply{Noise: out}), rejoined, now)
+}
+
+// admitLocked puts c, whose session and keys are set, online: indexed,
+// filed for expiry, its reply sent, and (unless it rejoined, already
+// online) in its rooms and announced; then its snapshot and mail. The
+// registration worker and the scale benchmarks' AddRegistered share it.
+func (s *Server) admitLocked(c *client, reply []byte, rejoined bool, now time.Time) {
 	s.byKey[c.key] = c
+	s.heardLocked(c, now) // files it for expiry: only a client in byKey may be filed
+	c.reply = reply
 	s.bySession[c.session] = c
 	s.byCookie[c.cookie] = c
 	s.cookieQ.push(c.cookie, s.mono(now))

@@ -81,7 +81,7 @@ func render(e api.Event, now time.Time, self string) string {
 	case *api.Peers:
 		return renderPeers(e.Peers)
 	case *api.Members:
-		return renderMembers(e)
+		return "*** " + ui.MembersText(e)
 	case *api.RoomJoined:
 		return renderRoomJoined(e, self)
 	case *api.RoomLeft:
@@ -376,21 +376,6 @@ func renderHelp(cmds []api.CommandHelp) string {
 		fmt.Fprintf(&b, "\n  %-24s %s", s(h.Usage), s(h.Summary))
 	}
 	b.WriteString("\n  TEXT                     a line without / goes to the current conversation")
-	return b.String()
-}
-
-func renderMembers(e *api.Members) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "*** %s: %d online", s(e.Room), e.Total)
-	if len(e.Members) > 0 {
-		b.WriteString(":")
-	}
-	for _, m := range e.Members {
-		b.WriteString(" " + s(m.Name))
-	}
-	if e.Next != "" {
-		fmt.Fprintf(&b, " … (/who %s %s for more)", s(e.Room), s(e.Next))
-	}
 	return b.String()
 }
 

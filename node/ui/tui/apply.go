@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"natchat/node/api"
+	"natchat/node/ui"
 	"natchat/wire"
 )
 
@@ -105,7 +106,7 @@ func (m *model) apply(ev api.Event) {
 			m.silentMembers[k]--
 			return
 		}
-		m.sysHere(ev, membersText(e))
+		m.sysHere(ev, ui.MembersText(e))
 	case *api.RoomJoined:
 		c := m.open(e.Room)
 		if e.Total > 0 || wire.NameKey(e.Name) == wire.NameKey(m.self) {
@@ -498,21 +499,6 @@ func peersText(peers []api.PeerInfo, self string) string {
 			row += "  (not in your rooms)"
 		}
 		b.WriteString("\n" + strings.TrimRight(row, " "))
-	}
-	return b.String()
-}
-
-func membersText(e *api.Members) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d online", s(e.Room), e.Total)
-	if len(e.Members) > 0 {
-		b.WriteString(":")
-	}
-	for _, mem := range e.Members {
-		b.WriteString(" " + s(mem.Name))
-	}
-	if e.Next != "" {
-		fmt.Fprintf(&b, " … (/who %s %s for more)", s(e.Room), s(e.Next))
 	}
 	return b.String()
 }
