@@ -99,6 +99,12 @@ type peer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	events chan api.Event
+	// later holds events next read past without matching, oldest first:
+	// they are what a later next looks at first. Events of different
+	// messages may interleave (a Delivered for the first message can come
+	// before the Sent of the second), and a wait for one kind must not
+	// lose the others.
+	later []api.Event
 }
 
 // sessions is one peer's Sessions.
@@ -198,6 +204,12 @@ func (p *peer) stop() {
 
 func (p *peer) next(t *testing.T, what string, pred func(api.Event) bool) api.Event {
 	t.Helper()
+	for i, e := range p.later {
+		if pred(e) {
+			p.later = append(p.later[:i], p.later[i+1:]...)
+			return e
+		}
+	}
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
@@ -205,6 +217,7 @@ func (p *peer) next(t *testing.T, what string, pred func(api.Event) bool) api.Ev
 			if pred(e) {
 				return e
 			}
+			p.later = append(p.later, e)
 		case <-timeout:
 			t.Fatalf("%s: no %s", p.name, what)
 		}
