@@ -153,11 +153,11 @@ func TestSTUNSourceRateLimit(t *testing.T) {
 		t.Errorf("%d of 8 other networks were not answered while one network was limited", refused)
 	}
 	text := h.scrape()
-	if got := metric(t, text, dropped(relay.DropSourceLimited)); got != float64(flood-answered) {
-		t.Errorf("source_limited drops %v, want %d", got, flood-answered)
+	if got := metric(t, text, dropped(relay.DropSourceLimited)); got != float64(flood-answered+refused) {
+		t.Errorf("source_limited drops %v, want %d", got, flood-answered+refused)
 	}
-	if got := metric(t, text, "natchat_rendezvous_stun_responses_total"); got != float64(answered+1) {
-		t.Errorf("stun responses %v, want %d", got, answered+1)
+	if got := metric(t, text, "natchat_rendezvous_stun_responses_total"); got != float64(answered+8-refused) {
+		t.Errorf("stun responses %v, want %d", got, answered+8-refused)
 	}
 
 	// One second later the flooding IP has a second's worth again, no more.
