@@ -30,6 +30,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"natchat/node/api"
+	"natchat/node/session"
 	"natchat/relay"
 	"natchat/rendezvous"
 )
@@ -328,7 +329,7 @@ func benchNodeTransfer(b *testing.B, src string, size int64, viaRelay, defaultLi
 // benchQUICBaseline runs the quic or quic-pconn sub-benchmark.
 func benchQUICBaseline(b *testing.B, size int64, pconn bool) modeResult {
 	cert := benchCert(b)
-	cfg := nodeQUICConfig()
+	cfg := session.QUICConfig()
 	const alpn = "natchat-bench"
 	srvTLS := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, NextProtos: []string{alpn},
 		ClientAuth: tls.RequireAnyClientCert}
@@ -448,20 +449,6 @@ func serveStreams(ctx context.Context, ln *quic.Listener) error {
 			return err
 		}
 		st.Close()
-	}
-}
-
-// nodeQUICConfig is node/session's quicConfig (node/session/tls.go), which
-// is not exported: keep the two in step.
-func nodeQUICConfig() *quic.Config {
-	return &quic.Config{
-		HandshakeIdleTimeout:    8 * time.Second,
-		MaxIdleTimeout:          10 * time.Second,
-		KeepAlivePeriod:         3 * time.Second,
-		DisablePathMTUDiscovery: true,
-		InitialPacketSize:       1200,
-		MaxIncomingStreams:      64,
-		MaxIncomingUniStreams:   -1,
 	}
 }
 

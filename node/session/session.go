@@ -208,7 +208,7 @@ func (m *Manager) quicConfig() *quic.Config {
 	if m.opts.QUIC != nil {
 		return m.opts.QUIC.Clone()
 	}
-	return quicConfig()
+	return QUICConfig()
 }
 
 // resetKey derives the stateless-reset key from the identity, so that a

@@ -100,7 +100,8 @@ func serverTLS(cert tls.Certificate) *tls.Config {
 	}
 }
 
-// quicConfig is the session transport's configuration. Path MTU discovery
+// QUICConfig returns (a fresh copy of) the session transport's
+// configuration; the file benchmark gives plain quic-go the same. Path MTU discovery
 // is off: a path change (direct ↔ relay) changes the MTU under QUIC, and
 // 1200-byte packets plus the relay header fit every path.
 //
@@ -109,7 +110,7 @@ func serverTLS(cert tls.Certificate) *tls.Config {
 // network) is noticed by the idle timeout: with a keepalive every 3 s, 10 s
 // without a packet means three keepalives lost in a row. A connection
 // without streams closes after the Manager's IdleTimeout anyway.
-func quicConfig() *quic.Config {
+func QUICConfig() *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout:    8 * time.Second,
 		MaxIdleTimeout:          10 * time.Second,
