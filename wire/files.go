@@ -15,23 +15,34 @@ import (
 // file, R its receiver.
 //
 //	S→R  FileOffer                     what the file is
-//	S→R  FileHashes × ceil(blocks/1024) the block hashes, in order
+//	S→R  FileHashes × ceil(blocks/1024) the block chain values, in order
 //	R→S  FileAccept | FileReject        send from this offset, or no
 //	S→R  raw bytes [offset, size), FIN  not framed: R knows the size
 //	R→S  FileDone                       verified and saved
 //
-// The file is cut into blocks of BlockSize bytes (the last one shorter),
-// each with its SHA-256, so that a receiver verifies each block as it
-// arrives and resumes from the last verified one. A cancel is a stream
-// reset, not a frame. Integers are big-endian.
+// The file is cut into blocks of BlockSize bytes (the last one shorter).
+// Each block has a 32-byte chain value: for every block but the last, the
+// SHA-256 intermediate hash value (FIPS 180-4's H, the eight state words,
+// big-endian) after the file's bytes up to the block's end; for the last
+// block, the file's SHA-256. A receiver hashes the file once, in order, and
+// checks the state at each block's end against its value: each block is
+// verified as it arrives, the last check is the whole file's, and a resumed
+// transfer goes on from the state at the last verified block. (Before
+// FrameFileChain, frame 2 carried each block's own SHA-256, which cost a
+// second pass over every byte at both ends.) A cancel is a stream reset,
+// not a frame. Integers are big-endian.
 
 // Frame kinds on a file stream.
 const (
 	FrameFileOffer  FrameKind = 1 // S→R: FileOffer
-	FrameFileHashes FrameKind = 2 // S→R: FileHashes
 	FrameFileAccept FrameKind = 3 // R→S: FileAccept
 	FrameFileReject FrameKind = 4 // R→S: FileReject
 	FrameFileDone   FrameKind = 5 // R→S: FileDone
+	FrameFileChain  FrameKind = 6 // S→R: FileHashes, the blocks' chain values
+
+	// FrameFileBlockHashes is retired: it carried each block's own
+	// SHA-256. A receiver answers it with FileRejectVersion.
+	FrameFileBlockHashes FrameKind = 2
 )
 
 // File limits.
@@ -184,10 +195,10 @@ func ParseFileOffer(b []byte) (*FileOffer, error) {
 	return o, nil
 }
 
-// FileHashes carries the SHA-256 of blocks First..First+len(Hashes)-1
-// (S→R, FrameFileHashes). Body:
+// FileHashes carries the chain values (see the top of this file) of
+// blocks First..First+len(Hashes)-1 (S→R, FrameFileChain). Body:
 //
-//	first(4) sha256(32) × n
+//	first(4) value(32) × n
 //
 // n is the body's length less 4, over 32: 1..MaxFileHashes. The frame has
 // no count, so it cannot grow trailing fields (a newer version would add a
@@ -197,7 +208,7 @@ type FileHashes struct {
 	Hashes [][32]byte
 }
 
-// AppendFileHashes appends h as one FrameFileHashes frame. h holds at most
+// AppendFileHashes appends h as one FrameFileChain frame. h holds at most
 // MaxFileHashes hashes; AppendFileHashFrames cuts a whole list.
 func AppendFileHashes(b []byte, h *FileHashes) []byte {
 	body := make([]byte, 0, 4+32*len(h.Hashes))
@@ -205,11 +216,11 @@ func AppendFileHashes(b []byte, h *FileHashes) []byte {
 	for _, s := range h.Hashes {
 		body = append(body, s[:]...)
 	}
-	return AppendFrame(b, FrameFileHashes, body)
+	return AppendFrame(b, FrameFileChain, body)
 }
 
-// AppendFileHashFrames appends the FrameFileHashes frames that follow an
-// offer: hashes (every block's, in order) cut into frames of at most
+// AppendFileHashFrames appends the FrameFileChain frames that follow an
+// offer: hashes (every block's chain value, in order) cut into frames of at most
 // MaxFileHashes. No frame for an empty file.
 func AppendFileHashFrames(b []byte, hashes [][32]byte) []byte {
 	for first := 0; first < len(hashes); first += MaxFileHashes {
@@ -219,7 +230,7 @@ func AppendFileHashFrames(b []byte, hashes [][32]byte) []byte {
 	return b
 }
 
-// ParseFileHashes decodes a FrameFileHashes body for a file of blocks
+// ParseFileHashes decodes a FrameFileChain body for a file of blocks
 // blocks (FileOffer.Blocks): hashes beyond the last block, a partial hash
 // or more than MaxFileHashes are ErrMalformed.
 func ParseFileHashes(b []byte, blocks int) (*FileHashes, error) {
@@ -290,6 +301,8 @@ const (
 	FileRejectBusy      FileRejectCode = 4 // too many transfers at once
 	FileRejectDisk      FileRejectCode = 5 // the receiver cannot store it (disk full, ...)
 	FileRejectCancelled FileRejectCode = 6 // the receiver cancelled it
+	// Code 7 is the node's: the same block failed verification three times.
+	FileRejectVersion FileRejectCode = 8 // the sender speaks an older file protocol
 )
 
 func (c FileRejectCode) String() string {
@@ -306,6 +319,8 @@ func (c FileRejectCode) String() string {
 		return "cannot store"
 	case FileRejectCancelled:
 		return "cancelled"
+	case FileRejectVersion:
+		return "unsupported version"
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
 }

@@ -55,13 +55,13 @@ var fileFrameCases = []fileFrameCase{
 		frame:  &FileHashes{First: 0, Hashes: [][32]byte{hashAA, hashBB}},
 		blocks: 2,
 		// kind len(68) first hashes
-		hex: "02 44" + "00000000" + aaHex + bbHex,
+		hex: "06 44" + "00000000" + aaHex + bbHex,
 	},
 	{
 		name:   "hashes, the last of many",
 		frame:  &FileHashes{First: 16383, Hashes: [][32]byte{hashBB}},
 		blocks: MaxFileBlocks,
-		hex:    "02 24" + "00003fff" + bbHex,
+		hex:    "06 24" + "00003fff" + bbHex,
 	},
 	{
 		name:  "accept from the start",
@@ -115,7 +115,7 @@ func parseFileFrame(k FrameKind, body []byte, blocks int) (any, error) {
 	switch k {
 	case FrameFileOffer:
 		return ParseFileOffer(body)
-	case FrameFileHashes:
+	case FrameFileChain:
 		return ParseFileHashes(body, blocks)
 	case FrameFileAccept:
 		return ParseFileAccept(body)
@@ -151,13 +151,13 @@ func TestFileFrames(t *testing.T) {
 			// FileHashes cut at a hash boundary: fewer hashes.
 			for l := range len(body) {
 				f, err := parseFileFrame(k, body[:l:l], c.blocks)
-				if k == FrameFileHashes && l >= 36 && (l-4)%32 == 0 {
+				if k == FrameFileChain && l >= 36 && (l-4)%32 == 0 {
 					if err != nil {
 						t.Errorf("hashes cut to %d bytes: %v", l, err)
 					}
 					continue
 				}
-				if k == FrameFileHashes && l > 36 {
+				if k == FrameFileChain && l > 36 {
 					if !errors.Is(err, ErrMalformed) {
 						t.Errorf("hashes cut inside a hash (%d bytes): %v", l, err)
 					}
@@ -170,7 +170,7 @@ func TestFileFrames(t *testing.T) {
 			// Trailing bytes: a newer sender's fields, ignored; but a
 			// FileHashes is as long as its hashes.
 			f, err = parseFileFrame(k, append(bytes.Clone(body), 0xde, 0xad), c.blocks)
-			if k == FrameFileHashes {
+			if k == FrameFileChain {
 				if !errors.Is(err, ErrMalformed) {
 					t.Errorf("hashes with 2 more bytes: %#v, %v", f, err)
 				}
@@ -281,7 +281,7 @@ func TestAppendFileHashFrames(t *testing.T) {
 		frames := 0
 		for len(b) > 0 {
 			k, body, l, err := ParseFrame(b)
-			if err != nil || k != FrameFileHashes {
+			if err != nil || k != FrameFileChain {
 				t.Fatalf("%d hashes: frame %d: %v, %v", n, frames, k, err)
 			}
 			h, err := ParseFileHashes(body, n)

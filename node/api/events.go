@@ -147,6 +147,7 @@ const (
 	FileVerifyFailed = "verification failed" // blocks kept failing their hashes, or the whole file its SHA-256
 	FileBroken       = "stream broken"       // the stream broke and no retry got through for too long
 	FileChanged      = "file changed"        // the file being sent changed or vanished
+	FileVersion      = "unsupported version" // the receiver's natchat verifies files another way: one of the two must be updated
 )
 
 // Reasons, in the reason field of room_left.

@@ -1,6 +1,7 @@
 // Package files is the disk side of file transfer, without the network:
 // which offered names may be saved (SafeName), the manifest that describes
-// a file as blocks with their SHA-256 (Manifest, HashFile), and the
+// a file as blocks with their chained SHA-256 values (Manifest, HashFile,
+// chain.go), and the
 // partial file a receiver writes, verifies block by block, resumes after
 // a crash and finally names without overwriting anything (Part).
 //

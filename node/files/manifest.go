@@ -1,10 +1,8 @@
 package files
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 
@@ -19,14 +17,16 @@ var ErrTooBig = errors.New("files: file is larger than 1 TiB")
 var ErrChanged = errors.New("files: file changed while it was hashed")
 
 // Manifest describes a file as a transfer needs it: its size, how it is
-// cut into blocks, and the SHA-256 of the whole file and of each block
-// (the last block is the remainder, shorter unless it fits exactly). It is
-// the content of a wire.FileOffer and its wire.FileHashes frames.
+// cut into blocks (the last block is the remainder, shorter unless it fits
+// exactly), the SHA-256 of the whole file and each block's chain value
+// (chain.go: the SHA-256 state at the block's end; the last block's is
+// the file's SHA-256). It is the content of a wire.FileOffer and its
+// wire.FileHashes frames.
 type Manifest struct {
 	Size      int64
 	BlockSize uint32 // a power of two, wire.MinFileBlockSize..wire.MaxFileBlockSize
 	SHA256    [32]byte
-	Blocks    [][32]byte // wire.BlockCount(Size, BlockSize) of them
+	Blocks    [][32]byte // chain values, wire.BlockCount(Size, BlockSize) of them
 }
 
 // NewManifest starts the manifest of an offer: every field but Blocks,
@@ -55,14 +55,17 @@ func (m *Manifest) NumBlocks() int { return wire.BlockCount(m.Size, m.BlockSize)
 func (m *Manifest) Complete() bool { return len(m.Blocks) == m.NumBlocks() }
 
 // Validate reports why m cannot describe a transfer: a bad layout
-// (wire.ValidateFileLayout, a wire.ErrMalformed) or a hash list of the
-// wrong length.
+// (wire.ValidateFileLayout, a wire.ErrMalformed), a hash list of the
+// wrong length, or a last chain value that is not the file's SHA-256.
 func (m *Manifest) Validate() error {
 	if err := wire.ValidateFileLayout(m.Size, m.BlockSize); err != nil {
 		return fmt.Errorf("files: manifest: %w", err)
 	}
 	if !m.Complete() {
 		return fmt.Errorf("files: manifest: %w: %d block hashes for %d blocks", wire.ErrMalformed, len(m.Blocks), m.NumBlocks())
+	}
+	if n := len(m.Blocks); n > 0 && m.Blocks[n-1] != m.SHA256 {
+		return fmt.Errorf("files: manifest: %w: the last block's value is not the file's SHA-256", wire.ErrMalformed)
 	}
 	return nil
 }
@@ -84,7 +87,7 @@ func (m *Manifest) blockLen(i int) int64 {
 const bufSize = 256 << 10
 
 // HashFile computes the manifest of the regular file at path in one
-// streaming pass (constant memory: a buffer and two hash states), with the
+// streaming pass (constant memory: a buffer and a hash state), with the
 // block size wire.ChooseBlockSize picks. A file over wire.MaxFileSize is
 // ErrTooBig; one whose size changes while it is read is ErrChanged.
 func HashFile(path string) (*Manifest, error) {
@@ -111,22 +114,28 @@ func HashFile(path string) (*Manifest, error) {
 }
 
 // hashReader computes the manifest of the size bytes r holds, in blocks
-// of bs.
+// of bs, with one SHA-256 over the bytes (chain.go).
 func hashReader(r io.Reader, size int64, bs uint32) (*Manifest, error) {
 	m := &Manifest{Size: size, BlockSize: bs, Blocks: make([][32]byte, 0, wire.BlockCount(size, bs))}
-	whole, block := sha256.New(), sha256.New()
+	c := newChainer()
 	buf := make([]byte, bufSize)
 	var n, inBlock int64 // bytes read, and of them in the current block
 	for {
 		k, err := r.Read(buf)
 		for p := buf[:k]; len(p) > 0; {
-			c := min(int64(len(p)), int64(bs)-inBlock)
-			whole.Write(p[:c])
-			block.Write(p[:c])
-			p, n, inBlock = p[c:], n+c, inBlock+c
-			if inBlock == int64(bs) {
-				m.Blocks = appendSum(m.Blocks, block)
-				inBlock = 0
+			w := min(int64(len(p)), int64(bs)-inBlock)
+			c.h.Write(p[:w])
+			p, n, inBlock = p[w:], n+w, inBlock+w
+			if inBlock < int64(bs) {
+				continue
+			}
+			inBlock = 0
+			if n < size { // the last block's value is the file's SHA-256
+				v, err := c.value()
+				if err != nil {
+					return nil, err
+				}
+				m.Blocks = append(m.Blocks, v)
 			}
 		}
 		if err == io.EOF {
@@ -142,17 +151,9 @@ func hashReader(r io.Reader, size int64, bs uint32) (*Manifest, error) {
 	if n != size {
 		return nil, fmt.Errorf("%w: %d bytes, then %d", ErrChanged, size, n)
 	}
-	if inBlock > 0 {
-		m.Blocks = appendSum(m.Blocks, block)
+	c.h.Sum(m.SHA256[:0])
+	if size > 0 {
+		m.Blocks = append(m.Blocks, m.SHA256)
 	}
-	whole.Sum(m.SHA256[:0])
 	return m, nil
-}
-
-// appendSum appends h's sum to sums and resets h.
-func appendSum(sums [][32]byte, h hash.Hash) [][32]byte {
-	sums = append(sums, [32]byte{})
-	h.Sum(sums[len(sums)-1][:0]) // in place: a local array would escape
-	h.Reset()
-	return sums
 }

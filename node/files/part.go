@@ -114,10 +114,9 @@ type Part struct {
 	durable  atomic.Int64 // Verified: verified, fsync'd and recorded
 	verified int64        // verified, perhaps not yet fsync'd; a block boundary
 	off      int64        // where the next Write goes: verified + the incomplete block
-	block    hash.Hash    // of the incomplete block
 	whole    hash.Hash    // SHA-256 of [0, off)
 	wholeAt  []byte       // whole's marshalled state at verified
-	sum      [32]byte     // scratch for a block's sum
+	next     []byte       // scratch: whole's state at the end of the block being checked
 	err      error        // sticky I/O error
 	closed   bool
 }
@@ -145,7 +144,6 @@ func OpenPart(dir string, id wire.FileID, m *Manifest) (*Part, error) {
 		statePath: filepath.Join(dir, stateName(id)),
 		link:      os.Link,
 		syncEvery: defaultSyncEvery,
-		block:     sha256.New(),
 		whole:     sha256.New(),
 	}
 	f, err := os.OpenFile(p.path, os.O_RDWR|os.O_CREATE, 0o666)
@@ -217,7 +215,6 @@ func (p *Part) Write(b []byte) (n int, err error) {
 		if _, err := p.f.WriteAt(b[:c], p.off); err != nil {
 			return n, p.fail(fmt.Errorf("files: write %s: %w", p.path, err))
 		}
-		p.block.Write(b[:c])
 		p.whole.Write(b[:c])
 		p.off += c
 		n += int(c)
@@ -225,9 +222,11 @@ func (p *Part) Write(b []byte) (n int, err error) {
 		if p.off < end {
 			continue
 		}
-		p.block.Sum(p.sum[:0])
-		p.block.Reset()
-		if p.sum != p.m.Blocks[i] {
+		ok, err := p.blockMatches(i)
+		if err != nil {
+			return n, p.fail(err)
+		}
+		if !ok {
 			cerr := &CorruptBlockError{Index: i}
 			if err := p.Rewind(); err != nil {
 				return n, errors.Join(cerr, err)
@@ -235,9 +234,6 @@ func (p *Part) Write(b []byte) (n int, err error) {
 			return n, cerr
 		}
 		p.verified = p.off
-		if p.wholeAt, err = marshalHash(p.whole, p.wholeAt); err != nil {
-			return n, p.fail(err)
-		}
 		if p.verified-p.durable.Load() >= p.syncEvery || p.verified == p.m.Size {
 			if err := p.checkpoint(); err != nil {
 				return n, err
@@ -254,7 +250,6 @@ func (p *Part) Rewind() error {
 	if err := p.usable(); err != nil {
 		return err
 	}
-	p.block.Reset()
 	if p.off != p.verified {
 		if err := unmarshalHash(p.whole, p.wholeAt); err != nil {
 			return p.fail(err)
@@ -404,22 +399,21 @@ func (p *Part) recover() error {
 		if p.verified+l > size {
 			break
 		}
-		p.block.Reset()
-		if err := hashAt(p.f, p.verified, l, buf, p.block, p.whole); err != nil {
+		if err := hashAt(p.f, p.verified, l, buf, p.whole); err != nil {
 			return fmt.Errorf("files: read %s: %w", p.path, err)
 		}
-		if p.block.Sum(p.sum[:0]); p.sum != p.m.Blocks[i] {
+		ok, err := p.blockMatches(i)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			if err := unmarshalHash(p.whole, p.wholeAt); err != nil {
 				return err
 			}
 			break
 		}
 		p.verified += l
-		if p.wholeAt, err = marshalHash(p.whole, p.wholeAt); err != nil {
-			return err
-		}
 	}
-	p.block.Reset()
 	p.off = p.verified
 	if size != p.verified {
 		if err := p.f.Truncate(p.verified); err != nil {
@@ -432,6 +426,27 @@ func (p *Part) recover() error {
 		}
 	}
 	return nil
+}
+
+// blockMatches checks block i, whose last byte whole has just been given,
+// against its chain value. If it matches, wholeAt becomes whole's state
+// there.
+func (p *Part) blockMatches(i int) (bool, error) {
+	var err error
+	if p.next, err = marshalHash(p.whole, p.next); err != nil {
+		return false, err
+	}
+	var v [32]byte
+	if i == p.m.NumBlocks()-1 {
+		p.whole.Sum(v[:0]) // the file's SHA-256 (Validate: also the last value)
+	} else if v, err = chainValue(p.next); err != nil {
+		return false, err
+	}
+	if v != p.m.Blocks[i] {
+		return false, nil
+	}
+	p.wholeAt, p.next = p.next, p.wholeAt
+	return true, nil
 }
 
 // hashAt feeds the n bytes of r at off to the hashes.

@@ -756,15 +756,24 @@ func TestPartErrors(t *testing.T) {
 		t.Errorf("write after Remove: %v", err)
 	}
 
-	// Blocks that match but a whole-file hash that does not: a lying
-	// manifest. The .part stays a .part.
+	// A manifest whose SHA-256 is not its last block's value contradicts
+	// itself: refused before anything is written.
 	liar := *f.m
 	liar.SHA256[0] ^= 1
-	p = openPart(t, dir, wire.FileID{2}, &liar)
-	if _, err := p.Write(f.data); err != nil {
-		t.Fatal(err)
+	if _, err := OpenPart(dir, wire.FileID{2}, &liar); !errors.Is(err, wire.ErrMalformed) {
+		t.Errorf("OpenPart with a SHA-256 that is not the last value: %v", err)
 	}
-	if _, err := p.Finish(dir, "liar"); !errors.Is(err, ErrFileHash) {
+	// One that lies consistently (the file's SHA-256 and the last value
+	// both wrong): every block but the last verifies, the last does not,
+	// and the .part stays a .part.
+	liar.Blocks = append([][32]byte(nil), f.m.Blocks...)
+	liar.Blocks[len(liar.Blocks)-1] = liar.SHA256
+	p = openPart(t, dir, wire.FileID{2}, &liar)
+	last := (len(liar.Blocks) - 1) * int(liar.BlockSize)
+	if _, err := p.Write(f.data); !errors.Is(err, ErrCorruptBlock) || p.Verified() != int64(last) {
+		t.Errorf("a lying last value: %v, verified %d, want %d", err, p.Verified(), last)
+	}
+	if _, err := p.Finish(dir, "liar"); !errors.Is(err, ErrIncomplete) {
 		t.Errorf("Finish with a wrong SHA-256: %v", err)
 	}
 	if v := visible(t, dir); len(v) != 0 {

@@ -121,7 +121,12 @@ func (m *Manager) Serve(ctx context.Context, peer wire.Key, st Stream) {
 		if kind, body, err = readFrame(br, body); err != nil {
 			return
 		}
-		if kind != wire.FrameFileHashes {
+		if kind == wire.FrameFileBlockHashes {
+			m.log.Info().Str("key", peer.Short()).Msg("file offer with per-block hashes (an older natchat); refused")
+			st.Write(rejectFrame(offer.ID, wire.FileRejectVersion, "this node takes files from natchat with chained block hashes only: update natchat"))
+			return
+		}
+		if kind != wire.FrameFileChain {
 			return
 		}
 		h, err := wire.ParseFileHashes(body, offer.Blocks())

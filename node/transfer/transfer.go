@@ -6,7 +6,7 @@
 //
 // One stream carries one attempt at one transfer:
 //
-//	S→R  FileOffer, FileHashes...      (a resumed transfer keeps its ID)
+//	S→R  FileOffer, FileChain...       (a resumed transfer keeps its ID)
 //	R→S  FileAccept{offset} | FileReject | FileDone (an ID already saved)
 //	S→R  the raw bytes [offset, size), FIN
 //	R→S  FileDone | FileReject
@@ -399,6 +399,8 @@ func rejectReason(j *wire.FileReject) string {
 		kw = api.FileDisk
 	case rejectVerify:
 		kw = api.FileVerifyFailed
+	case wire.FileRejectVersion:
+		kw = api.FileVersion
 	default:
 		kw = j.Code.String()
 	}

@@ -825,6 +825,39 @@ func TestHostileNames(t *testing.T) {
 	}
 }
 
+// TestOldBlockHashesRefused: an offer followed by the retired per-block
+// hash frame (an older natchat) is answered with FileRejectVersion, which
+// the sender's user reads as "unsupported version".
+func TestOldBlockHashesRefused(t *testing.T) {
+	w := newWorld(t)
+	w.start("mallory", "", nil)
+	bob := w.start("bob", "", nil)
+	sum := sha256.Sum256([]byte("x"))
+	o := &wire.FileOffer{ID: newID(), Size: 1, BlockSize: wire.MinFileBlockSize, SHA256: sum, Name: "old.txt"}
+	a, b := newPipe()
+	w.serves.Go(func() { bob.m.Serve(bob.ctx, keyOf("mallory"), b) })
+	old := wire.AppendFrame(nil, wire.FrameFileBlockHashes, append([]byte{0, 0, 0, 0}, sum[:]...))
+	a.Write(append(wire.AppendFileOffer(nil, o), old...))
+	k, body, err := readFrame(bufio.NewReader(a), nil)
+	a.Close()
+	if err != nil || k != wire.FrameFileReject {
+		t.Fatalf("frame %d, %v; want a reject", k, err)
+	}
+	j, err := wire.ParseFileReject(body)
+	if err != nil || j.Code != wire.FileRejectVersion || j.ID != o.ID {
+		t.Fatalf("reject %+v, %v", j, err)
+	}
+	if got := rejectReason(j); !strings.HasPrefix(got, api.FileVersion+": ") {
+		t.Errorf("the sender's reason: %q", got)
+	}
+	w.waitServes()
+	for _, e := range slices.Concat(bob.seen, drain(bob.events)) {
+		if _, ok := e.(*api.FileOffer); ok {
+			t.Errorf("offer published: %+v", e)
+		}
+	}
+}
+
 func TestCancel(t *testing.T) {
 	for _, side := range []string{"sender", "receiver"} {
 		t.Run(side, func(t *testing.T) {
