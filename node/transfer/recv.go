@@ -304,23 +304,7 @@ func (m *Manager) receive(ctx context.Context, in *incoming, att *attachment, br
 	log.Debug().Int64("offset", off).Msg("file accept sent")
 	size := in.man.Size
 	mt := newMeter(in.id.String(), size, off, func() string { return m.o.PathOf(in.peer) }, m.o.Now)
-	buf := make([]byte, bufSize)
-	got := off
-	var rerr, werr error
-	for got < size {
-		n, err := br.Read(buf[:min(int64(len(buf)), size-got)])
-		if n > 0 {
-			if _, werr = part.Write(buf[:n]); werr != nil {
-				break
-			}
-			got += int64(n)
-			mt.tick(m.publish, got)
-		}
-		if err != nil {
-			rerr = err
-			break
-		}
-	}
+	rerr, werr := m.pipe(br, part, size-off, func(n int64) { mt.tick(m.publish, off+n) })
 
 	m.mu.Lock()
 	final, current := in.state == inFinal, in.att == att
@@ -371,6 +355,71 @@ func (m *Manager) receive(ctx context.Context, in *incoming, att *attachment, br
 	default:
 		m.finish(ctx, in, att, part)
 	}
+}
+
+// pipe moves n bytes from the stream to the part on two goroutines: this
+// one reads the stream, a writer verifies and writes (part.Write: SHA-256,
+// pwrite, and every 8 MiB an fsync that takes milliseconds). So the stream
+// is read, and quic-go's flow-control window kept open, while the disk is
+// busy, and the two halves use two cores. At most recvBufs buffers are in
+// flight. It returns the stream's error (io.EOF and the like when it ended
+// early) and the part's; after the part's first error the rest is not
+// read. progress is called from the writer with the bytes written.
+func (m *Manager) pipe(br *bufio.Reader, part *files.Part, n int64, progress func(int64)) (rerr, werr error) {
+	free := make(chan []byte, recvBufs)
+	for range recvBufs {
+		free <- make([]byte, bufSize)
+	}
+	full := make(chan []byte, recvBufs)
+	failed := make(chan struct{}) // closed by the writer on the part's error
+	done := make(chan error, 1)
+	go func() {
+		var written int64
+		var err error
+		for b := range full {
+			if err == nil {
+				if _, err = part.Write(b); err != nil {
+					close(failed)
+				} else {
+					written += int64(len(b))
+					progress(written)
+				}
+			}
+			free <- b[:cap(b)]
+		}
+		done <- err
+	}()
+	for got := int64(0); got < n; {
+		var buf []byte
+		select {
+		case <-failed: // first: a free buffer must not hide it
+		default:
+			select {
+			case buf = <-free:
+			case <-failed:
+			}
+		}
+		if buf == nil {
+			break
+		}
+		// Gather at least half a buffer before writing: quic-go's Read
+		// returns what has arrived, often a few packets, and a pwrite and
+		// a hash call per KiB cost more than the copy they spare.
+		want := min(int64(len(buf)), n-got)
+		k, err := io.ReadAtLeast(br, buf[:want], int(min(want, minWrite)))
+		if k > 0 {
+			full <- buf[:k]
+			got += int64(k)
+		} else {
+			free <- buf
+		}
+		if err != nil {
+			rerr = err
+			break
+		}
+	}
+	close(full)
+	return rerr, <-done
 }
 
 // finish saves the complete file and tells the sender.
