@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"natchat/internal/udpgso"
 	"net"
 	"net/netip"
 	"sync"
@@ -264,8 +265,8 @@ func (p *Net) readLoop() {
 	buf := make([]byte, 64<<10)
 	uc, _ := p.opts.Conn.(*net.UDPConn)
 	var oob []byte
-	if uc != nil && enableGRO(uc) {
-		oob = make([]byte, groOOBLen)
+	if uc != nil && udpgso.EnableGRO(uc) {
+		oob = make([]byte, udpgso.OOBLen)
 	}
 	for {
 		var (
@@ -279,7 +280,7 @@ func (p *Net) readLoop() {
 			var oobn int
 			n, oobn, _, src, err = uc.ReadMsgUDPAddrPort(buf, oob)
 			if err == nil {
-				seg = groSegmentSize(oob[:oobn])
+				seg = udpgso.SegmentSize(oob[:oobn])
 			}
 		case uc != nil:
 			n, src, err = uc.ReadFromUDPAddrPort(buf)

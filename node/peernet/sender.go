@@ -2,6 +2,7 @@ package peernet
 
 import (
 	"errors"
+	"natchat/internal/udpgso"
 	"net"
 	"net/netip"
 	"sync"
@@ -80,7 +81,7 @@ func newSender(conn *net.UDPConn) *sender {
 		done:   make(chan struct{}),
 		now:    time.Now,
 	}
-	s.gso.Store(gsoSupported(conn))
+	s.gso.Store(udpgso.Supported(conn))
 	return s
 }
 
@@ -163,8 +164,8 @@ func (s *sender) writeRun(b []byte, seg int, to netip.AddrPort) error {
 	if s.gso.Load() && len(b) <= maxGSOBytes && (len(b)+seg-1)/seg <= maxSegments {
 		var oob [64]byte
 		s.syscalls.Add(1)
-		_, _, err := s.conn.WriteMsgUDPAddrPort(b, appendSegmentSize(oob[:0], uint16(seg)), to)
-		if err == nil || !isGSOError(err) {
+		_, _, err := s.conn.WriteMsgUDPAddrPort(b, udpgso.AppendSegmentSize(oob[:0], uint16(seg)), to)
+		if err == nil || !udpgso.IsGSOError(err) {
 			return err
 		}
 		s.gso.Store(false)
@@ -202,8 +203,8 @@ func (s *sender) flush(batch []*outPkt, buf, oob []byte) {
 			for _, p := range batch[i:j] {
 				buf = append(buf, p.b[:p.n]...)
 			}
-			_, _, err = s.conn.WriteMsgUDPAddrPort(buf, appendSegmentSize(oob[:0], uint16(first.n)), first.to)
-			if err != nil && isGSOError(err) {
+			_, _, err = s.conn.WriteMsgUDPAddrPort(buf, udpgso.AppendSegmentSize(oob[:0], uint16(first.n)), first.to)
+			if err != nil && udpgso.IsGSOError(err) {
 				// The device cannot segment (no checksum offload): send
 				// this run and everything after one datagram at a time.
 				s.gso.Store(false)

@@ -3,6 +3,7 @@ package peernet
 import (
 	"bytes"
 	"fmt"
+	"natchat/internal/udpgso"
 	"net"
 	"net/netip"
 	"testing"
@@ -142,12 +143,12 @@ func TestSenderReportsFailure(t *testing.T) {
 }
 
 // TestGROCoalescesRuns: a receiving socket with UDP GRO reads a run the
-// sender sent with GSO in one read, and groSegmentSize cuts it back into
+// sender sent with GSO in one read, and udpgso.SegmentSize cuts it back into
 // the datagrams that were written (the read loop's split).
 func TestGROCoalescesRuns(t *testing.T) {
 	from, a := listenLoopback(t), listenLoopback(t)
 	s := newSender(from)
-	if !s.gso.Load() || !enableGRO(a) {
+	if !s.gso.Load() || !udpgso.EnableGRO(a) {
 		t.Skip("the kernel does not take UDP_SEGMENT or UDP_GRO on these sockets")
 	}
 	var want [][]byte
@@ -163,7 +164,7 @@ func TestGROCoalescesRuns(t *testing.T) {
 	}
 	s.start()
 	t.Cleanup(s.Close)
-	buf, oob := make([]byte, 64<<10), make([]byte, groOOBLen)
+	buf, oob := make([]byte, 64<<10), make([]byte, udpgso.OOBLen)
 	var got [][]byte
 	reads := 0
 	for len(got) < len(want) {
@@ -173,7 +174,7 @@ func TestGROCoalescesRuns(t *testing.T) {
 			t.Fatalf("after %d datagrams: %v", len(got), err)
 		}
 		reads++
-		seg := groSegmentSize(oob[:oobn])
+		seg := udpgso.SegmentSize(oob[:oobn])
 		if seg <= 0 || seg >= n {
 			seg = n
 		}

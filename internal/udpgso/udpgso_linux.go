@@ -1,4 +1,10 @@
-package peernet
+// Package udpgso holds the Linux UDP segmentation offloads that the node
+// and the rendezvous share: GSO (UDP_SEGMENT: one send of a run of
+// equal-sized datagrams to one address) and GRO (UDP_GRO: such a run read
+// as one). Elsewhere they report themselves unsupported. It does no I/O
+// but socket options. NATCHAT_DISABLE_GSO=1 turns both off, as
+// QUIC_GO_DISABLE_GSO does for quic-go.
+package udpgso
 
 import (
 	"errors"
@@ -10,19 +16,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// gsoSupported reports whether the kernel takes UDP_SEGMENT on conn.
-// NATCHAT_DISABLE_GSO=1 turns it off (as QUIC_GO_DISABLE_GSO does for
-// quic-go). A device that cannot segment is found at the first send.
-func gsoSupported(conn *net.UDPConn) bool {
-	return udpOption(conn, func(fd int) error {
+// Supported reports whether the kernel takes UDP_SEGMENT on conn. A
+// device that cannot segment is found at the first send (IsGSOError).
+func Supported(conn *net.UDPConn) bool {
+	return option(conn, func(fd int) error {
 		_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
 		return err
 	})
 }
 
-// udpOption runs f on conn's socket unless NATCHAT_DISABLE_GSO is set,
+// option runs f on conn's socket unless NATCHAT_DISABLE_GSO is set,
 // and reports whether it succeeded.
-func udpOption(conn *net.UDPConn, f func(fd int) error) bool {
+func option(conn *net.UDPConn, f func(fd int) error) bool {
 	if off, err := strconv.ParseBool(os.Getenv("NATCHAT_DISABLE_GSO")); err == nil && off {
 		return false
 	}
@@ -37,9 +42,9 @@ func udpOption(conn *net.UDPConn, f func(fd int) error) bool {
 	return ferr == nil
 }
 
-// appendSegmentSize appends the control message that asks the kernel to
+// AppendSegmentSize appends the control message that asks the kernel to
 // cut a send into datagrams of size bytes.
-func appendSegmentSize(b []byte, size uint16) []byte {
+func AppendSegmentSize(b []byte, size uint16) []byte {
 	const dataLen = 2
 	start := len(b)
 	b = append(b, make([]byte, unix.CmsgSpace(dataLen))...)
@@ -51,29 +56,29 @@ func appendSegmentSize(b []byte, size uint16) []byte {
 	return b
 }
 
-// isGSOError reports whether err says the device cannot segment: EIO from
+// IsGSOError reports whether err says the device cannot segment: EIO from
 // udp_send_skb without transmit checksum offload (udp(7)).
-func isGSOError(err error) bool {
+func IsGSOError(err error) bool {
 	var serr *os.SyscallError
 	return errors.As(err, &serr) && (serr.Err == unix.EIO || serr.Err == unix.EINVAL)
 }
 
-// enableGRO asks the kernel to hand up runs of datagrams of one flow
+// EnableGRO asks the kernel to hand up runs of datagrams of one flow
 // coalesced, as one read with the segment size in a control message
 // (UDP_GRO): a peer that sends with GSO is then read in one system call a
 // run. NATCHAT_DISABLE_GSO=1 turns it off too.
-func enableGRO(conn *net.UDPConn) bool {
-	return udpOption(conn, func(fd int) error {
+func EnableGRO(conn *net.UDPConn) bool {
+	return option(conn, func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 	})
 }
 
-// groOOBLen is room for the control messages of one read.
-var groOOBLen = unix.CmsgSpace(4) * 2
+// OOBLen is room for the control messages of one read.
+var OOBLen = unix.CmsgSpace(4) * 2
 
-// groSegmentSize returns the segment size a read's control messages give
+// SegmentSize returns the segment size a read's control messages give
 // (0: the read is one datagram).
-func groSegmentSize(oob []byte) int {
+func SegmentSize(oob []byte) int {
 	for len(oob) >= unix.CmsgSpace(0) {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		l := int(h.Len)

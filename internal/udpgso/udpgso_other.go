@@ -1,0 +1,17 @@
+//go:build !linux
+
+package udpgso
+
+import "net"
+
+// Without Linux's offloads every function reports none: see udpgso_linux.go.
+
+func Supported(*net.UDPConn) bool                 { return false }
+func AppendSegmentSize(b []byte, _ uint16) []byte { return b }
+func IsGSOError(error) bool                       { return false }
+
+func EnableGRO(*net.UDPConn) bool { return false }
+
+var OOBLen = 0
+
+func SegmentSize([]byte) int { return 0 }
