@@ -494,24 +494,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.opts.AltSTUN.Close()
 		}
 	}()
-	read := datagramReader(s.opts.Conn)
-	for {
-		b, src, err := read()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("rendezvous: read: %w", err)
-		}
-		if !src.IsValid() {
-			continue
-		}
-		s.Handle(b, src)
-	}
+	return s.serve(ctx, s.opts.Conn)
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, bool) {
@@ -526,9 +509,13 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-// send sends b to to: with WriteToUDPAddrPort when Conn has it (a
-// *net.UDPConn), which allocates nothing, else with WriteTo.
+// send sends b to to: queued for the read loop's batched write while it
+// handles a batch (hotPath.out), else with WriteToUDPAddrPort when Conn
+// has it (a *net.UDPConn), which allocates nothing, else with WriteTo.
 func (s *Server) send(b []byte, to netip.AddrPort) {
+	if s.hot.out != nil && s.hot.out.queue(b, to) {
+		return
+	}
 	if s.hot.w == nil {
 		s.sendUDP(b, net.UDPAddrFromAddrPort(to))
 		return
@@ -708,6 +695,12 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.handleLocked(b, src, now)
+}
+
+// handleLocked is Handle with mu held; Run's loop calls it for each
+// datagram of a read batch (serve).
+func (s *Server) handleLocked(b []byte, src netip.AddrPort, now time.Time) {
 	if wire.IsSTUN(b) {
 		s.handleSTUNLocked(b, src, now, false)
 		return
@@ -888,7 +881,7 @@ func (s *Server) sendSealedToLocked(c *client, m wire.Message, to netip.AddrPort
 	s.scratch = c.keys.Seal(s.scratch[:0], c.session, pt)
 	s.plain = pt[:0]
 	if to == c.addr {
-		s.sendUDP(s.scratch, c.udpAddr())
+		s.sendClient(s.scratch, c)
 		return
 	}
 	s.send(s.scratch, to)
