@@ -8,8 +8,9 @@
 //
 // A node registers with a Noise handshake (package ctrl) after proving its
 // address with a stateless cookie; every control message after that, both
-// ways, is sealed with the session's keys. A Server reads its socket on
-// one goroutine and handles every datagram there, under one mutex that
+// ways, is sealed with the session's keys. A Server reads each of its
+// sockets (one, or several on one port: Options.MoreConns) on one
+// goroutine and handles every datagram there, under one mutex that
 // also guards the expiry sweep and presence; the costly work of a
 // registration (the handshake's Diffie-Hellman and the durable name
 // binding) runs on registration workers, off the packet path, and the
@@ -45,9 +46,18 @@ import (
 // Options configure a Server. Conn and Store are required; every other
 // field has a documented zero value.
 type Options struct {
-	// Conn is the server's one UDP socket. The Server owns it from Run on
+	// Conn is the server's UDP socket. The Server owns it from Run on
 	// and closes it when Run returns.
 	Conn net.PacketConn
+	// MoreConns are more sockets on Conn's address (SO_REUSEPORT:
+	// ListenUDP), each read by a loop of its own, so that more than one
+	// core reads and answers. The kernel spreads sources over the
+	// sockets by address, so that one source stays on one; a
+	// datagram's replies go out of the socket it came in by, everything
+	// else out of Conn. The state the loops share is under mu as before,
+	// and per-source limits stay per source. nil: Conn alone. The Server
+	// owns them from Run on and closes them when Run returns.
+	MoreConns []net.PacketConn
 	// AltSTUN is a second UDP socket, on the same IP address as Conn and
 	// another port, that answers STUN Binding requests only, exactly as
 	// Conn does and under the same per-source budget; everything else
@@ -294,8 +304,8 @@ type spentCookie struct {
 
 // New validates opts and returns a Server.
 func New(opts Options) (*Server, error) {
-	if opts.Conn == nil {
-		return nil, errors.New("rendezvous: Options.Conn is nil")
+	if opts.Conn == nil || slices.Contains(opts.MoreConns, nil) {
+		return nil, errors.New("rendezvous: Options.Conn or one of Options.MoreConns is nil")
 	}
 	if opts.Store == nil {
 		return nil, errors.New("rendezvous: Options.Store is nil")
@@ -436,7 +446,7 @@ func (s *Server) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
 }
 
-// Run serves until ctx is done or the socket fails, then closes the socket
+// Run serves until ctx is done or a socket fails, then closes the sockets
 // and returns. It returns nil after ctx is done.
 func (s *Server) Run(ctx context.Context) error {
 	s.sizeBuffers()
@@ -494,7 +504,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.opts.AltSTUN.Close()
 		}
 	}()
-	return s.serve(ctx, s.opts.Conn)
+	return s.serveAll(ctx)
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, bool) {
