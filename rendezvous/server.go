@@ -52,11 +52,12 @@ type Options struct {
 	// MoreConns are more sockets on Conn's address (SO_REUSEPORT:
 	// ListenUDP), each read by a loop of its own, so that more than one
 	// core reads and answers. The kernel spreads sources over the
-	// sockets by address, so that one source stays on one; a
-	// datagram's replies go out of the socket it came in by, everything
-	// else out of Conn. The state the loops share is under mu as before,
-	// and per-source limits stay per source. nil: Conn alone. The Server
-	// owns them from Run on and closes them when Run returns.
+	// sockets by address, so that one source stays on one. They all
+	// have Conn's address, so any may send: a datagram's replies go out
+	// of the socket it came in by when they are batched (serve),
+	// everything else out of Conn. The state the loops share is under mu
+	// as before, and per-source limits stay per source. nil: Conn alone.
+	// The Server owns them from Run on and closes them when Run returns.
 	MoreConns []net.PacketConn
 	// AltSTUN is a second UDP socket, on the same IP address as Conn and
 	// another port, that answers STUN Binding requests only, exactly as
