@@ -1,6 +1,9 @@
 package rendezvous
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -42,10 +45,11 @@ var (
 )
 
 // hotPath is a Server's state for the hot path. New sets it up; w and
-// drops are read-only after that, the STUN fields are guarded by the
-// Server's mu.
+// drops are read-only after that, out and the STUN fields are guarded by
+// the Server's mu.
 type hotPath struct {
 	w     addrPortWriter                // Conn's, or nil: WriteTo
+	out   writeQueue                    // where the read loop's replies go while it holds mu (serve); nil: sent at once
 	drops map[string]prometheus.Counter // the dropped-packets counter of each reason
 
 	stunReq  stun.Message // the request being answered (its Raw is not kept past the call)
@@ -72,29 +76,115 @@ func (s *Server) initHotPath() {
 	}
 }
 
-// datagramReader returns the function Run reads Conn with: it returns
-// the next datagram, valid until the next call, and its source,
-// IPv4-mapped addresses unmapped. A source that is not a UDP address
-// comes back invalid, and the datagram is to be skipped. On Linux a UDP
-// socket is read in batches (batchReader).
-func datagramReader(c net.PacketConn) func() ([]byte, netip.AddrPort, error) {
-	if read := batchReader(c); read != nil {
-		return read
+// packetReader is how Run reads a socket: read waits for one datagram or
+// more and returns how many; datagram(i) returns the i-th of them, valid
+// until the next read, and its source, IPv4-mapped addresses unmapped. A
+// source that is not a UDP address comes back invalid, and the datagram
+// is to be skipped. On Linux a UDP socket is read in batches
+// (batchReader); elsewhere one datagram at a time.
+type packetReader interface {
+	read() (int, error)
+	datagram(i int) ([]byte, netip.AddrPort)
+}
+
+// newPacketReader returns the packetReader for c.
+func newPacketReader(c net.PacketConn) packetReader {
+	if r := batchReader(c); r != nil {
+		return r
 	}
-	buf := make([]byte, 64<<10)
-	if r, ok := c.(addrPortReader); ok {
-		return func() ([]byte, netip.AddrPort, error) {
-			n, from, err := r.ReadFromUDPAddrPort(buf)
-			return buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), err
-		}
-	}
-	return func() ([]byte, netip.AddrPort, error) {
-		n, from, err := c.ReadFrom(buf)
+	return &singleReader{c: c, buf: make([]byte, 64<<10)}
+}
+
+// singleReader reads one datagram per call: ReadFromUDPAddrPort when c
+// has it, which allocates nothing, else ReadFrom.
+type singleReader struct {
+	c   net.PacketConn
+	buf []byte
+	n   int
+	src netip.AddrPort
+}
+
+func (r *singleReader) read() (int, error) {
+	if ar, ok := r.c.(addrPortReader); ok {
+		n, from, err := ar.ReadFromUDPAddrPort(r.buf)
 		if err != nil {
-			return nil, netip.AddrPort{}, err
+			return 0, err
 		}
-		src, _ := addrPort(from)
-		return buf[:n], src, nil
+		r.n, r.src = n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		return 1, nil
+	}
+	n, from, err := r.c.ReadFrom(r.buf)
+	if err != nil {
+		return 0, err
+	}
+	r.n, r.src = n, netip.AddrPort{}
+	if from != nil {
+		r.src, _ = addrPort(from)
+	}
+	return 1, nil
+}
+
+func (r *singleReader) datagram(int) ([]byte, netip.AddrPort) { return r.buf[:r.n], r.src }
+
+// writeQueue gathers the datagrams the read loop sends while it handles
+// one read batch, and sends them together (sendmmsg on Linux: one system
+// call for the batch's STUN answers and relayed packets, instead of one
+// each). The read loop sets Server.hot.out to its queue while it holds
+// mu, so that s.send queues; every other goroutine, which sends under mu
+// too, finds it nil and writes at once.
+type writeQueue interface {
+	// queue copies b, to go to to, and reports whether it did. It
+	// refuses (after sending what it holds, to keep the order) what it
+	// cannot send: a datagram too long for its buffers, a destination
+	// with a zone or of the wrong family. It sends what it holds first
+	// when it is full.
+	queue(b []byte, to netip.AddrPort) bool
+	// flush sends what is queued, and returns how many of those failed
+	// and the last failure.
+	flush() (failed int, err error)
+}
+
+// serve reads conn and handles its datagrams until the read fails: each
+// read batch under one hold of mu, its replies queued (writeQueue) and
+// sent together once mu is released, before the next read, so that no
+// reply waits for more than its own batch.
+func (s *Server) serve(ctx context.Context, conn net.PacketConn) error {
+	r := newPacketReader(conn)
+	w := newWriteQueue(conn)
+	for {
+		n, err := r.read()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("rendezvous: read: %w", err)
+		}
+		s.handleBatch(r, n, w)
+	}
+}
+
+// handleBatch handles the n datagrams r read last, queuing the replies
+// on w (nil: each sent at once), then sends them.
+func (s *Server) handleBatch(r packetReader, n int, w writeQueue) {
+	s.mu.Lock()
+	s.hot.out = w
+	for i := range n {
+		b, src := r.datagram(i)
+		if !src.IsValid() {
+			continue
+		}
+		s.handleLocked(b, src, s.now())
+	}
+	s.hot.out = nil
+	s.mu.Unlock()
+	if w != nil {
+		if failed, err := w.flush(); failed > 0 {
+			s.log.Debug().Err(err).Int("datagrams", failed).Msg("write failed")
+		}
 	}
 }
 

@@ -141,7 +141,7 @@ func loopbackRelay(b *testing.B, wrap func(*net.UDPConn) net.PacketConn) {
 
 // loopRegister registers n with the rendezvous at rv from a new loopback
 // socket and returns the socket.
-func loopRegister(b *testing.B, rv netip.AddrPort, n *rvtest.Node) *net.UDPConn {
+func loopRegister(b testing.TB, rv netip.AddrPort, n *rvtest.Node) *net.UDPConn {
 	b.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

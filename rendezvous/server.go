@@ -8,8 +8,9 @@
 //
 // A node registers with a Noise handshake (package ctrl) after proving its
 // address with a stateless cookie; every control message after that, both
-// ways, is sealed with the session's keys. A Server reads its socket on
-// one goroutine and handles every datagram there, under one mutex that
+// ways, is sealed with the session's keys. A Server reads each of its
+// sockets (one, or several on one port: Options.MoreConns) on one
+// goroutine and handles every datagram there, under one mutex that
 // also guards the expiry sweep and presence; the costly work of a
 // registration (the handshake's Diffie-Hellman and the durable name
 // binding) runs on registration workers, off the packet path, and the
@@ -45,9 +46,19 @@ import (
 // Options configure a Server. Conn and Store are required; every other
 // field has a documented zero value.
 type Options struct {
-	// Conn is the server's one UDP socket. The Server owns it from Run on
+	// Conn is the server's UDP socket. The Server owns it from Run on
 	// and closes it when Run returns.
 	Conn net.PacketConn
+	// MoreConns are more sockets on Conn's address (SO_REUSEPORT:
+	// ListenUDP), each read by a loop of its own, so that more than one
+	// core reads and answers. The kernel spreads sources over the
+	// sockets by address, so that one source stays on one. They all
+	// have Conn's address, so any may send: a datagram's replies go out
+	// of the socket it came in by when they are batched (serve),
+	// everything else out of Conn. The state the loops share is under mu
+	// as before, and per-source limits stay per source. nil: Conn alone.
+	// The Server owns them from Run on and closes them when Run returns.
+	MoreConns []net.PacketConn
 	// AltSTUN is a second UDP socket, on the same IP address as Conn and
 	// another port, that answers STUN Binding requests only, exactly as
 	// Conn does and under the same per-source budget; everything else
@@ -294,8 +305,8 @@ type spentCookie struct {
 
 // New validates opts and returns a Server.
 func New(opts Options) (*Server, error) {
-	if opts.Conn == nil {
-		return nil, errors.New("rendezvous: Options.Conn is nil")
+	if opts.Conn == nil || slices.Contains(opts.MoreConns, nil) {
+		return nil, errors.New("rendezvous: Options.Conn or one of Options.MoreConns is nil")
 	}
 	if opts.Store == nil {
 		return nil, errors.New("rendezvous: Options.Store is nil")
@@ -436,7 +447,7 @@ func (s *Server) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
 }
 
-// Run serves until ctx is done or the socket fails, then closes the socket
+// Run serves until ctx is done or a socket fails, then closes the sockets
 // and returns. It returns nil after ctx is done.
 func (s *Server) Run(ctx context.Context) error {
 	s.sizeBuffers()
@@ -494,24 +505,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.opts.AltSTUN.Close()
 		}
 	}()
-	read := datagramReader(s.opts.Conn)
-	for {
-		b, src, err := read()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("rendezvous: read: %w", err)
-		}
-		if !src.IsValid() {
-			continue
-		}
-		s.Handle(b, src)
-	}
+	return s.serveAll(ctx)
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, bool) {
@@ -526,9 +520,13 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-// send sends b to to: with WriteToUDPAddrPort when Conn has it (a
-// *net.UDPConn), which allocates nothing, else with WriteTo.
+// send sends b to to: queued for the read loop's batched write while it
+// handles a batch (hotPath.out), else with WriteToUDPAddrPort when Conn
+// has it (a *net.UDPConn), which allocates nothing, else with WriteTo.
 func (s *Server) send(b []byte, to netip.AddrPort) {
+	if s.hot.out != nil && s.hot.out.queue(b, to) {
+		return
+	}
 	if s.hot.w == nil {
 		s.sendUDP(b, net.UDPAddrFromAddrPort(to))
 		return
@@ -708,6 +706,12 @@ func (s *Server) Handle(b []byte, src netip.AddrPort) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.handleLocked(b, src, now)
+}
+
+// handleLocked is Handle with mu held; Run's loop calls it for each
+// datagram of a read batch (serve).
+func (s *Server) handleLocked(b []byte, src netip.AddrPort, now time.Time) {
 	if wire.IsSTUN(b) {
 		s.handleSTUNLocked(b, src, now, false)
 		return
@@ -888,7 +892,7 @@ func (s *Server) sendSealedToLocked(c *client, m wire.Message, to netip.AddrPort
 	s.scratch = c.keys.Seal(s.scratch[:0], c.session, pt)
 	s.plain = pt[:0]
 	if to == c.addr {
-		s.sendUDP(s.scratch, c.udpAddr())
+		s.sendClient(s.scratch, c)
 		return
 	}
 	s.send(s.scratch, to)

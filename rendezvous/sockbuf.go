@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"net"
 	"syscall"
 )
 
@@ -11,7 +12,8 @@ import (
 // answers by slowing down.
 const DefaultSocketBuffer = 4 << 20
 
-// sizeBuffers applies Options.SocketBuffer to Conn and logs the outcome.
+// sizeBuffers applies Options.SocketBuffer to Conn and MoreConns and
+// logs the outcome.
 func (s *Server) sizeBuffers() {
 	want := s.opts.SocketBuffer
 	if want < 0 {
@@ -20,12 +22,19 @@ func (s *Server) sizeBuffers() {
 	if want == 0 {
 		want = DefaultSocketBuffer
 	}
+	s.sizeBuffer(s.opts.Conn, want)
+	for _, c := range s.opts.MoreConns {
+		s.sizeBuffer(c, want)
+	}
+}
+
+func (s *Server) sizeBuffer(conn net.PacketConn, want int) {
 	type buffered interface {
 		SetReadBuffer(int) error
 		SetWriteBuffer(int) error
 		SyscallConn() (syscall.RawConn, error)
 	}
-	c, ok := s.opts.Conn.(buffered)
+	c, ok := conn.(buffered)
 	if !ok {
 		return
 	}

@@ -36,6 +36,7 @@ type config struct {
 	relayPairs  []int
 	relayW      int
 	noCoturn    bool
+	oursFlags   []string // more flags for our servers (cmd/rendezvous)
 	md, pngDir  string
 	keepWorkDir bool
 }
@@ -74,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	pairs := fs.String("relay-pairs", "1,4", "relay sender/receiver pairs, one row each")
 	fs.IntVar(&c.relayW, "relay-w", 64, "relayed packets in flight per pair (sent, not yet received)")
 	fs.BoolVar(&c.noCoturn, "no-coturn", false, "measure ours alone")
+	oursFlags := fs.String("ours-flags", "", `more flags for our servers, separated by spaces, e.g. "-pprof 127.0.0.1:6060" (with -only: both servers would take the port)`)
 	fs.StringVar(&c.md, "md", "", "also write the Markdown table to this file")
 	fs.StringVar(&c.pngDir, "png", "", "write PNG bar plots into this directory")
 	fs.BoolVar(&c.keepWorkDir, "keep", false, "keep the temporary directory (servers' logs and data)")
@@ -93,6 +95,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if c.relayPairs, err = parseInts(*pairs); err != nil {
 		return fmt.Errorf("-relay-pairs %v", err)
 	}
+	c.oursFlags = strings.Fields(*oursFlags)
 	if *quick {
 		c.reps, c.window, c.warm = 1, 300*time.Millisecond, 100*time.Millisecond
 	}
@@ -186,15 +189,15 @@ func (b *bench) run(ctx context.Context) error {
 	if b.cfg.only != "relay" {
 		// The STUN row needs the per-source limit off: every client is
 		// on 127.0.0.1, one /24.
-		b.stunServer = "cmd/rendezvous -source-rate -1"
-		if b.stunRV, err = startOurs("rendezvous-stun", dir, rvBin, "-source-rate", "-1"); err != nil {
+		b.stunServer = strings.Join(append([]string{"cmd/rendezvous -source-rate -1"}, b.cfg.oursFlags...), " ")
+		if b.stunRV, err = startOurs("rendezvous-stun", dir, rvBin, append([]string{"-source-rate", "-1"}, b.cfg.oursFlags...)...); err != nil {
 			return err
 		}
 		b.log("STUN row: ours is %s", b.stunServer)
 	}
 	if b.cfg.only != "stun" {
-		if b.relayRV, err = startOurs("rendezvous", dir, rvBin,
-			"-relay-pps", "-1", "-relay-bps", "-1", "-relay-small-pps", "-1", "-new-names", "-1"); err != nil {
+		if b.relayRV, err = startOurs("rendezvous", dir, rvBin, append([]string{
+			"-relay-pps", "-1", "-relay-bps", "-1", "-relay-small-pps", "-1", "-new-names", "-1"}, b.cfg.oursFlags...)...); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -52,7 +53,7 @@ func (b *bench) writeMarkdown(w io.Writer, steal float64) {
 		fmt.Fprintf(w, "STUN rows, ours: %s.\n", b.stunServer)
 	}
 	if b.relayRV != nil {
-		fmt.Fprintln(w, "Relay rows, ours: cmd/rendezvous -relay-pps -1 -relay-bps -1 -relay-small-pps -1 -new-names -1.")
+		fmt.Fprintf(w, "Relay rows, ours: %s.\n", strings.Join(append([]string{"cmd/rendezvous -relay-pps -1 -relay-bps -1 -relay-small-pps -1 -new-names -1"}, b.cfg.oursFlags...), " "))
 	}
 	fmt.Fprintln(w)
 	if b.coturnSkipped != "" {
