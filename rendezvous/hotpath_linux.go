@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"natchat/internal/udpgso"
 )
 
 // readBatch is how many datagrams one recvmmsg(2) may return: enough to
@@ -41,6 +43,9 @@ func batchReader(c net.PacketConn) packetReader {
 		return nil
 	}
 	r := &mmsgReader{rc: rc}
+	if udpgso.EnableGRO(sc) {
+		r.oobs = make([]byte, readBatch*udpgso.OOBLen)
+	}
 	for i := range r.hdrs {
 		r.bufs[i] = make([]byte, 64<<10)
 		r.iovs[i].Base = &r.bufs[i][0]
@@ -48,12 +53,21 @@ func batchReader(c net.PacketConn) packetReader {
 		r.hdrs[i].Hdr.Iov = &r.iovs[i]
 		r.hdrs[i].Hdr.SetIovlen(1)
 		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		if r.oobs != nil {
+			r.hdrs[i].Hdr.Control = &r.oobs[i*udpgso.OOBLen]
+		}
 	}
 	r.recv = r.recvmmsg // one func value for every call: a method value made per call would be garbage
 	return r
 }
 
 // mmsgReader is batchReader's state, used by one read loop alone.
+//
+// With UDP GRO (udpgso.EnableGRO) the kernel may hand up a run of
+// datagrams of one flow as one message, the run a node sent with one GSO
+// send (a burst of relayed QUIC packets, node/peernet's sender): read
+// cuts each message into its datagrams, so that the run costs one slot
+// and one system call, and the loop sees datagrams as before.
 type mmsgReader struct {
 	rc    syscall.RawConn
 	recv  func(fd uintptr) bool
@@ -61,9 +75,21 @@ type mmsgReader struct {
 	iovs  [readBatch]unix.Iovec
 	names [readBatch]unix.RawSockaddrInet6 // large enough for IPv4's too
 	bufs  [readBatch][]byte
-	n     int   // datagrams received by the last call
+	oobs  []byte // readBatch control buffers of udpgso.OOBLen, with GRO; nil without
+	segs  []segment
+	n     int   // messages received by the last call
 	err   error // the last call's failure
 }
+
+// segment is one datagram of a read: part of message msg.
+type segment struct {
+	msg, off, len int32
+}
+
+// maxSegments is room for the datagrams of one read without growing: a
+// coalesced message is at most 64 datagrams (UDP_MAX_SEGMENTS on older
+// kernels, UDP_GRO_CNT_MAX).
+const maxSegments = readBatch * 64
 
 // read waits for datagrams and returns how many came, at least one.
 func (r *mmsgReader) read() (int, error) {
@@ -71,6 +97,9 @@ func (r *mmsgReader) read() (int, error) {
 		r.n, r.err = 0, nil
 		for i := range r.hdrs {
 			r.hdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+			if r.oobs != nil {
+				r.hdrs[i].Hdr.SetControllen(udpgso.OOBLen)
+			}
 		}
 		// RawConn.Read waits in the netpoller, as ReadFrom does, and so
 		// keeps deadlines and Close working.
@@ -81,17 +110,41 @@ func (r *mmsgReader) read() (int, error) {
 			return 0, r.err
 		}
 		if r.n > 0 {
-			return r.n, nil
+			return r.cut(), nil
 		}
 	}
+}
+
+// cut lists the datagrams of the messages read, cutting coalesced ones at
+// their segment size, and returns how many there are.
+func (r *mmsgReader) cut() int {
+	if r.segs == nil {
+		r.segs = make([]segment, 0, maxSegments)
+	}
+	r.segs = r.segs[:0]
+	for i := range r.n {
+		h := &r.hdrs[i]
+		n, seg := int(h.Len), 0
+		if r.oobs != nil {
+			seg = udpgso.SegmentSize(r.oobs[i*udpgso.OOBLen : i*udpgso.OOBLen+int(h.Hdr.Controllen)])
+		}
+		if seg <= 0 || seg >= n {
+			seg = max(n, 1) // one datagram (an empty one too)
+		}
+		for off := 0; off < n || off == 0; off += seg {
+			r.segs = append(r.segs, segment{msg: int32(i), off: int32(off), len: int32(min(seg, n-off))})
+		}
+	}
+	return len(r.segs)
 }
 
 // datagram returns the i-th datagram of the last read and its source
 // (unmapped; invalid for a source that is neither IPv4 nor IPv6, to be
 // skipped), valid until the next read.
 func (r *mmsgReader) datagram(i int) ([]byte, netip.AddrPort) {
-	h := &r.hdrs[i]
-	return r.bufs[i][:h.Len], sockaddrAddrPort(&r.names[i], h.Hdr.Namelen)
+	sg := r.segs[i]
+	h := &r.hdrs[sg.msg]
+	return r.bufs[sg.msg][sg.off : sg.off+sg.len], sockaddrAddrPort(&r.names[sg.msg], h.Hdr.Namelen)
 }
 
 // recvmmsg is RawConn.Read's callback: false asks it to wait until the
@@ -142,9 +195,18 @@ func sockaddrAddrPort(sa *unix.RawSockaddrInet6, n uint32) netip.AddrPort {
 // datagram can cause (presence to several members). writeSlot is the
 // longest datagram queued, past a relayed full-size QUIC packet; a longer
 // one is sent on its own.
+//
+// With UDP GSO a datagram to the address the last one queued went to, no
+// longer than that one's first, joins it (a run, sent with UDP_SEGMENT:
+// cut by the kernel, read by a receiver with GRO as one): a node's burst
+// of relayed QUIC packets, read as one run (mmsgReader), leaves as one.
+// A run ends at a shorter datagram, at maxRunSegments or at maxRun bytes.
 const (
-	writeBatch = 32
-	writeSlot  = 2048
+	writeBatch     = 32
+	writeSlot      = 2048
+	writeBuf       = 128 << 10 // the queue's bytes: a full run and more
+	maxRun         = 65000     // a run's bytes: an IPv4 datagram's limit, less room
+	maxRunSegments = 64        // UDP_MAX_SEGMENTS of older kernels
 )
 
 // newWriteQueue returns a writeQueue that sends with sendmmsg(2) on a UDP
@@ -166,9 +228,9 @@ func newWriteQueue(c net.PacketConn) writeQueue {
 	}); err != nil || domain != unix.AF_INET && domain != unix.AF_INET6 {
 		return nil
 	}
-	w := &mmsgWriter{rc: rc, inet6: domain == unix.AF_INET6, buf: make([]byte, writeBatch*writeSlot), sendmmsg: sendmmsg}
+	w := &mmsgWriter{rc: rc, inet6: domain == unix.AF_INET6, buf: make([]byte, writeBuf), sendmmsg: sendmmsg, sendto: sendto,
+		gso: udpgso.Supported(sc)}
 	for i := range w.hdrs {
-		w.iovs[i].Base = &w.buf[i*writeSlot]
 		w.hdrs[i].Hdr.Iov = &w.iovs[i]
 		w.hdrs[i].Hdr.SetIovlen(1)
 		w.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
@@ -186,14 +248,29 @@ type mmsgWriter struct {
 	// sendmmsg is the system call; tests replace it to make it send
 	// fewer datagrams than asked, or fail.
 	sendmmsg func(fd uintptr, hdrs []unix.Mmsghdr) (int, syscall.Errno)
-	hdrs     [writeBatch]unix.Mmsghdr
-	iovs     [writeBatch]unix.Iovec
-	names    [writeBatch]unix.RawSockaddrInet6 // large enough for IPv4's too
-	buf      []byte                            // writeBatch slots of writeSlot bytes
-	n        int                               // datagrams queued
-	sent     int                               // of those, sent or given up by the send in progress
-	failed   int                               // datagrams that failed since the last flush
-	err      error                             // the last failure
+	// sendto sends one datagram: a run's, one by one, when the device
+	// cannot segment.
+	sendto func(fd uintptr, b []byte, name *unix.RawSockaddrInet6, namelen uint32) syscall.Errno
+	gso    bool // runs are sent with UDP_SEGMENT
+	hdrs   [writeBatch]unix.Mmsghdr
+	iovs   [writeBatch]unix.Iovec
+	names  [writeBatch]unix.RawSockaddrInet6 // large enough for IPv4's too
+	runs   [writeBatch]run
+	ctrl   [writeBatch][16]byte // a run's UDP_SEGMENT control message (unix.CmsgSpace(2))
+	buf    []byte               // the queued datagrams, one after another
+	used   int                  // bytes of buf queued
+	n      int                  // messages queued (a run is one)
+	sent   int                  // of those, sent or given up by the send in progress
+	failed int                  // datagrams that failed since the last flush
+	err    error                // the last failure
+}
+
+// run is a queued message: one datagram, or a run of them to one address.
+type run struct {
+	to     netip.AddrPort
+	seg    int  // the first datagram's length: the others' at most
+	count  int  // datagrams
+	closed bool // the last is shorter than seg: no more
 }
 
 var _ writeQueue = (*mmsgWriter)(nil)
@@ -205,7 +282,10 @@ func (w *mmsgWriter) queue(b []byte, to netip.AddrPort) bool {
 		w.sendQueued()
 		return false
 	}
-	if w.n == len(w.hdrs) {
+	if w.gso && w.n > 0 && w.join(b, to) {
+		return true
+	}
+	if w.n == len(w.hdrs) || w.used+len(b) > len(w.buf) {
 		w.sendQueued()
 	}
 	i := w.n
@@ -220,8 +300,36 @@ func (w *mmsgWriter) queue(b []byte, to netip.AddrPort) bool {
 		putPort(&sa4.Port, to.Port())
 		w.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
 	}
-	w.iovs[i].SetLen(copy(w.buf[i*writeSlot:(i+1)*writeSlot], b))
+	w.iovs[i].Base = &w.buf[w.used]
+	w.iovs[i].SetLen(copy(w.buf[w.used:], b))
+	w.hdrs[i].Hdr.Control = nil
+	w.hdrs[i].Hdr.SetControllen(0)
+	w.runs[i] = run{to: to, seg: len(b), count: 1}
+	w.used += len(b)
 	w.n++
+	return true
+}
+
+// join adds b to the last message queued, as a run, if it can be: the
+// same address, no longer than the run's first datagram, and room.
+func (w *mmsgWriter) join(b []byte, to netip.AddrPort) bool {
+	i := w.n - 1
+	r := &w.runs[i]
+	l := int(w.iovs[i].Len)
+	if r.to != to || r.closed || len(b) == 0 || len(b) > r.seg || r.count == maxRunSegments ||
+		l+len(b) > maxRun || w.used+len(b) > len(w.buf) {
+		return false
+	}
+	copy(w.buf[w.used:], b)
+	w.used += len(b)
+	w.iovs[i].SetLen(l + len(b))
+	r.count++
+	r.closed = len(b) < r.seg
+	if r.count == 2 {
+		c := udpgso.AppendSegmentSize(w.ctrl[i][:0], uint16(r.seg))
+		w.hdrs[i].Hdr.Control = &c[0]
+		w.hdrs[i].Hdr.SetControllen(len(c))
+	}
 	return true
 }
 
@@ -241,10 +349,12 @@ func (w *mmsgWriter) sendQueued() {
 	// RawConn.Write waits in the netpoller while the socket's buffer is
 	// full, as WriteTo does.
 	if err := w.rc.Write(w.send); err != nil {
-		w.failed += w.n - w.sent
+		for _, r := range w.runs[w.sent:w.n] {
+			w.failed += r.count
+		}
 		w.err = err
 	}
-	w.n = 0
+	w.n, w.used = 0, 0
 }
 
 // sendFD is RawConn.Write's callback: it sends the queue from w.sent on,
@@ -258,16 +368,51 @@ func (w *mmsgWriter) sendFD(fd uintptr) bool {
 		case errno == unix.EINTR:
 		case errno == unix.EAGAIN:
 			return false // the send buffer is full: the rest once it drains
+		case w.runs[w.sent].count > 1 && isGSOErrno(errno):
+			// The device cannot segment (udp(7): EIO without checksum
+			// offload): no more runs; this one goes datagram by datagram.
+			w.gso = false
+			w.sendRun(fd, w.sent)
+			w.sent++
 		default:
 			// The first datagram left failed (an unreachable
 			// destination, say), as its own WriteTo would have: it is
 			// counted and skipped, and the rest go.
-			w.failed++
+			w.failed += w.runs[w.sent].count
 			w.err = os.NewSyscallError("sendmmsg", errno)
 			w.sent++
 		}
 	}
 	return true
+}
+
+// sendRun sends message i's datagrams one at a time.
+func (w *mmsgWriter) sendRun(fd uintptr, i int) {
+	r := &w.runs[i]
+	b := unsafe.Slice(w.iovs[i].Base, w.iovs[i].Len)
+	for len(b) > 0 {
+		d := b[:min(r.seg, len(b))]
+		b = b[len(d):]
+		if errno := w.sendto(fd, d, &w.names[i], w.hdrs[i].Hdr.Namelen); errno != 0 {
+			w.failed++
+			w.err = os.NewSyscallError("sendto", errno)
+		}
+	}
+}
+
+// isGSOErrno reports whether a send of a run failed because the device
+// cannot segment (udpgso.IsGSOError's errnos).
+func isGSOErrno(e syscall.Errno) bool { return e == unix.EIO || e == unix.EINVAL }
+
+// sendto is sendto(2) of one datagram, without waiting; EINTR is retried.
+func sendto(fd uintptr, b []byte, name *unix.RawSockaddrInet6, namelen uint32) syscall.Errno {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(name)), uintptr(namelen))
+		if errno != unix.EINTR {
+			return errno
+		}
+	}
 }
 
 // sendmmsg is sendmmsg(2), without waiting.

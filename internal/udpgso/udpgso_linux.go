@@ -8,9 +8,9 @@ package udpgso
 
 import (
 	"errors"
-	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,7 +18,7 @@ import (
 
 // Supported reports whether the kernel takes UDP_SEGMENT on conn. A
 // device that cannot segment is found at the first send (IsGSOError).
-func Supported(conn *net.UDPConn) bool {
+func Supported(conn syscall.Conn) bool {
 	return option(conn, func(fd int) error {
 		_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
 		return err
@@ -27,7 +27,7 @@ func Supported(conn *net.UDPConn) bool {
 
 // option runs f on conn's socket unless NATCHAT_DISABLE_GSO is set,
 // and reports whether it succeeded.
-func option(conn *net.UDPConn, f func(fd int) error) bool {
+func option(conn syscall.Conn, f func(fd int) error) bool {
 	if off, err := strconv.ParseBool(os.Getenv("NATCHAT_DISABLE_GSO")); err == nil && off {
 		return false
 	}
@@ -67,7 +67,7 @@ func IsGSOError(err error) bool {
 // coalesced, as one read with the segment size in a control message
 // (UDP_GRO): a peer that sends with GSO is then read in one system call a
 // run. NATCHAT_DISABLE_GSO=1 turns it off too.
-func EnableGRO(conn *net.UDPConn) bool {
+func EnableGRO(conn syscall.Conn) bool {
 	return option(conn, func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 	})

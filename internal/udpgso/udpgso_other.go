@@ -2,15 +2,15 @@
 
 package udpgso
 
-import "net"
+import "syscall"
 
 // Without Linux's offloads every function reports none: see udpgso_linux.go.
 
-func Supported(*net.UDPConn) bool                 { return false }
+func Supported(syscall.Conn) bool                 { return false }
 func AppendSegmentSize(b []byte, _ uint16) []byte { return b }
 func IsGSOError(error) bool                       { return false }
 
-func EnableGRO(*net.UDPConn) bool { return false }
+func EnableGRO(syscall.Conn) bool { return false }
 
 var OOBLen = 0
 
