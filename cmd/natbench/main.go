@@ -29,12 +29,19 @@ type config struct {
 	reps        int
 	warm        time.Duration
 	window      time.Duration
-	only        string // "", "stun" or "relay"
+	only        string // "", "stun", "relay", "reg" or "msg"
 	stunN       []int
 	stunW       int
 	relaySizes  []int
 	relayPairs  []int
 	relayW      int
+	regSizes    []int
+	regSockets  int
+	regHB       time.Duration // the nodes' heartbeat interval
+	regWarm     time.Duration
+	regWindow   time.Duration
+	msgW        int
+	msgWindow   time.Duration
 	noCoturn    bool
 	md, pngDir  string
 	keepWorkDir bool
@@ -59,6 +66,13 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("natbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -66,13 +80,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.reps, "reps", 3, "repetitions of each row (each: ours, then coturn)")
 	fs.DurationVar(&c.window, "window", 3*time.Second, "measuring window of one repetition")
 	fs.DurationVar(&c.warm, "warm", 500*time.Millisecond, "warm-up before each window")
-	quick := fs.Bool("quick", false, "one repetition, 300 ms windows, 100 ms warm-up (a smoke run)")
-	fs.StringVar(&c.only, "only", "", "run only this row kind: stun or relay")
+	quick := fs.Bool("quick", false, "one repetition, 300 ms windows, 100 ms warm-up, one registered-nodes size (10000) with a 1 s window (a smoke run)")
+	fs.StringVar(&c.only, "only", "", "run only this row kind: stun, relay, reg (registered nodes) or msg (the node's message path)")
 	stunN := fs.String("stun-n", "1,4,16", "STUN client sockets, one row each")
 	fs.IntVar(&c.stunW, "stun-w", 16, "STUN requests outstanding per socket")
 	sizes := fs.String("relay-sizes", "100,1200", "relayed payload sizes in bytes")
 	pairs := fs.String("relay-pairs", "1,4", "relay sender/receiver pairs, one row each")
 	fs.IntVar(&c.relayW, "relay-w", 64, "relayed packets in flight per pair (sent, not yet received)")
+	regSizes := fs.String("reg-sizes", "10000,100000,1000000", "registered nodes (preloaded, heartbeating), one row each")
+	fs.IntVar(&c.regSockets, "reg-sockets", 1000, "source addresses (127.64.0.1 up) the registered nodes heartbeat from")
+	fs.DurationVar(&c.regHB, "reg-heartbeat", 25*time.Second, "each registered node's heartbeat interval (the node's default: node/rvclient)")
+	fs.DurationVar(&c.regWarm, "reg-warm", 3*time.Second, "heartbeating before each registered-nodes window")
+	fs.DurationVar(&c.regWindow, "reg-window", 10*time.Second, "measuring window of one registered-nodes repetition")
+	fs.IntVar(&c.msgW, "msg-w", 16, "messages outstanding (sent, no delivered yet) in the message rows")
+	fs.DurationVar(&c.msgWindow, "msg-window", 5*time.Second, "measuring window of one message-row repetition")
 	fs.BoolVar(&c.noCoturn, "no-coturn", false, "measure ours alone")
 	fs.StringVar(&c.md, "md", "", "also write the Markdown table to this file")
 	fs.StringVar(&c.pngDir, "png", "", "write PNG bar plots into this directory")
@@ -93,18 +114,27 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if c.relayPairs, err = parseInts(*pairs); err != nil {
 		return fmt.Errorf("-relay-pairs %v", err)
 	}
+	if c.regSizes, err = parseInts(*regSizes); err != nil {
+		return fmt.Errorf("-reg-sizes %v", err)
+	}
 	if *quick {
 		c.reps, c.window, c.warm = 1, 300*time.Millisecond, 100*time.Millisecond
+		c.regWarm, c.regWindow, c.msgWindow = 500*time.Millisecond, time.Second, time.Second
+		if !flagSet(fs, "reg-sizes") {
+			c.regSizes = []int{10000}
+		}
 	}
 	switch {
 	case c.reps < 1:
 		return fmt.Errorf("-reps must be at least 1")
 	case c.window <= 0 || c.warm < 0:
 		return fmt.Errorf("-window must be positive and -warm not negative")
-	case c.only != "" && c.only != "stun" && c.only != "relay":
-		return fmt.Errorf("-only %q: want stun or relay", c.only)
-	case c.stunW < 1 || c.relayW < 1:
-		return fmt.Errorf("-stun-w and -relay-w must be positive")
+	case c.only != "" && c.only != "stun" && c.only != "relay" && c.only != "reg" && c.only != "msg":
+		return fmt.Errorf("-only %q: want stun, relay, reg or msg", c.only)
+	case c.stunW < 1 || c.relayW < 1 || c.msgW < 1:
+		return fmt.Errorf("-stun-w, -relay-w and -msg-w must be positive")
+	case c.regSockets < 1 || c.regHB <= 0 || c.regWindow <= 0 || c.regWarm < 0 || c.msgWindow <= 0:
+		return fmt.Errorf("-reg-sockets, -reg-heartbeat, -reg-window and -msg-window must be positive, -reg-warm not negative")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -124,6 +154,9 @@ type bench struct {
 	coturnSkipped           string
 	stunServer              string // which binary answers the STUN row
 	stealMin, stealMax      float64
+	regBaseRSS              int64   // the natbench build's RSS with no node
+	regIdleCPU              float64 // its CPU then, a share of one core
+	regExpiryWarned         bool
 }
 
 // row is one configuration measured on both servers: metric → one value
@@ -163,6 +196,9 @@ func (b *bench) noteSteal(s float64) {
 	b.stealMax = max(b.stealMax, s)
 }
 
+// want reports whether rows of kind run (-only).
+func (b *bench) want(kind string) bool { return b.cfg.only == "" || b.cfg.only == kind }
+
 func (b *bench) run(ctx context.Context) error {
 	dir, err := os.MkdirTemp("", "natbench-")
 	if err != nil {
@@ -183,7 +219,7 @@ func (b *bench) run(ctx context.Context) error {
 		b.relayRV.stop()
 		b.coturn.stop()
 	}()
-	if b.cfg.only != "relay" {
+	if b.want("stun") {
 		// The STUN row needs the per-source limit off: every client is
 		// on 127.0.0.1, one /24.
 		b.stunServer = "cmd/rendezvous -source-rate -1"
@@ -192,13 +228,15 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.log("STUN row: ours is %s", b.stunServer)
 	}
-	if b.cfg.only != "stun" {
+	if b.want("relay") || b.want("msg") {
 		if b.relayRV, err = startOurs("rendezvous", dir, rvBin,
 			"-relay-pps", "-1", "-relay-bps", "-1", "-relay-small-pps", "-1", "-new-names", "-1"); err != nil {
 			return err
 		}
 	}
-	if b.cfg.noCoturn {
+	if !b.want("stun") && !b.want("relay") {
+		b.coturnSkipped = "no row with a coturn counterpart"
+	} else if b.cfg.noCoturn {
 		b.coturnSkipped = "-no-coturn"
 	} else if bin, err := ensureCoturn(ctx, b.log); err != nil {
 		b.coturnSkipped = err.Error()
@@ -209,13 +247,27 @@ func (b *bench) run(ctx context.Context) error {
 		b.log("coturn: skipped: %s", b.coturnSkipped)
 	}
 	s0 := readSteal()
-	if b.cfg.only != "relay" {
+	if b.want("stun") {
 		if err := b.stunRows(ctx); err != nil {
 			return err
 		}
 	}
-	if b.cfg.only != "stun" {
+	if b.want("relay") {
 		if err := b.relayRows(ctx); err != nil {
+			return err
+		}
+	}
+	// Rows with no coturn counterpart: coturn has no registrations and
+	// carries no messages.
+	b.coturn.stop()
+	b.coturn = nil
+	if b.want("reg") {
+		if err := b.regRows(ctx, dir); err != nil {
+			return err
+		}
+	}
+	if b.want("msg") {
+		if err := b.msgRows(ctx, dir); err != nil {
 			return err
 		}
 	}
