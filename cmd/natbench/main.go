@@ -5,7 +5,23 @@
 // (-reps times), and prints a Markdown table of medians, spreads (min–max)
 // and the ratio ours/coturn.
 //
+// Two kinds of rows have no coturn counterpart and measure ours alone:
+//
+//   - registered nodes (-only reg): cmd/rendezvous built with -tags
+//     natbench preloads N simulated nodes (-reg-sizes, 10k, 100k and 1M:
+//     a few minutes with 3 repetitions), which natbench heartbeats with
+//     real sealed datagrams from -reg-sockets addresses on 127.64.0.0/10
+//     at the node's interval (25 s); it reports RSS per node, CPU per
+//     heartbeat and the kernel's drops for the rendezvous's socket.
+//   - messages (-only msg): two cmd/node -headless, direct and relayed,
+//     -msg-w messages outstanding; messages/s and send → delivered p50/p99.
+//
+// Examples:
+//
 //	go run ./cmd/natbench -reps 3 -md /tmp/bench.md -png docs/bench
+//	go run ./cmd/natbench -only reg -reg-sizes 10000,100000
+//	go run ./cmd/natbench -only msg -msg-w 1
+//	go run ./cmd/natbench -quick      # every kind, one short repetition
 //
 // coturn (Debian package coturn) is installed when missing and the tool
 // runs as root; when it cannot be installed or started, natbench says
