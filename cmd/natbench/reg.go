@@ -69,6 +69,7 @@ type regResult struct {
 	cpuShare      float64       // the server's CPU in the window / the window
 	genPerHB      time.Duration
 	srvDrops      uint64 // the kernel's, for the rendezvous's socket, over the window
+	srvDropsAll   uint64 // the same from the first heartbeat (warm-up and window)
 	genDrops      uint64 // the kernel's, for natbench's sockets, over the window
 	unanswered    int64  // heartbeats sent without an answer (warm-up and window)
 	notRegistered int64  // answers saying "register again" (a node expired)
@@ -138,6 +139,11 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 	time.Sleep(300 * time.Millisecond)
 	counting.Store(true)
 
+	srvPort := uint16(srv.addr.Port)
+	dAll, _, err := udpDrops(srvPort)
+	if err != nil {
+		return regResult{}, err
+	}
 	rate := float64(n) / interval.Seconds()
 	p := &phase{base: time.Now()}
 	var sent, sentWindow atomic.Int64
@@ -170,12 +176,7 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	srvPort := uint16(srv.addr.Port)
-	d0, _, err := udpDrops(srvPort)
-	if err != nil {
-		return regResult{}, err
-	}
-	g0, _, _ := udpDrops(port)
+	var d0, g0 uint64
 	m, err := measureWith(p, srv.pid(), warm, window, func() {
 		d0, _, _ = udpDrops(srvPort)
 		g0, _, _ = udpDrops(port)
@@ -209,7 +210,7 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 		r.cpuPerHB = m.cpu / time.Duration(hb)
 		r.genPerHB = m.self / time.Duration(hb)
 	}
-	r.srvDrops, r.genDrops = d1-d0, g1-g0
+	r.srvDrops, r.srvDropsAll, r.genDrops = d1-d0, d1-dAll, g1-g0
 	r.unanswered = max(0, sent.Load()-acks.Load()-refused.Load())
 	r.notRegistered = refused.Load()
 	return r, nil
@@ -246,6 +247,7 @@ var regMetrics = []metricDef{
 	{name: "heartbeats/s"}, {name: "server CPU µs/heartbeat"}, {name: "server CPU % of a core"},
 	{name: "load generator CPU µs/heartbeat"},
 	{name: "kernel drops, rendezvous socket", noRatio: true},
+	{name: "kernel drops, rendezvous socket, warm-up too", noRatio: true},
 	{name: "kernel drops, natbench sockets", noRatio: true},
 	{name: "unanswered heartbeats", noRatio: true},
 	{name: "preload s", noRatio: true},
@@ -286,15 +288,15 @@ func (b *bench) regRows(ctx context.Context, dir string) error {
 				// silence is at most the preload plus a moment.
 				b.log("warning: the preload took %v: past 60 s (the rendezvous's expiry) nodes would leave before their first heartbeat", res.preload.Round(time.Second))
 			}
-			b.log("%s rep %d  preload %v  rss %.1f MiB (%.0f B/node)  %.0f heartbeats/s  server %v/heartbeat (%.1f%% of a core)  generator %v/heartbeat  drops: rendezvous %d, natbench %d  unanswered %d (register again: %d)  steal %.0f%%",
+			b.log("%s rep %d  preload %v  rss %.1f MiB (%.0f B/node)  %.0f heartbeats/s  server %v/heartbeat (%.1f%% of a core)  generator %v/heartbeat  drops: rendezvous %d (%d with the warm-up), natbench %d  unanswered %d (register again: %d)  steal %.0f%%",
 				r.label, rep+1, res.preload.Round(time.Millisecond), float64(res.rss)/(1<<20), res.rssPerNode, res.hbps,
 				res.cpuPerHB.Round(10*time.Nanosecond), 100*res.cpuShare, res.genPerHB.Round(10*time.Nanosecond),
-				res.srvDrops, res.genDrops, res.unanswered, res.notRegistered, 100*res.steal)
+				res.srvDrops, res.srvDropsAll, res.genDrops, res.unanswered, res.notRegistered, 100*res.steal)
 			r.add(true, map[string]float64{
 				"server RSS B/node": res.rssPerNode, "server RSS MiB": float64(res.rss) / (1 << 20),
 				"heartbeats/s": res.hbps, "server CPU µs/heartbeat": us(res.cpuPerHB), "server CPU % of a core": 100 * res.cpuShare,
 				"load generator CPU µs/heartbeat": us(res.genPerHB),
-				"kernel drops, rendezvous socket": float64(res.srvDrops), "kernel drops, natbench sockets": float64(res.genDrops),
+				"kernel drops, rendezvous socket": float64(res.srvDrops), "kernel drops, rendezvous socket, warm-up too": float64(res.srvDropsAll), "kernel drops, natbench sockets": float64(res.genDrops),
 				"unanswered heartbeats": float64(res.unanswered), "preload s": res.preload.Seconds(),
 			})
 		}

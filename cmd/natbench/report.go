@@ -61,7 +61,8 @@ func (b *bench) writeMarkdown(w io.Writer, steal float64) {
 			"natbench sends each node a real sealed Heartbeat every %v (the node's interval, not scaled down), %v warm-up, "+
 			"%v window. RSS B/node: (VmRSS at the window's end − %.1f MiB, the same binary with no node) / N. "+
 			"Server CPU is all the process's (heartbeats, expiry sweeps, GC; with no node it takes %.2f %% of a core) "+
-			"per heartbeat sent in the window. Kernel drops: the drops column of /proc/net/udp over the window. "+
+			"per heartbeat sent in the window. Kernel drops: the drops column of /proc/net/udp over the window "+
+			"(and from the first heartbeat, warm-up included). "+
 			"Unanswered: heartbeats without a HeartbeatAck, warm-up and window.\n",
 			b.cfg.regSockets, b.cfg.regHB, b.cfg.regWarm, b.cfg.regWindow, float64(b.regBaseRSS)/(1<<20), 100*b.regIdleCPU)
 	}
