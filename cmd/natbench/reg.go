@@ -87,6 +87,7 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 	var (
 		wg       sync.WaitGroup
 		counting atomic.Bool
+		reads    atomic.Int64 // every datagram read, counted or not
 		acks     atomic.Int64
 		refused  atomic.Int64
 	)
@@ -123,6 +124,7 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 					}
 					continue
 				}
+				reads.Add(1)
 				if !counting.Load() || k < wire.HeaderLen || !wire.IsProtocol(buf[:k]) {
 					continue
 				}
@@ -135,8 +137,17 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 			}
 		}()
 	}
-	// What the preload sent is read and not counted.
-	time.Sleep(300 * time.Millisecond)
+	// What the preload sent (each node's HandshakeReply and snapshot, up
+	// to a socket buffer's worth per socket) is read and not counted:
+	// wait until the sockets are quiet.
+	for last, quiet, deadline := int64(-1), 0, time.Now().Add(30*time.Second); quiet < 3 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if now := reads.Load(); now == last {
+			quiet++
+		} else {
+			last, quiet = now, 0
+		}
+	}
 	counting.Store(true)
 
 	srvPort := uint16(srv.addr.Port)
