@@ -170,6 +170,7 @@ type bench struct {
 	coturnSkipped           string
 	stunServer              string // which binary answers the STUN row
 	stealMin, stealMax      float64
+	loadBefore              string  // /proc/loadavg's 1-, 5- and 15-minute load before the rows
 	regBaseRSS              int64   // the natbench build's RSS with no node
 	regIdleCPU              float64 // its CPU then, a share of one core
 	regExpiryWarned         bool
@@ -262,6 +263,7 @@ func (b *bench) run(ctx context.Context) error {
 	if b.coturnSkipped != "" {
 		b.log("coturn: skipped: %s", b.coturnSkipped)
 	}
+	b.loadBefore = loadAvg()
 	s0 := readSteal()
 	if b.want("stun") {
 		if err := b.stunRows(ctx); err != nil {

@@ -46,8 +46,8 @@ func fmtRatio(r float64) string {
 // writeMarkdown writes the table: one line per row and metric, medians
 // with their min–max over the repetitions, and ours/coturn.
 func (b *bench) writeMarkdown(w io.Writer, steal float64) {
-	fmt.Fprintf(w, "natbench %s, %d rep(s), %v window after %v warm-up, GOMAXPROCS %d, %d CPUs\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cfg.reps, b.cfg.window, b.cfg.warm, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	fmt.Fprintf(w, "natbench %s, %d rep(s), %v window after %v warm-up, GOMAXPROCS %d, %d CPUs, load average %s before the rows\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.cfg.reps, b.cfg.window, b.cfg.warm, runtime.GOMAXPROCS(0), runtime.NumCPU(), b.loadBefore)
 	if b.stunServer != "" {
 		fmt.Fprintf(w, "STUN rows, ours: %s.\n", b.stunServer)
 	}
