@@ -40,8 +40,11 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
 # The rendezvous beside coturn on loopback (docs/BENCHMARKS.md): STUN,
-# relay, server CPU and memory. Installs coturn when root and missing;
-# without it, measures ours alone. NATBENCH_FLAGS=-quick for a smoke run.
+# relay, server CPU and memory; then, ours alone, registered nodes (10k,
+# 100k, 1M heartbeating: a few minutes) and two nodes' message path.
+# Installs coturn when root and missing; without it, measures ours alone.
+# NATBENCH_FLAGS=-quick for a smoke run, "-only reg" (stun, relay, reg,
+# msg) for one kind of row.
 NATBENCH_FLAGS ?= -reps 3
 bench-rv:
 	mkdir -p $(BIN)/bench-rv

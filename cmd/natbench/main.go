@@ -5,7 +5,23 @@
 // (-reps times), and prints a Markdown table of medians, spreads (min–max)
 // and the ratio ours/coturn.
 //
+// Two kinds of rows have no coturn counterpart and measure ours alone:
+//
+//   - registered nodes (-only reg): cmd/rendezvous built with -tags
+//     natbench preloads N simulated nodes (-reg-sizes, 10k, 100k and 1M:
+//     a few minutes with 3 repetitions), which natbench heartbeats with
+//     real sealed datagrams from -reg-sockets addresses on 127.64.0.0/10
+//     at the node's interval (25 s); it reports RSS per node, CPU per
+//     heartbeat and the kernel's drops for the rendezvous's socket.
+//   - messages (-only msg): two cmd/node -headless, direct and relayed,
+//     -msg-w messages outstanding; messages/s and send → delivered p50/p99.
+//
+// Examples:
+//
 //	go run ./cmd/natbench -reps 3 -md /tmp/bench.md -png docs/bench
+//	go run ./cmd/natbench -only reg -reg-sizes 10000,100000
+//	go run ./cmd/natbench -only msg -msg-w 1
+//	go run ./cmd/natbench -quick      # every kind, one short repetition
 //
 // coturn (Debian package coturn) is installed when missing and the tool
 // runs as root; when it cannot be installed or started, natbench says
@@ -29,12 +45,19 @@ type config struct {
 	reps        int
 	warm        time.Duration
 	window      time.Duration
-	only        string // "", "stun" or "relay"
+	only        string // "", "stun", "relay", "reg" or "msg"
 	stunN       []int
 	stunW       int
 	relaySizes  []int
 	relayPairs  []int
 	relayW      int
+	regSizes    []int
+	regSockets  int
+	regHB       time.Duration // the nodes' heartbeat interval
+	regWarm     time.Duration
+	regWindow   time.Duration
+	msgW        int
+	msgWindow   time.Duration
 	noCoturn    bool
 	oursFlags   []string // more flags for our servers (cmd/rendezvous)
 	md, pngDir  string
@@ -60,6 +83,13 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("natbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -67,13 +97,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.reps, "reps", 3, "repetitions of each row (each: ours, then coturn)")
 	fs.DurationVar(&c.window, "window", 3*time.Second, "measuring window of one repetition")
 	fs.DurationVar(&c.warm, "warm", 500*time.Millisecond, "warm-up before each window")
-	quick := fs.Bool("quick", false, "one repetition, 300 ms windows, 100 ms warm-up (a smoke run)")
-	fs.StringVar(&c.only, "only", "", "run only this row kind: stun or relay")
+	quick := fs.Bool("quick", false, "one repetition, 300 ms windows, 100 ms warm-up, one registered-nodes size (10000) with a 1 s window (a smoke run)")
+	fs.StringVar(&c.only, "only", "", "run only this row kind: stun, relay, reg (registered nodes) or msg (the node's message path)")
 	stunN := fs.String("stun-n", "1,4,16", "STUN client sockets, one row each")
 	fs.IntVar(&c.stunW, "stun-w", 16, "STUN requests outstanding per socket")
 	sizes := fs.String("relay-sizes", "100,1200", "relayed payload sizes in bytes")
 	pairs := fs.String("relay-pairs", "1,4", "relay sender/receiver pairs, one row each")
 	fs.IntVar(&c.relayW, "relay-w", 64, "relayed packets in flight per pair (sent, not yet received)")
+	regSizes := fs.String("reg-sizes", "10000,100000,1000000", "registered nodes (preloaded, heartbeating), one row each")
+	fs.IntVar(&c.regSockets, "reg-sockets", 1000, "source addresses (127.64.0.1 up) the registered nodes heartbeat from")
+	fs.DurationVar(&c.regHB, "reg-heartbeat", 25*time.Second, "each registered node's heartbeat interval (the node's default: node/rvclient)")
+	fs.DurationVar(&c.regWarm, "reg-warm", 3*time.Second, "heartbeating before each registered-nodes window")
+	fs.DurationVar(&c.regWindow, "reg-window", 10*time.Second, "measuring window of one registered-nodes repetition")
+	fs.IntVar(&c.msgW, "msg-w", 16, "messages outstanding (sent, no delivered yet) in the message rows")
+	fs.DurationVar(&c.msgWindow, "msg-window", 5*time.Second, "measuring window of one message-row repetition")
 	fs.BoolVar(&c.noCoturn, "no-coturn", false, "measure ours alone")
 	oursFlags := fs.String("ours-flags", "", `more flags for our servers, separated by spaces, e.g. "-pprof 127.0.0.1:6060" (with -only: both servers would take the port)`)
 	fs.StringVar(&c.md, "md", "", "also write the Markdown table to this file")
@@ -96,18 +133,27 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-relay-pairs %v", err)
 	}
 	c.oursFlags = strings.Fields(*oursFlags)
+	if c.regSizes, err = parseInts(*regSizes); err != nil {
+		return fmt.Errorf("-reg-sizes %v", err)
+	}
 	if *quick {
 		c.reps, c.window, c.warm = 1, 300*time.Millisecond, 100*time.Millisecond
+		c.regWarm, c.regWindow, c.msgWindow = 500*time.Millisecond, time.Second, time.Second
+		if !flagSet(fs, "reg-sizes") {
+			c.regSizes = []int{10000}
+		}
 	}
 	switch {
 	case c.reps < 1:
 		return fmt.Errorf("-reps must be at least 1")
 	case c.window <= 0 || c.warm < 0:
 		return fmt.Errorf("-window must be positive and -warm not negative")
-	case c.only != "" && c.only != "stun" && c.only != "relay":
-		return fmt.Errorf("-only %q: want stun or relay", c.only)
-	case c.stunW < 1 || c.relayW < 1:
-		return fmt.Errorf("-stun-w and -relay-w must be positive")
+	case c.only != "" && c.only != "stun" && c.only != "relay" && c.only != "reg" && c.only != "msg":
+		return fmt.Errorf("-only %q: want stun, relay, reg or msg", c.only)
+	case c.stunW < 1 || c.relayW < 1 || c.msgW < 1:
+		return fmt.Errorf("-stun-w, -relay-w and -msg-w must be positive")
+	case c.regSockets < 1 || c.regHB <= 0 || c.regWindow <= 0 || c.regWarm < 0 || c.msgWindow <= 0:
+		return fmt.Errorf("-reg-sockets, -reg-heartbeat, -reg-window and -msg-window must be positive, -reg-warm not negative")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -127,6 +173,10 @@ type bench struct {
 	coturnSkipped           string
 	stunServer              string // which binary answers the STUN row
 	stealMin, stealMax      float64
+	loadBefore              string  // /proc/loadavg's 1-, 5- and 15-minute load before the rows
+	regBaseRSS              int64   // the natbench build's RSS with no node
+	regIdleCPU              float64 // its CPU then, a share of one core
+	regExpiryWarned         bool
 }
 
 // row is one configuration measured on both servers: metric → one value
@@ -166,6 +216,9 @@ func (b *bench) noteSteal(s float64) {
 	b.stealMax = max(b.stealMax, s)
 }
 
+// want reports whether rows of kind run (-only).
+func (b *bench) want(kind string) bool { return b.cfg.only == "" || b.cfg.only == kind }
+
 func (b *bench) run(ctx context.Context) error {
 	dir, err := os.MkdirTemp("", "natbench-")
 	if err != nil {
@@ -186,7 +239,7 @@ func (b *bench) run(ctx context.Context) error {
 		b.relayRV.stop()
 		b.coturn.stop()
 	}()
-	if b.cfg.only != "relay" {
+	if b.want("stun") {
 		// The STUN row needs the per-source limit off: every client is
 		// on 127.0.0.1, one /24.
 		b.stunServer = strings.Join(append([]string{"cmd/rendezvous -source-rate -1"}, b.cfg.oursFlags...), " ")
@@ -195,13 +248,15 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.log("STUN row: ours is %s", b.stunServer)
 	}
-	if b.cfg.only != "stun" {
+	if b.want("relay") || b.want("msg") {
 		if b.relayRV, err = startOurs("rendezvous", dir, rvBin, append([]string{
 			"-relay-pps", "-1", "-relay-bps", "-1", "-relay-small-pps", "-1", "-new-names", "-1"}, b.cfg.oursFlags...)...); err != nil {
 			return err
 		}
 	}
-	if b.cfg.noCoturn {
+	if !b.want("stun") && !b.want("relay") {
+		b.coturnSkipped = "no row with a coturn counterpart"
+	} else if b.cfg.noCoturn {
 		b.coturnSkipped = "-no-coturn"
 	} else if bin, err := ensureCoturn(ctx, b.log); err != nil {
 		b.coturnSkipped = err.Error()
@@ -211,14 +266,29 @@ func (b *bench) run(ctx context.Context) error {
 	if b.coturnSkipped != "" {
 		b.log("coturn: skipped: %s", b.coturnSkipped)
 	}
+	b.loadBefore = loadAvg()
 	s0 := readSteal()
-	if b.cfg.only != "relay" {
+	if b.want("stun") {
 		if err := b.stunRows(ctx); err != nil {
 			return err
 		}
 	}
-	if b.cfg.only != "stun" {
+	if b.want("relay") {
 		if err := b.relayRows(ctx); err != nil {
+			return err
+		}
+	}
+	// Rows with no coturn counterpart: coturn has no registrations and
+	// carries no messages.
+	b.coturn.stop()
+	b.coturn = nil
+	if b.want("reg") {
+		if err := b.regRows(ctx, dir); err != nil {
+			return err
+		}
+	}
+	if b.want("msg") {
+		if err := b.msgRows(ctx, dir); err != nil {
 			return err
 		}
 	}

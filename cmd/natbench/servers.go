@@ -52,17 +52,23 @@ func freeUDPPort() (int, error) {
 
 // buildRendezvous builds cmd/rendezvous into dir and returns its path.
 func buildRendezvous(ctx context.Context, dir string) (string, error) {
-	rv := filepath.Join(dir, "rendezvous")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", rv, "natchat/cmd/rendezvous")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build natchat/cmd/rendezvous: %v\n%s", err, out)
+	return goBuild(ctx, filepath.Join(dir, "rendezvous"), "natchat/cmd/rendezvous")
+}
+
+// goBuild builds pkg into the file out with go build's extra args (-tags
+// ...) and returns out.
+func goBuild(ctx context.Context, out, pkg string, extra ...string) (string, error) {
+	args := append(append([]string{"build", "-o", out}, extra...), pkg)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
-	return rv, nil
+	return out, nil
 }
 
 // startProcess runs bin with args, its output to a file in dir, and waits
-// until addr answers a STUN Binding request.
-func startProcess(name, dir, bin string, addr *net.UDPAddr, args ...string) (*server, error) {
+// (at most wait) until addr answers a STUN Binding request.
+func startProcess(name, dir, bin string, addr *net.UDPAddr, wait time.Duration, args ...string) (*server, error) {
 	logf := filepath.Join(dir, name+".log")
 	f, err := os.Create(logf)
 	if err != nil {
@@ -76,7 +82,7 @@ func startProcess(name, dir, bin string, addr *net.UDPAddr, args ...string) (*se
 		return nil, err
 	}
 	s := &server{name: name, addr: addr, cmd: cmd, log: logf}
-	if err := waitSTUN(addr, 10*time.Second); err != nil {
+	if err := waitSTUN(addr, wait); err != nil {
 		s.stop()
 		out, _ := os.ReadFile(logf)
 		return nil, fmt.Errorf("%s did not answer STUN on %s: %v; its log:\n%s", name, addr, err, tail(string(out), 20))
@@ -95,6 +101,12 @@ func tail(s string, n int) string {
 // startOurs starts bin (cmd/rendezvous) on a free loopback
 // port with a throwaway data directory under dir, and extra flags.
 func startOurs(name, dir, bin string, extra ...string) (*server, error) {
+	return startOursWait(name, dir, bin, 10*time.Second, extra...)
+}
+
+// startOursWait is startOurs giving the server wait to answer STUN (a
+// preload of a million nodes takes a while).
+func startOursWait(name, dir, bin string, wait time.Duration, extra ...string) (*server, error) {
 	port, err := freeUDPPort()
 	if err != nil {
 		return nil, err
@@ -105,7 +117,7 @@ func startOurs(name, dir, bin string, extra ...string) (*server, error) {
 	}
 	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
 	args := append([]string{"-addr", addr.String(), "-data", data, "-log-level", "warn"}, extra...)
-	return startProcess(name, dir, bin, addr, args...)
+	return startProcess(name, dir, bin, addr, wait, args...)
 }
 
 // Credentials of the coturn the tool starts.
@@ -143,7 +155,7 @@ func startCoturn(bin, dir string) (*server, error) {
 		return nil, err
 	}
 	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
-	return startProcess("coturn", dir, bin, addr,
+	return startProcess("coturn", dir, bin, addr, 10*time.Second,
 		"-n", "--listening-ip=127.0.0.1", "--listening-port="+strconv.Itoa(port),
 		"--relay-ip=127.0.0.1", "--no-tls", "--no-dtls", "--no-tcp-relay",
 		"--lt-cred-mech", "--user="+turnUser+":"+turnPass, "--realm="+turnRealm,

@@ -50,3 +50,31 @@ func TestSTUNSmoke(t *testing.T) {
 		t.Errorf("implausible result %+v", r)
 	}
 }
+
+// TestRegSmoke builds the natbench rendezvous, preloads 2,000 nodes and
+// heartbeats them for a fraction of a second at a second's interval:
+// every heartbeat is answered.
+func TestRegSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts the rendezvous binary; skipped under -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin, err := goBuild(ctx, dir+"/rendezvous-natbench", "natchat/cmd/rendezvous", "-tags", "natbench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _, err := idleServer(dir, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runReg(ctx, dir, bin, 2000, 50, time.Second, 200*time.Millisecond, 500*time.Millisecond, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", r)
+	if r.hbps < 1000 || r.rssPerNode <= 0 || r.cpuPerHB <= 0 || r.unanswered > 20 || r.notRegistered != 0 {
+		t.Errorf("implausible result %+v", r)
+	}
+}

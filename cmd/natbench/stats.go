@@ -169,3 +169,13 @@ func procRSS(pid int) (int64, error) {
 	}
 	return parseVmRSS(b)
 }
+
+// loadAvg returns the 1-, 5- and 15-minute load averages of /proc/loadavg
+// ("?" without it): how busy the host was, beside the steal.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}

@@ -76,7 +76,16 @@ type measured struct {
 }
 
 func measure(p *phase, pid int, warm, window time.Duration) (measured, error) {
+	return measureWith(p, pid, warm, window, nil)
+}
+
+// measureWith is measure calling atStart (unless nil) as the window
+// opens, before the first reading.
+func measureWith(p *phase, pid int, warm, window time.Duration, atStart func()) (measured, error) {
 	time.Sleep(warm)
+	if atStart != nil {
+		atStart()
+	}
 	c0, err := procCPU(pid)
 	if err != nil {
 		return measured{}, err

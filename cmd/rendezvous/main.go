@@ -70,6 +70,7 @@ func run(args []string) error {
 	printKey := fs.Bool("print-key", false, "print the rendezvous's public key (creating it in -data if need be) and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
 	version := fs.Bool("version", false, "print the version and exit")
+	preload := benchPreloadFlags(fs)
 	if err := cmdutil.Parse(fs, args); err != nil {
 		return err
 	}
@@ -186,6 +187,10 @@ func run(args []string) error {
 		SourceRate: *sourceRate,
 	})
 	if err != nil {
+		closeConns()
+		return err
+	}
+	if err := preload(srv); err != nil {
 		closeConns()
 		return err
 	}
