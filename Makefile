@@ -16,6 +16,8 @@ test:
 	# times: the churn test's heap check and the flood's timing run
 	# without it.
 	$(GO) test -count=1 -timeout 10m -run '^(TestPeerChurnLeavesNothing|TestFlood)$$' ./sim/
+	# natbench's preload of simulated nodes exists only in natbench builds.
+	$(GO) test -race -count=1 -tags natbench -run '^(TestPreload|TestBenchKeys)' ./rendezvous/ ./ctrl/
 
 # Fast tests only: no netns lab, no multi-second holds.
 test-short:
