@@ -257,8 +257,8 @@ func (s *Server) admitLocked(c *client, reply []byte, rejoined bool, now time.Ti
 		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
 		if mem := s.members[c.key]; mem != nil {
 			mem.name, mem.nameKey = c.name, c.nameKey
-			for rk := range mem.rooms {
-				s.joinLocked(c, rk)
+			for _, r := range mem.rooms {
+				s.joinLocked(c, r.rk)
 			}
 		}
 		s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
