@@ -285,27 +285,30 @@ func (s *Server) newClient(key wire.Key, name string) *client {
 
 // relayLimiter returns c's relay budget.
 func (s *Server) relayLimiter(c *client) *relay.Limiter {
-	if c.limiter == nil {
-		c.limiter = relay.NewLimiter(s.opts.Relay)
+	x := c.extra()
+	if x.limiter == nil {
+		x.limiter = relay.NewLimiter(s.opts.Relay)
 	}
-	return c.limiter
+	return x.limiter
 }
 
 // lookupLimiter returns c's budget of lookups and other requests
 // answered from the server's state.
 func (s *Server) lookupLimiter(c *client) *rate.Limiter {
-	if c.lookups == nil {
-		c.lookups = rate.NewLimiter(rate.Limit(max(s.opts.LookupRate, 1)), 2*max(s.opts.LookupRate, 1))
+	x := c.extra()
+	if x.lookups == nil {
+		x.lookups = rate.NewLimiter(rate.Limit(max(s.opts.LookupRate, 1)), 2*max(s.opts.LookupRate, 1))
 	}
-	return c.lookups
+	return x.lookups
 }
 
 // introLimiter returns c's budget of introductions.
 func (s *Server) introLimiter(c *client) *rate.Limiter {
-	if c.intros == nil {
-		c.intros = rate.NewLimiter(rate.Limit(max(s.opts.IntroRate, 1)), 2*max(s.opts.IntroRate, 1))
+	x := c.extra()
+	if x.intros == nil {
+		x.intros = rate.NewLimiter(rate.Limit(max(s.opts.IntroRate, 1)), 2*max(s.opts.IntroRate, 1))
 	}
-	return c.intros
+	return x.intros
 }
 
 // newNameLocked counts a new name registered from src's network this hour
