@@ -244,6 +244,9 @@ func (s *Server) register(j regJob) {
 // online) in its rooms and announced; then its snapshot and mail. The
 // registration worker and the scale benchmarks' AddRegistered share it.
 func (s *Server) admitLocked(c *client, reply []byte, rejoined bool, now time.Time) {
+	if !rejoined {
+		s.memberOnlineLocked(c)
+	}
 	s.byKey[c.key] = c
 	s.heardLocked(c, now) // files it for expiry: only a client in byKey may be filed
 	c.reply = reply
@@ -255,11 +258,8 @@ func (s *Server) admitLocked(c *client, reply []byte, rejoined bool, now time.Ti
 	s.send(c.reply, c.addr)
 	if !rejoined {
 		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
-		if mem := s.members[c.key]; mem != nil {
-			mem.name, mem.nameKey = c.name, c.nameKey
-			for _, r := range mem.rooms {
-				s.joinLocked(c, r.rk)
-			}
+		for _, r := range c.joined {
+			s.joinLocked(c, r.rk)
 		}
 		s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
 	}
@@ -274,7 +274,7 @@ func (s *Server) newClient(key wire.Key, name string) *client {
 	if nk == name {
 		nk = name // one copy of the bytes, not two
 	}
-	return &client{key: key, name: name, nameKey: nk}
+	return &client{member: member{key: key, name: name, nameKey: nk}}
 }
 
 // A node's rate limiters are made at its first use of each: most nodes
@@ -364,6 +364,7 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	s.leaveRoomsLocked(c)
 	s.unwatchAllLocked(c)
 	delete(s.byKey, c.key)
+	s.memberOfflineLocked(c)
 	delete(s.bySession, c.session)
 	delete(s.byCookie, c.cookie)
 	delete(s.dirty, c)

@@ -1,7 +1,9 @@
 package rendezvous
 
 import (
+	"fmt"
 	"net"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -70,13 +72,30 @@ func checkRoomCopy(t *testing.T, s *Server, want map[string][]wire.Key) {
 	if s.memberships != total {
 		t.Errorf("%d memberships, want %d", s.memberships, total)
 	}
-	if len(s.members) != len(keys) {
-		t.Errorf("%d members, want %d", len(s.members), len(keys))
-	}
+	offline := 0
 	for k, n := range keys {
-		if m := s.members[k]; m == nil || len(m.rooms) != n {
-			t.Errorf("%x: in %d rooms, want %d", k[:1], len(s.members[k].rooms), n)
+		m := s.memberLocked(k)
+		if m == nil || len(m.joined) != n {
+			t.Fatalf("%x: record %v, want one in %d rooms", k[:1], m, n)
 		}
+		if c := s.byKey[k]; c != nil {
+			if m != &c.member {
+				t.Errorf("%x: online, but its record is not its client's", k[:1])
+			}
+			if _, in := s.members[k]; in {
+				t.Errorf("%x: online, and in s.members too", k[:1])
+			}
+		} else {
+			offline++
+		}
+		for _, r := range m.joined {
+			if _, in := r.members[m]; r.members != nil && !in {
+				t.Errorf("%x: not in the index of %s", k[:1], r.name)
+			}
+		}
+	}
+	if len(s.members) != offline {
+		t.Errorf("%d in s.members, want the %d offline", len(s.members), offline)
 	}
 }
 
@@ -127,4 +146,95 @@ func TestRoomCopyDefaultRoomUnindexed(t *testing.T) {
 	lobby = s.newRoomLocked("#lobby", 2)
 	s.addMemberLocked(lobby, c, "")
 	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {c}})
+}
+
+// online puts key online as admitLocked does, as far as the copy is
+// concerned, and returns its client.
+func online(s *Server, key wire.Key, name string) *client {
+	c := s.newClient(key, name)
+	s.memberOnlineLocked(c)
+	s.byKey[key] = c
+	return c
+}
+
+// offline takes c offline as removeLocked does, as far as the copy is
+// concerned.
+func offline(s *Server, c *client) {
+	delete(s.byKey, c.key)
+	s.memberOfflineLocked(c)
+}
+
+// TestRoomCopyOnline: an online node's record in the copy is its
+// client's; it moves there from s.members as the node comes online, and
+// back as it goes, rooms' indexes included, and joins and parts while it
+// is online change it there.
+func TestRoomCopyOnline(t *testing.T) {
+	s := newCopyServer(t)
+	a, b := wire.Key{1}, wire.Key{2}
+	lobby := s.newRoomLocked("#lobby", 1)
+	dev := s.newRoomLocked("#dev", 1)
+	s.addMemberLocked(lobby, a, "alice")
+	s.addMemberLocked(dev, a, "alice")
+	s.addMemberLocked(lobby, b, "bob")
+
+	ca := online(s, a, "alice")
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a, b}, "#dev": {a}})
+	cb := online(s, b, "bob")
+	s.addMemberLocked(dev, b, "bob") // joins while online
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a, b}, "#dev": {a, b}})
+	if got := s.countedRoomsLocked(b); got != 1 {
+		t.Errorf("b counts %d rooms, want 1", got)
+	}
+
+	offline(s, ca)
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a, b}, "#dev": {a, b}})
+	if m := s.members[a]; m == nil || m.name != "alice" || m.nameKey != "alice" {
+		t.Fatalf("a's record offline: %+v", m)
+	}
+	s.removeMemberLocked(lobby, b) // parts while online
+	s.removeMemberLocked(dev, b)
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a}, "#dev": {a}})
+	if s.memberLocked(b) != nil || len(cb.joined) != 0 {
+		t.Error("b in no room, and yet has a record")
+	}
+	offline(s, cb) // in no room: no record
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a}, "#dev": {a}})
+
+	ca = online(s, a, "alice") // again: a new client takes the record
+	s.removeMemberLocked(dev, a)
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a}})
+	offline(s, ca)
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a}})
+}
+
+// TestRoomCopyMembersCompacted: s.members gives its memory back once
+// most of its keys came online.
+func TestRoomCopyMembersCompacted(t *testing.T) {
+	s := newCopyServer(t)
+	lobby := s.newRoomLocked("#lobby", 1)
+	const n = 1000
+	for i := range n {
+		s.addMemberLocked(lobby, wire.Key{byte(i), byte(i >> 8)}, "")
+	}
+	before := s.members
+	for i := range n - 10 {
+		online(s, wire.Key{byte(i), byte(i >> 8)}, fmt.Sprint("n", i))
+	}
+	if len(s.members) != 10 || s.membersGone > 2*len(s.members)+64 {
+		t.Errorf("%d in s.members, %d deleted since the last compaction", len(s.members), s.membersGone)
+	}
+	if reflect.ValueOf(s.members).Pointer() == reflect.ValueOf(before).Pointer() {
+		t.Error("s.members never compacted")
+	}
+	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": sortedKeys(lobby, s)})
+}
+
+// sortedKeys returns r's members' keys, sorted.
+func sortedKeys(r *room, s *Server) []wire.Key {
+	var ks []wire.Key
+	for m := range s.roomMembersLocked(r) {
+		ks = append(ks, m.key)
+	}
+	slices.SortFunc(ks, func(a, b wire.Key) int { return slices.Compare(a[:], b[:]) })
+	return ks
 }

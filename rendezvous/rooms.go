@@ -66,16 +66,79 @@ type room struct {
 	skels   []string             // skeletons(name), held in roomSkel
 }
 
-// member is a key in one room or more.
+// member is a key and the rooms it is in: its record in the copy. An
+// online node's is part of its client record (client.member), found
+// through s.byKey; an offline key's, if it is in a room, stands alone in
+// s.members. admitLocked and removeLocked move it from one to the other
+// (memberOnlineLocked, memberOfflineLocked), so that a node online does
+// not pay for two records and two entries keyed by its key.
 type member struct {
 	key     wire.Key
 	name    string  // its canonical name; "" if no name is bound to it (the expiry takes it out)
-	nameKey string  // wire.NameKey(name): the order of member pages
-	rooms   []*room // the rooms it is in (RoomsPerNode at most, and the default room), in the order it joined
+	nameKey string  // wire.NameKey(name): the order of member and who pages
+	joined  []*room // the rooms it is in (RoomsPerNode at most, and the default room), in the order it joined
 }
 
 // in reports whether m is a member of r.
-func (m *member) in(r *room) bool { return slices.Contains(m.rooms, r) }
+func (m *member) in(r *room) bool { return slices.Contains(m.joined, r) }
+
+// memberLocked returns key's record in the copy, or nil if it is in no
+// room.
+func (s *Server) memberLocked(key wire.Key) *member {
+	if c := s.byKey[key]; c != nil {
+		if len(c.joined) == 0 {
+			return nil
+		}
+		return &c.member
+	}
+	return s.members[key]
+}
+
+// memberOnlineLocked moves the record of c's key, if it is in a room,
+// into c, which is coming online (before it is put in s.byKey).
+func (s *Server) memberOnlineLocked(c *client) {
+	m := s.members[c.key]
+	if m == nil {
+		return
+	}
+	c.joined = m.joined
+	for _, r := range c.joined {
+		if r.members != nil {
+			delete(r.members, m)
+			r.members[&c.member] = struct{}{}
+		}
+	}
+	s.forgetMemberLocked(c.key)
+}
+
+// memberOfflineLocked moves c's record, if it is in a room, out of c,
+// which has gone offline (and out of s.byKey), into s.members.
+func (s *Server) memberOfflineLocked(c *client) {
+	if len(c.joined) == 0 {
+		return
+	}
+	m := &member{key: c.key, name: c.name, nameKey: c.nameKey, joined: c.joined}
+	for _, r := range m.joined {
+		if r.members != nil {
+			delete(r.members, &c.member)
+			r.members[m] = struct{}{}
+		}
+	}
+	c.joined = nil
+	s.members[c.key] = m
+}
+
+// forgetMemberLocked deletes key's entry in s.members, and gives the
+// map's memory back once most of it has been deleted (a Go map keeps its
+// buckets): a restarted server loads every key in a room there, and
+// their registrations take them out again.
+func (s *Server) forgetMemberLocked(key wire.Key) {
+	delete(s.members, key)
+	if s.membersGone++; s.membersGone > 64 && s.membersGone > 2*len(s.members) {
+		s.members = compact(s.members, s.membersGone)
+		s.membersGone = 0
+	}
+}
 
 // roomMembersLocked returns r's members, in no particular order.
 func (s *Server) roomMembersLocked(r *room) iter.Seq[*member] {
@@ -85,6 +148,11 @@ func (s *Server) roomMembersLocked(r *room) iter.Seq[*member] {
 	return func(yield func(*member) bool) {
 		for _, m := range s.members {
 			if m.in(r) && !yield(m) {
+				return
+			}
+		}
+		for _, c := range s.byKey {
+			if c.in(r) && !yield(&c.member) {
 				return
 			}
 		}
@@ -135,18 +203,22 @@ func (s *Server) newRoomLocked(name string, version uint64) *room {
 }
 
 // addMemberLocked puts key in r in the copy. name, if not empty, is its
-// canonical name.
+// canonical name (an online node's is its client's already).
 func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
-	m := s.members[key]
+	m := s.memberLocked(key)
 	if m == nil {
-		m = &member{key: key}
-		s.members[key] = m
+		if c := s.byKey[key]; c != nil {
+			m = &c.member
+		} else {
+			m = &member{key: key}
+			s.members[key] = m
+		}
 	}
-	if name != "" && name != m.name {
+	if name != "" && name != m.name && s.byKey[key] == nil {
 		m.name, m.nameKey = name, wire.NameKey(name)
 	}
 	if !m.in(r) {
-		m.rooms = append(m.rooms, r)
+		m.joined = append(m.joined, r)
 		if r.members != nil {
 			r.members[m] = struct{}{}
 		}
@@ -160,17 +232,20 @@ func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
 // removeMemberLocked takes key out of r in the copy, and deletes r if it
 // is empty now.
 func (s *Server) removeMemberLocked(r *room, key wire.Key) {
-	m := s.members[key]
+	m := s.memberLocked(key)
 	if m == nil {
 		return
 	}
-	i := slices.Index(m.rooms, r)
+	i := slices.Index(m.joined, r)
 	if i < 0 {
 		return
 	}
-	m.rooms = slices.Delete(m.rooms, i, i+1)
-	if len(m.rooms) == 0 {
-		delete(s.members, key)
+	m.joined = slices.Delete(m.joined, i, i+1)
+	if len(m.joined) == 0 {
+		m.joined = nil
+		if s.byKey[key] == nil {
+			s.forgetMemberLocked(key)
+		}
 	}
 	delete(r.members, m)
 	r.size--
@@ -231,12 +306,12 @@ func (s *Server) roomLimits(rk string) RoomLimits {
 // countedRoomsLocked returns the rooms key is in, the default room not
 // counted.
 func (s *Server) countedRoomsLocked(key wire.Key) int {
-	m := s.members[key]
+	m := s.memberLocked(key)
 	if m == nil {
 		return 0
 	}
-	n := len(m.rooms)
-	if s.opts.DefaultRoom != "" && slices.ContainsFunc(m.rooms, func(r *room) bool { return r.rk == s.defaultRK }) {
+	n := len(m.joined)
+	if s.opts.DefaultRoom != "" && slices.ContainsFunc(m.joined, func(r *room) bool { return r.rk == s.defaultRK }) {
 		n--
 	}
 	return n
@@ -244,7 +319,7 @@ func (s *Server) countedRoomsLocked(key wire.Key) int {
 
 // isMemberLocked reports whether key is a member of the room rk.
 func (s *Server) isMemberLocked(rk string, key wire.Key) bool {
-	r, m := s.byRoom[rk], s.members[key]
+	r, m := s.byRoom[rk], s.memberLocked(key)
 	return r != nil && m != nil && m.in(r)
 }
 
@@ -440,7 +515,7 @@ func (s *Server) appliedLeaveLocked(res RoomResult, reason wire.RoomLeaveReason)
 		return
 	}
 	var name string
-	if m := s.members[res.Key]; m != nil {
+	if m := s.memberLocked(res.Key); m != nil {
 		name = m.name
 	}
 	size := r.size // the member included
@@ -575,13 +650,9 @@ func (s *Server) initRooms(key wire.Key, name string) {
 // than fit MaxPeersBody.
 func (s *Server) roomListLocked(c *client, m *wire.RoomList) *wire.RoomListReply {
 	rep := &wire.RoomListReply{TxID: m.TxID}
-	mem := s.members[c.key]
-	if mem == nil {
-		return rep
-	}
 	after := wire.NameKey(m.After)
-	rs := make([]*room, 0, len(mem.rooms))
-	for _, r := range mem.rooms {
+	rs := make([]*room, 0, len(c.joined))
+	for _, r := range c.joined {
 		if m.After == "" || r.rk > after {
 			rs = append(rs, r)
 		}
@@ -719,7 +790,7 @@ func (s *Server) removeAway(pick func(*member) bool, away func(wire.Key) bool) (
 	s.mu.Lock()
 	for _, k := range keys {
 		if m := s.members[k]; m != nil && s.byKey[k] == nil {
-			for _, r := range m.rooms {
+			for _, r := range m.joined {
 				refs = append(refs, RoomRef{Room: r.name, Key: k})
 			}
 		}
