@@ -222,8 +222,8 @@ func (s *Server) register(j regJob) {
 		c = s.newClient(p.Key, name)
 	}
 	c.session, c.addr, c.cookie = newSession(), j.src, j.cookie
-	if c.challenge != nil {
-		c.challenge.addr = netip.AddrPort{}
+	if ch := c.challenge(); ch != nil {
+		ch.addr = netip.AddrPort{}
 	}
 	out, keys, err := resp.Finish(wire.AppendHandshakeResult(nil, &wire.HandshakeResult{
 		Session: c.session, Observed: c.addr,

@@ -169,8 +169,8 @@ const DefaultRoom = "#lobby"
 // only some need (those that relay, look peers up, follow or are told of
 // presence, deposit or acknowledge mail) is in x, made on first use: a
 // node that only heartbeats, as most of a large fleet does at any time,
-// costs 264 bytes here (its record in the rooms' copy included) rather
-// than 384 and a record of 96.
+// costs 256 bytes here, its record in the rooms' copy included, rather
+// than 384 and a member record of 96.
 type client struct {
 	// member is its key, canonical name and rooms: its record in the
 	// rooms' durable copy (rooms.go) while it is online.
@@ -183,14 +183,9 @@ type client struct {
 	roomOps  uint8       // its room writes queued and not answered yet (≤ maxRoomOps)
 	reply    []byte      // the HandshakeReply datagram, resent to a retransmitted Handshake until the node is heard from
 	keys     *ctrl.Keys
-	lastSeen int64    // when it was last heard from (Server.mono)
-	rooms    []string // the rooms (wire.NameKey) it is in, in the online view
-	// challenge is the path challenge sent to an address the node spoke
-	// from that is not addr (NAT rebinding): the session moves there once
-	// the node echoes it from there. nil until the first (most nodes
-	// never roam).
-	challenge *pathChallenge
-	x         *clientExtra // nil until first used: use extra
+	lastSeen int64        // when it was last heard from (Server.mono)
+	rooms    []string     // the rooms (wire.NameKey) it is in, in the online view
+	x        *clientExtra // nil until first used: use extra
 
 	// Its place in Server.expiry (expiry.go): the list it is in, and its
 	// neighbours there.
@@ -210,6 +205,11 @@ type clientExtra struct {
 	pending  []wire.Change        // presence changes not sent yet
 	watching map[wire.Key]*client // peers it talks with (bounded by maxWatch)
 	mail     clientMail           // its deposits in progress and mailbox writes
+	// challenge is the path challenge sent to an address the node spoke
+	// from that is not addr (NAT rebinding): the session moves there once
+	// the node echoes it from there. nil until the first (most nodes
+	// never roam): use client.challenge to read it.
+	challenge *pathChallenge
 }
 
 // extra returns c's clientExtra, made on first use.
@@ -218,6 +218,14 @@ func (c *client) extra() *clientExtra {
 		c.x = new(clientExtra)
 	}
 	return c.x
+}
+
+// challenge returns c's last path challenge, nil if it has had none.
+func (c *client) challenge() *pathChallenge {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.challenge
 }
 
 // watched returns the peers c talks with (nil for none): read only.
@@ -818,10 +826,10 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 	// Authentic: the node itself (or a replay, which the window refused).
 	s.heardLocked(c, now)
 	if src != c.addr {
-		if r, ok := inner.(*wire.PathResponse); ok && c.challenge != nil && src == c.challenge.addr && r.Data == c.challenge.data {
+		if r, ok := inner.(*wire.PathResponse); ok && c.challenge() != nil && src == c.x.challenge.addr && r.Data == c.x.challenge.data {
 			s.log.Info().Str("peer", c.name).Stringer("from", c.addr).Stringer("to", src).Msg("roamed")
 			c.addr = src
-			c.challenge.addr = netip.AddrPort{}
+			c.x.challenge.addr = netip.AddrPort{}
 			s.m.roams.Inc()
 		} else {
 			// Until the new address answers a challenge, nothing larger
@@ -932,22 +940,24 @@ func (s *Server) sendSealedToLocked(c *client, m wire.Message, to netip.AddrPort
 // while it can still be answered, so that Relays spoofed with a session ID
 // seen on the path cannot keep the node's own move from validating.
 func (s *Server) challengeLocked(c *client, src netip.AddrPort, now time.Time, reqLen int, authed bool) {
-	if c.challenge == nil {
-		c.challenge = new(pathChallenge)
+	x := c.extra()
+	if x.challenge == nil {
+		x.challenge = new(pathChallenge)
 	}
-	since := now.Sub(c.challenge.at)
+	ch := x.challenge
+	since := now.Sub(ch.at)
 	switch {
-	case !authed && c.challenge.authed && c.challenge.addr.IsValid() && since < challengeLife:
+	case !authed && ch.authed && ch.addr.IsValid() && since < challengeLife:
 		return
-	case since < 200*time.Millisecond && (!authed || c.challenge.authed):
+	case since < 200*time.Millisecond && (!authed || ch.authed):
 		return // at most five a second per session, to any address
 	}
 	if wire.SealedHeaderLen+1+8+ctrl.Overhead > reqLen {
 		return
 	}
-	c.challenge.addr, c.challenge.at, c.challenge.authed = src, now, authed
-	rand.Read(c.challenge.data[:])
-	s.sendSealedToLocked(c, &wire.PathChallenge{Data: c.challenge.data}, src)
+	ch.addr, ch.at, ch.authed = src, now, authed
+	rand.Read(ch.data[:])
+	s.sendSealedToLocked(c, &wire.PathChallenge{Data: ch.data}, src)
 }
 
 // challengeLife is how long a challenge for a sealed datagram is kept
