@@ -40,6 +40,7 @@
 package ctrl
 
 import (
+	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha512"
@@ -51,6 +52,7 @@ import (
 
 	"filippo.io/edwards25519"
 	"github.com/flynn/noise"
+	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/curve25519"
 
 	"natchat/wire"
@@ -214,7 +216,7 @@ func (i *Initiator) Finish(msg []byte) ([]byte, *Keys, error) {
 		return nil, nil, fmt.Errorf("%w: %v", ErrHandshake, err)
 	}
 	// c1 encrypts initiator → responder.
-	return payload, &Keys{send: c1.Cipher(), recv: c2.Cipher()}, nil
+	return payload, newKeys(c1, c2), nil
 }
 
 // lowOrder reports whether the X25519 public key p has a small order (the
@@ -257,17 +259,45 @@ func (r *Responder) Finish(payload []byte) ([]byte, *Keys, error) {
 		return nil, nil, err
 	}
 	// c1 encrypts initiator → responder: the rendezvous receives with it.
-	return out, &Keys{send: c2.Cipher(), recv: c1.Cipher()}, nil
+	return out, newKeys(c2, c1), nil
 }
 
 // Keys are one side's session keys: one to seal what it sends, one to open
 // what it receives, with the send counter and the receive window. Not safe
 // for concurrent use: a caller serialises Seal calls and Open calls (each
 // on its own: sealing and opening touch different state).
+//
+// Each direction's cipher is ChaCha20-Poly1305 under the key the handshake
+// left in its noise.CipherState, with Noise's nonce for it (4 zero bytes,
+// then the counter, little-endian). It is held as the bare AEAD, not as
+// the noise.Cipher wrapping it: a rendezvous holds one Keys per node, and
+// the wrapper cost 2 × 24 bytes more per node.
 type Keys struct {
-	send, recv noise.Cipher
+	send, recv cipher.AEAD
 	next       uint64 // the next send counter
 	window     Window
+}
+
+// newKeys returns the Keys that seal with send's key and open with recv's.
+func newKeys(send, recv *noise.CipherState) *Keys {
+	return &Keys{send: aeadOf(send), recv: aeadOf(recv)}
+}
+
+// aeadOf returns the AEAD of cs's key (the suite's: ChaCha20-Poly1305).
+func aeadOf(cs *noise.CipherState) cipher.AEAD {
+	k := cs.UnsafeKey()
+	a, err := chacha20poly1305.New(k[:])
+	if err != nil {
+		panic(err) // the key is 32 bytes: it cannot fail
+	}
+	return a
+}
+
+// nonce is Noise's ChaChaPoly nonce for counter n.
+func nonce(n uint64) []byte {
+	var b [chacha20poly1305.NonceSize]byte
+	binary.LittleEndian.PutUint64(b[4:], n)
+	return b[:]
 }
 
 // Seal appends to dst a whole Sealed datagram for session s carrying
@@ -279,7 +309,7 @@ func (k *Keys) Seal(dst []byte, s wire.SessionID, plaintext []byte) []byte {
 	k.next++
 	start := len(dst)
 	dst = wire.AppendSealedHeader(dst, s, n)
-	return k.send.Encrypt(dst, n, dst[start:], plaintext)
+	return k.send.Seal(dst, nonce(n), plaintext, dst[start:])
 }
 
 // Open checks a whole Sealed datagram b (whose session the caller used to
@@ -294,7 +324,7 @@ func (k *Keys) Open(dst, b []byte) ([]byte, error) {
 	if !k.window.Fresh(n) {
 		return nil, ErrReplay
 	}
-	out, err := k.recv.Decrypt(dst, n, b[:wire.SealedHeaderLen], b[wire.SealedHeaderLen:])
+	out, err := k.recv.Open(dst, nonce(n), b[wire.SealedHeaderLen:], b[:wire.SealedHeaderLen])
 	if err != nil {
 		return nil, ErrOpen
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/flynn/noise"
+
 	"natchat/wire"
 )
 
@@ -225,6 +227,33 @@ func BenchmarkSealOpen(b *testing.B) {
 		d = nk.Seal(d[:0], wire.SessionID{}, pt)
 		if _, err := sk.Open(out[:0], d); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestKeysNoiseCompatible: Keys seal and open as noise.Cipher did (the
+// suite's ChaChaPoly with Noise's nonce), so a node of either kind talks
+// with a rendezvous of either kind.
+func TestKeysNoiseCompatible(t *testing.T) {
+	var key [32]byte
+	rand.Read(key[:])
+	k := newKeys(noise.UnsafeNewCipherState(suite, key, 0), noise.UnsafeNewCipherState(suite, key, 0))
+	ref := noise.UnsafeNewCipherState(suite, key, 0).Cipher()
+	var session wire.SessionID
+	rand.Read(session[:])
+	for i := range 3 {
+		pt := []byte{byte(i), 'h', 'i'}
+		b := k.Seal(nil, session, pt)
+		n := uint64(i)
+		got, err := ref.Decrypt(nil, n, b[:wire.SealedHeaderLen], b[wire.SealedHeaderLen:])
+		if err != nil || !bytes.Equal(got, pt) {
+			t.Fatalf("counter %d: noise opens %q, %v; want %q", n, got, err, pt)
+		}
+		hdr := wire.AppendSealedHeader(nil, session, n+100)
+		theirs := ref.Encrypt(hdr, n+100, hdr, pt)
+		got, err = k.Open(nil, theirs)
+		if err != nil || !bytes.Equal(got, pt) {
+			t.Fatalf("counter %d: Keys open %q, %v; want %q", n+100, got, err, pt)
 		}
 	}
 }

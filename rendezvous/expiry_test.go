@@ -33,7 +33,7 @@ func wantGone(t *testing.T, w *wheel, now int64, want ...*client) {
 
 func TestWheelDueAtTheRightTick(t *testing.T) {
 	w := newWheel(30*time.Second, 0)
-	a, b := &client{name: "a"}, &client{name: "b"}
+	a, b := &client{member: member{name: "a"}}, &client{member: member{name: "b"}}
 	w.heard(a, 0)
 	w.heard(b, 1500*time.Millisecond.Nanoseconds())
 	if w.n != 2 {
@@ -55,7 +55,7 @@ func TestWheelDueAtTheRightTick(t *testing.T) {
 
 func TestWheelHeardMovesLater(t *testing.T) {
 	w := newWheel(30*time.Second, 0)
-	a := &client{name: "a"}
+	a := &client{member: member{name: "a"}}
 	w.heard(a, 0)
 	first := a.wHead
 	w.heard(a, 10*sec)
@@ -75,7 +75,7 @@ func TestWheelRemove(t *testing.T) {
 	w := newWheel(30*time.Second, 0)
 	cs := make([]*client, 5)
 	for i := range cs {
-		cs[i] = &client{name: string(rune('a' + i))}
+		cs[i] = &client{member: member{name: string(rune('a' + i))}}
 		w.heard(cs[i], 0) // all in one slot: removal from its head, middle and tail
 	}
 	w.remove(cs[4]) // the head (filed last)
@@ -93,7 +93,7 @@ func TestWheelOverflow(t *testing.T) {
 	ring := int64(len(w.slots))
 	// Heard from far ahead of the sweeps (a clock stepped, sweeps
 	// behind): due beyond the ring, so in the overflow.
-	a, b := &client{name: "a"}, &client{name: "b"}
+	a, b := &client{member: member{name: "a"}}, &client{member: member{name: "b"}}
 	w.heard(a, 5*ring*sec)
 	w.heard(b, 2*ring*sec)
 	if a.wHead != &w.overflow || b.wHead != &w.overflow {
@@ -117,14 +117,14 @@ func TestWheelOverflow(t *testing.T) {
 
 func TestWheelLateSweep(t *testing.T) {
 	w := newWheel(10*time.Second, 0)
-	a, b := &client{name: "a"}, &client{name: "b"}
+	a, b := &client{member: member{name: "a"}}, &client{member: member{name: "b"}}
 	w.heard(a, 0)
 	w.heard(b, 5*sec)
 	// The first sweep comes long after both were due: both go at once.
 	wantGone(t, w, 1000*sec, a, b)
 	// Heard from before the last sweep's time (a clock behind the
 	// sweeper's): looked at by the next sweep.
-	c := &client{name: "c"}
+	c := &client{member: member{name: "c"}}
 	w.heard(c, 900*sec)
 	wantGone(t, w, 1000*sec, c)
 }
@@ -143,7 +143,7 @@ func TestWheelMatchesWalk(t *testing.T) {
 		for step := range 20000 {
 			switch r := rng.IntN(100); {
 			case r < 40:
-				c := &client{name: "n"}
+				c := &client{member: member{name: "n"}}
 				w.heard(c, now)
 				online = append(online, c)
 			case r < 70 && len(online) > 0:

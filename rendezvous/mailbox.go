@@ -100,7 +100,8 @@ func (s *Server) mailLimits() MailLimits {
 
 // handleMailPutLocked takes one part of a deposit from c.
 func (s *Server) handleMailPutLocked(c *client, m *wire.MailPut, now time.Time) {
-	p := c.mail.put(m.TxID)
+	cm := &c.extra().mail
+	p := cm.put(m.TxID)
 	if p != nil && !p.writing && now.Sub(p.first) > mailPutTTL {
 		s.removePutLocked(c, p)
 		p = nil
@@ -114,13 +115,13 @@ func (s *Server) handleMailPutLocked(c *client, m *wire.MailPut, now time.Time) 
 			return
 		}
 		reserve := int(m.Parts) * wire.MailPartLen
-		if len(c.mail.puts) >= maxMailPuts || s.mailHeld+reserve > s.mailHeldMax {
+		if len(cm.puts) >= maxMailPuts || s.mailHeld+reserve > s.mailHeldMax {
 			s.replyPutLocked(c, m.TxID, m.ID, wire.MailBusy, wire.MailBusy.String())
 			return
 		}
 		p = &mailPut{txID: m.TxID, to: m.To, id: m.ID, nparts: int(m.Parts), parts: make([][]byte, m.Parts),
 			reserved: reserve, first: now}
-		c.mail.puts = append(c.mail.puts, p)
+		cm.puts = append(cm.puts, p)
 		s.mailHeld += reserve
 		s.mailPutters[c] = struct{}{}
 	}
@@ -208,14 +209,18 @@ func (s *Server) replyPutLocked(c *client, tx uint32, id wire.MsgID, st wire.Mai
 
 // removePutLocked forgets the deposit p of c and its reservation.
 func (s *Server) removePutLocked(c *client, p *mailPut) {
-	i := slices.Index(c.mail.puts, p)
+	if c.x == nil {
+		return
+	}
+	cm := &c.x.mail
+	i := slices.Index(cm.puts, p)
 	if i < 0 {
 		return
 	}
-	c.mail.puts = slices.Delete(c.mail.puts, i, i+1)
+	cm.puts = slices.Delete(cm.puts, i, i+1)
 	s.mailHeld -= p.reserved
-	if len(c.mail.puts) == 0 {
-		c.mail.puts = nil
+	if len(cm.puts) == 0 {
+		cm.puts = nil
 		delete(s.mailPutters, c)
 	}
 }
@@ -223,7 +228,10 @@ func (s *Server) removePutLocked(c *client, p *mailPut) {
 // dropPutsLocked drops c's deposits still gathering parts: all of them, or
 // those older than mailPutTTL as of now. Deposits being written finish.
 func (s *Server) dropPutsLocked(c *client, now time.Time, all bool) {
-	for _, p := range slices.Clone(c.mail.puts) {
+	if c.x == nil {
+		return
+	}
+	for _, p := range slices.Clone(c.x.mail.puts) {
 		if !p.writing && (all || now.Sub(p.first) > mailPutTTL) {
 			s.removePutLocked(c, p)
 		}
@@ -284,10 +292,14 @@ func (s *Server) handleMailFetchLocked(c *client, m *wire.MailFetch) {
 	// Left out: messages whose acknowledgement is being written, then the
 	// m.Skip oldest of the rest (the node has set them aside).
 	var skip func(wire.Key, wire.MsgID) bool
-	if len(c.mail.acking) > 0 || m.Skip > 0 {
+	var acking map[wire.MailRef]struct{}
+	if c.x != nil {
+		acking = c.x.mail.acking
+	}
+	if len(acking) > 0 || m.Skip > 0 {
 		skipped, toSkip := 0, min(int(m.Skip), wire.MaxMailSkip)
 		skip = func(from wire.Key, id wire.MsgID) bool {
-			if _, ok := c.mail.acking[wire.MailRef{Peer: from, ID: id}]; ok {
+			if _, ok := acking[wire.MailRef{Peer: from, ID: id}]; ok {
 				return true
 			}
 			if skipped < toSkip {
@@ -336,25 +348,26 @@ func (s *Server) handleMailFetchLocked(c *client, m *wire.MailFetch) {
 // handleMailAckLocked deletes the messages c acknowledged (durably, with
 // their receipts) and then sends the receipts to their senders online.
 func (s *Server) handleMailAckLocked(c *client, m *wire.MailAck, now time.Time) {
+	cm := &c.extra().mail
 	var refs []wire.MailRef
 	for _, r := range m.Refs {
-		if _, ok := c.mail.acking[r]; !ok && !slices.Contains(refs, r) {
+		if _, ok := cm.acking[r]; !ok && !slices.Contains(refs, r) {
 			refs = append(refs, r)
 		}
 	}
 	if len(refs) == 0 {
 		return
 	}
-	if c.mail.ops >= maxMailOps {
+	if cm.ops >= maxMailOps {
 		s.drop(relay.DropQuota) // the node fetches them again, and acknowledges again
 		return
 	}
 	queued := s.opts.Mail.Ack(c.key, refs, now, func(made []SenderReceipt, err error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		c.mail.ops--
+		cm.ops--
 		for _, r := range refs {
-			delete(c.mail.acking, r)
+			delete(cm.acking, r)
 		}
 		s.mailWroteLocked()
 		if err != nil {
@@ -367,13 +380,13 @@ func (s *Server) handleMailAckLocked(c *client, m *wire.MailAck, now time.Time) 
 	if !queued {
 		return // none of them is in the mailbox (any more)
 	}
-	c.mail.ops++
+	cm.ops++
 	s.mailWrites++
-	if c.mail.acking == nil {
-		c.mail.acking = make(map[wire.MailRef]struct{})
+	if cm.acking == nil {
+		cm.acking = make(map[wire.MailRef]struct{})
 	}
 	for _, r := range refs {
-		c.mail.acking[r] = struct{}{}
+		cm.acking[r] = struct{}{}
 	}
 }
 
@@ -383,14 +396,15 @@ func (s *Server) handleMailReceiptAckLocked(c *client, m *wire.MailReceiptAck) {
 	if len(m.Refs) == 0 {
 		return
 	}
-	if c.mail.ops >= maxMailOps {
+	cm := &c.extra().mail
+	if cm.ops >= maxMailOps {
 		s.drop(relay.DropQuota) // they come again with the next heartbeat
 		return
 	}
 	queued := s.opts.Mail.AckReceipts(c.key, m.Refs, func(err error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		c.mail.ops--
+		cm.ops--
 		s.mailWroteLocked()
 		if err != nil {
 			s.log.Error().Err(err).Str("peer", c.name).Msg("mailbox receipt acknowledgement")
@@ -401,7 +415,7 @@ func (s *Server) handleMailReceiptAckLocked(c *client, m *wire.MailReceiptAck) {
 		}
 	})
 	if queued {
-		c.mail.ops++
+		cm.ops++
 		s.mailWrites++
 	}
 }

@@ -131,7 +131,7 @@ func (s *Server) exitRoomLocked(c *client, room string) {
 // seesLocked reports whether a sees b: they share a small room, or a
 // watches b.
 func (s *Server) seesLocked(a, b *client) bool {
-	if _, ok := a.watching[b.key]; ok {
+	if _, ok := a.watched()[b.key]; ok {
 		return true
 	}
 	return s.shareSmallRoomLocked(a, b)
@@ -139,7 +139,8 @@ func (s *Server) seesLocked(a, b *client) bool {
 
 // queueChangeLocked queues for to a change about peer.
 func (s *Server) queueChangeLocked(to *client, kind wire.PresenceKind, reason wire.LeaveReason, peer *client) {
-	to.pending = append(to.pending, wire.Change{Kind: kind, Reason: reason, Key: peer.key, Name: peer.name})
+	x := to.extra()
+	x.pending = append(x.pending, wire.Change{Kind: kind, Reason: reason, Key: peer.key, Name: peer.name})
 	s.dirty[to] = struct{}{}
 }
 
@@ -193,7 +194,7 @@ func (s *Server) seenByLocked(c *client) []*client {
 			}
 		}
 	}
-	for k := range c.watching {
+	for k := range c.watched() {
 		if o := s.byKey[k]; o != nil && o != c {
 			seen[o] = struct{}{}
 		}
@@ -208,7 +209,8 @@ func (s *Server) seenByLocked(c *client) []*client {
 // announceLocked queues a join or leave of c for everyone who sees it.
 func (s *Server) announceLocked(c *client, kind wire.PresenceKind, reason wire.LeaveReason) {
 	for o := range s.observersLocked(c) {
-		o.pending = append(o.pending, wire.Change{Kind: kind, Reason: reason, Key: c.key, Name: c.name})
+		x := o.extra()
+		x.pending = append(x.pending, wire.Change{Kind: kind, Reason: reason, Key: c.key, Name: c.name})
 		s.dirty[o] = struct{}{}
 	}
 }
@@ -219,16 +221,17 @@ func (s *Server) watchLocked(c *client, k wire.Key) {
 	if k == c.key {
 		return
 	}
-	if _, ok := c.watching[k]; ok {
+	if _, ok := c.watched()[k]; ok {
 		return
 	}
-	if len(c.watching) >= maxWatch && !s.evictWatchLocked(c) {
+	if len(c.watched()) >= maxWatch && !s.evictWatchLocked(c) {
 		return
 	}
-	if c.watching == nil {
-		c.watching = make(map[wire.Key]*client)
+	x := c.extra()
+	if x.watching == nil {
+		x.watching = make(map[wire.Key]*client)
 	}
-	c.watching[k] = nil
+	x.watching[k] = nil
 	w := s.watchers[k]
 	if w == nil {
 		w = make(map[*client]struct{})
@@ -237,7 +240,7 @@ func (s *Server) watchLocked(c *client, k wire.Key) {
 	w[c] = struct{}{}
 	if o := s.byKey[k]; o != nil && !s.shareSmallRoomLocked(c, o) {
 		// Now seen: say so, as a join.
-		c.pending = append(c.pending, wire.Change{Kind: wire.PresenceJoin, Key: o.key, Name: o.name})
+		x.pending = append(x.pending, wire.Change{Kind: wire.PresenceJoin, Key: o.key, Name: o.name})
 		s.dirty[c] = struct{}{}
 	}
 }
@@ -245,7 +248,7 @@ func (s *Server) watchLocked(c *client, k wire.Key) {
 // evictWatchLocked makes room in c's full watch list by dropping a peer
 // that is offline now, and reports whether it could.
 func (s *Server) evictWatchLocked(c *client) bool {
-	for k := range c.watching {
+	for k := range c.watched() {
 		if s.byKey[k] == nil {
 			s.unwatchLocked(c, k)
 			return true
@@ -255,7 +258,7 @@ func (s *Server) evictWatchLocked(c *client) bool {
 }
 
 func (s *Server) unwatchLocked(c *client, k wire.Key) {
-	delete(c.watching, k)
+	delete(c.watched(), k)
 	if w := s.watchers[k]; w != nil {
 		delete(w, c)
 		if len(w) == 0 {
@@ -268,11 +271,11 @@ func (s *Server) unwatchLocked(c *client, k wire.Key) {
 // k: it follows k, or k follows c (k looked c up or signalled it first).
 // Signalling an acquaintance is not an introduction.
 func (s *Server) acquaintedLocked(c *client, k wire.Key) bool {
-	if _, ok := c.watching[k]; ok {
+	if _, ok := c.watched()[k]; ok {
 		return true
 	}
 	if d := s.byKey[k]; d != nil {
-		_, ok := d.watching[c.key]
+		_, ok := d.watched()[c.key]
 		return ok
 	}
 	return false
@@ -280,7 +283,7 @@ func (s *Server) acquaintedLocked(c *client, k wire.Key) bool {
 
 // unwatchAllLocked stops c following anyone (it left).
 func (s *Server) unwatchAllLocked(c *client) {
-	for k := range c.watching {
+	for k := range c.watched() {
 		if w := s.watchers[k]; w != nil {
 			delete(w, c)
 			if len(w) == 0 {
@@ -288,7 +291,9 @@ func (s *Server) unwatchAllLocked(c *client) {
 			}
 		}
 	}
-	c.watching = nil
+	if c.x != nil {
+		c.x.watching = nil
+	}
 }
 
 func (s *Server) shareSmallRoomLocked(a, b *client) bool {
@@ -322,20 +327,21 @@ func (s *Server) FlushPresence() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.dirty {
-		for len(c.pending) > 0 {
+		x := c.extra() // made by the changes that made c dirty
+		for len(x.pending) > 0 {
 			n, size := 0, 5 // seq(4) count(1)
-			for n < len(c.pending) && n < wire.MaxChanges {
-				size += 2 + wire.KeyLen + 1 + len(c.pending[n].Name)
+			for n < len(x.pending) && n < wire.MaxChanges {
+				size += 2 + wire.KeyLen + 1 + len(x.pending[n].Name)
 				if n > 0 && size > wire.MaxPeersBody {
 					break
 				}
 				n++
 			}
 			c.seq++
-			s.sendSealedLocked(c, &wire.Presence{Seq: c.seq, Changes: c.pending[:n]})
-			c.pending = c.pending[n:]
+			s.sendSealedLocked(c, &wire.Presence{Seq: c.seq, Changes: x.pending[:n]})
+			x.pending = x.pending[n:]
 		}
-		c.pending = nil
+		x.pending = nil
 		delete(s.dirty, c)
 	}
 }

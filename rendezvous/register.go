@@ -222,8 +222,8 @@ func (s *Server) register(j regJob) {
 		c = s.newClient(p.Key, name)
 	}
 	c.session, c.addr, c.cookie = newSession(), j.src, j.cookie
-	if c.challenge != nil {
-		c.challenge.addr = netip.AddrPort{}
+	if ch := c.challenge(); ch != nil {
+		ch.addr = netip.AddrPort{}
 	}
 	out, keys, err := resp.Finish(wire.AppendHandshakeResult(nil, &wire.HandshakeResult{
 		Session: c.session, Observed: c.addr,
@@ -244,6 +244,9 @@ func (s *Server) register(j regJob) {
 // online) in its rooms and announced; then its snapshot and mail. The
 // registration worker and the scale benchmarks' AddRegistered share it.
 func (s *Server) admitLocked(c *client, reply []byte, rejoined bool, now time.Time) {
+	if !rejoined {
+		s.memberOnlineLocked(c)
+	}
 	s.byKey[c.key] = c
 	s.heardLocked(c, now) // files it for expiry: only a client in byKey may be filed
 	c.reply = reply
@@ -255,11 +258,8 @@ func (s *Server) admitLocked(c *client, reply []byte, rejoined bool, now time.Ti
 	s.send(c.reply, c.addr)
 	if !rejoined {
 		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
-		if mem := s.members[c.key]; mem != nil {
-			mem.name, mem.nameKey = c.name, c.nameKey
-			for rk := range mem.rooms {
-				s.joinLocked(c, rk)
-			}
+		for _, r := range c.joined {
+			s.joinLocked(c, r.rk)
 		}
 		s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)
 	}
@@ -274,7 +274,7 @@ func (s *Server) newClient(key wire.Key, name string) *client {
 	if nk == name {
 		nk = name // one copy of the bytes, not two
 	}
-	return &client{key: key, name: name, nameKey: nk}
+	return &client{member: member{key: key, name: name, nameKey: nk}}
 }
 
 // A node's rate limiters are made at its first use of each: most nodes
@@ -285,27 +285,30 @@ func (s *Server) newClient(key wire.Key, name string) *client {
 
 // relayLimiter returns c's relay budget.
 func (s *Server) relayLimiter(c *client) *relay.Limiter {
-	if c.limiter == nil {
-		c.limiter = relay.NewLimiter(s.opts.Relay)
+	x := c.extra()
+	if x.limiter == nil {
+		x.limiter = relay.NewLimiter(s.opts.Relay)
 	}
-	return c.limiter
+	return x.limiter
 }
 
 // lookupLimiter returns c's budget of lookups and other requests
 // answered from the server's state.
 func (s *Server) lookupLimiter(c *client) *rate.Limiter {
-	if c.lookups == nil {
-		c.lookups = rate.NewLimiter(rate.Limit(max(s.opts.LookupRate, 1)), 2*max(s.opts.LookupRate, 1))
+	x := c.extra()
+	if x.lookups == nil {
+		x.lookups = rate.NewLimiter(rate.Limit(max(s.opts.LookupRate, 1)), 2*max(s.opts.LookupRate, 1))
 	}
-	return c.lookups
+	return x.lookups
 }
 
 // introLimiter returns c's budget of introductions.
 func (s *Server) introLimiter(c *client) *rate.Limiter {
-	if c.intros == nil {
-		c.intros = rate.NewLimiter(rate.Limit(max(s.opts.IntroRate, 1)), 2*max(s.opts.IntroRate, 1))
+	x := c.extra()
+	if x.intros == nil {
+		x.intros = rate.NewLimiter(rate.Limit(max(s.opts.IntroRate, 1)), 2*max(s.opts.IntroRate, 1))
 	}
-	return c.intros
+	return x.intros
 }
 
 // newNameLocked counts a new name registered from src's network this hour
@@ -361,6 +364,7 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	s.leaveRoomsLocked(c)
 	s.unwatchAllLocked(c)
 	delete(s.byKey, c.key)
+	s.memberOfflineLocked(c)
 	delete(s.bySession, c.session)
 	delete(s.byCookie, c.cookie)
 	delete(s.dirty, c)

@@ -3,6 +3,8 @@ package rendezvous
 import (
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -48,20 +50,113 @@ const (
 )
 
 // room is a room with members, as committed.
+//
+// Which rooms a key is in is its member record's to say (member.rooms);
+// a room keeps only an index of its members, for its member pages, and
+// their number. The default room keeps no index: every key is in it, so
+// one entry per key would cost more than the rest of the key's record
+// (~70 bytes a key), and its member pages walk s.members instead, which
+// is the same walk over nearly the same keys.
 type room struct {
 	name    string // as first written
 	rk      string // wire.NameKey(name)
 	version uint64
-	members map[wire.Key]*member
-	skels   []string // skeletons(name), held in roomSkel
+	members map[*member]struct{} // its members; nil in the default room
+	size    int                  // its members, counted
+	skels   []string             // skeletons(name), held in roomSkel
 }
 
-// member is a key in one room or more.
+// member is a key and the rooms it is in: its record in the copy. An
+// online node's is part of its client record (client.member), found
+// through s.byKey; an offline key's, if it is in a room, stands alone in
+// s.members. admitLocked and removeLocked move it from one to the other
+// (memberOnlineLocked, memberOfflineLocked), so that a node online does
+// not pay for two records and two entries keyed by its key.
 type member struct {
 	key     wire.Key
-	name    string // its canonical name; "" if no name is bound to it (the expiry takes it out)
-	nameKey string // wire.NameKey(name): the order of member pages
-	rooms   map[string]*room
+	name    string  // its canonical name; "" if no name is bound to it (the expiry takes it out)
+	nameKey string  // wire.NameKey(name): the order of member and who pages
+	joined  []*room // the rooms it is in (RoomsPerNode at most, and the default room), in the order it joined
+}
+
+// in reports whether m is a member of r.
+func (m *member) in(r *room) bool { return slices.Contains(m.joined, r) }
+
+// memberLocked returns key's record in the copy, or nil if it is in no
+// room.
+func (s *Server) memberLocked(key wire.Key) *member {
+	if c := s.byKey[key]; c != nil {
+		if len(c.joined) == 0 {
+			return nil
+		}
+		return &c.member
+	}
+	return s.members[key]
+}
+
+// memberOnlineLocked moves the record of c's key, if it is in a room,
+// into c, which is coming online (before it is put in s.byKey).
+func (s *Server) memberOnlineLocked(c *client) {
+	m := s.members[c.key]
+	if m == nil {
+		return
+	}
+	c.joined = m.joined
+	for _, r := range c.joined {
+		if r.members != nil {
+			delete(r.members, m)
+			r.members[&c.member] = struct{}{}
+		}
+	}
+	s.forgetMemberLocked(c.key)
+}
+
+// memberOfflineLocked moves c's record, if it is in a room, out of c,
+// which has gone offline (and out of s.byKey), into s.members.
+func (s *Server) memberOfflineLocked(c *client) {
+	if len(c.joined) == 0 {
+		return
+	}
+	m := &member{key: c.key, name: c.name, nameKey: c.nameKey, joined: c.joined}
+	for _, r := range m.joined {
+		if r.members != nil {
+			delete(r.members, &c.member)
+			r.members[m] = struct{}{}
+		}
+	}
+	c.joined = nil
+	s.members[c.key] = m
+}
+
+// forgetMemberLocked deletes key's entry in s.members, and gives the
+// map's memory back once most of it has been deleted (a Go map keeps its
+// buckets): a restarted server loads every key in a room there, and
+// their registrations take them out again.
+func (s *Server) forgetMemberLocked(key wire.Key) {
+	delete(s.members, key)
+	if s.membersGone++; s.membersGone > 64 && s.membersGone > 2*len(s.members) {
+		s.members = compact(s.members, s.membersGone)
+		s.membersGone = 0
+	}
+}
+
+// roomMembersLocked returns r's members, in no particular order.
+func (s *Server) roomMembersLocked(r *room) iter.Seq[*member] {
+	if r.members != nil {
+		return maps.Keys(r.members)
+	}
+	return func(yield func(*member) bool) {
+		for _, m := range s.members {
+			if m.in(r) && !yield(m) {
+				return
+			}
+		}
+		for _, c := range s.byKey {
+			if c.in(r) && !yield(&c.member) {
+				return
+			}
+		}
+	}
 }
 
 // skelOwner is the room (wire.NameKey) that holds a confusable skeleton,
@@ -97,8 +192,10 @@ func (s *Server) loadRooms() error {
 
 // newRoomLocked adds a room with no members yet to the copy.
 func (s *Server) newRoomLocked(name string, version uint64) *room {
-	r := &room{name: name, rk: wire.NameKey(name), version: version, members: make(map[wire.Key]*member),
-		skels: skeletons(name)}
+	r := &room{name: name, rk: wire.NameKey(name), version: version, skels: skeletons(name)}
+	if s.opts.DefaultRoom == "" || r.rk != s.defaultRK {
+		r.members = make(map[*member]struct{})
+	}
 	s.byRoom[r.rk] = r
 	s.holdSkelsLocked(r.rk, r.skels)
 	s.m.rooms.Set(float64(len(s.byRoom)))
@@ -106,19 +203,26 @@ func (s *Server) newRoomLocked(name string, version uint64) *room {
 }
 
 // addMemberLocked puts key in r in the copy. name, if not empty, is its
-// canonical name.
+// canonical name (an online node's is its client's already).
 func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
-	m := s.members[key]
+	m := s.memberLocked(key)
 	if m == nil {
-		m = &member{key: key, rooms: make(map[string]*room)}
-		s.members[key] = m
+		if c := s.byKey[key]; c != nil {
+			m = &c.member
+		} else {
+			m = &member{key: key}
+			s.members[key] = m
+		}
 	}
-	if name != "" && name != m.name {
+	if name != "" && name != m.name && s.byKey[key] == nil {
 		m.name, m.nameKey = name, wire.NameKey(name)
 	}
-	if _, in := r.members[key]; !in {
-		r.members[key] = m
-		m.rooms[r.rk] = r
+	if !m.in(r) {
+		m.joined = append(m.joined, r)
+		if r.members != nil {
+			r.members[m] = struct{}{}
+		}
+		r.size++
 		s.memberships++
 		s.m.roomMembers.Set(float64(s.memberships))
 	}
@@ -128,18 +232,26 @@ func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
 // removeMemberLocked takes key out of r in the copy, and deletes r if it
 // is empty now.
 func (s *Server) removeMemberLocked(r *room, key wire.Key) {
-	m := r.members[key]
+	m := s.memberLocked(key)
 	if m == nil {
 		return
 	}
-	delete(r.members, key)
-	delete(m.rooms, r.rk)
-	if len(m.rooms) == 0 {
-		delete(s.members, key)
+	i := slices.Index(m.joined, r)
+	if i < 0 {
+		return
 	}
+	m.joined = slices.Delete(m.joined, i, i+1)
+	if len(m.joined) == 0 {
+		m.joined = nil
+		if s.byKey[key] == nil {
+			s.forgetMemberLocked(key)
+		}
+	}
+	delete(r.members, m)
+	r.size--
 	s.memberships--
 	s.m.roomMembers.Set(float64(s.memberships))
-	if len(r.members) == 0 {
+	if r.size == 0 {
 		delete(s.byRoom, r.rk)
 		s.releaseSkelsLocked(r.rk, r.skels)
 		s.m.rooms.Set(float64(len(s.byRoom)))
@@ -194,12 +306,12 @@ func (s *Server) roomLimits(rk string) RoomLimits {
 // countedRoomsLocked returns the rooms key is in, the default room not
 // counted.
 func (s *Server) countedRoomsLocked(key wire.Key) int {
-	m := s.members[key]
+	m := s.memberLocked(key)
 	if m == nil {
 		return 0
 	}
-	n := len(m.rooms)
-	if _, in := m.rooms[s.defaultRK]; in && s.defaultRK != "" {
+	n := len(m.joined)
+	if s.opts.DefaultRoom != "" && slices.ContainsFunc(m.joined, func(r *room) bool { return r.rk == s.defaultRK }) {
 		n--
 	}
 	return n
@@ -207,11 +319,8 @@ func (s *Server) countedRoomsLocked(key wire.Key) int {
 
 // isMemberLocked reports whether key is a member of the room rk.
 func (s *Server) isMemberLocked(rk string, key wire.Key) bool {
-	if r := s.byRoom[rk]; r != nil {
-		_, in := r.members[key]
-		return in
-	}
-	return false
+	r, m := s.byRoom[rk], s.memberLocked(key)
+	return r != nil && m != nil && m.in(r)
 }
 
 // allowRoomRequestLocked counts a room request against c's lookup rate
@@ -254,7 +363,7 @@ func (s *Server) handleRoomJoinLocked(c *client, tx uint32, name string) {
 	}
 	lim := s.roomLimits(rk)
 	if !in {
-		if r := s.byRoom[rk]; r != nil && lim.Members > 0 && len(r.members) >= lim.Members {
+		if r := s.byRoom[rk]; r != nil && lim.Members > 0 && r.size >= lim.Members {
 			s.replyRoomLocked(c, tx, wire.RoomFull, name)
 			return
 		}
@@ -348,7 +457,7 @@ func (s *Server) replyRoomLocked(c *client, tx uint32, st wire.RoomStatus, name 
 	rep := &wire.RoomReply{TxID: tx, Status: st, Room: name}
 	if st != wire.RoomBadName {
 		if r := s.byRoom[wire.NameKey(name)]; r != nil {
-			rep.Room, rep.Version, rep.Members = r.name, r.version, clampU32(int64(len(r.members)))
+			rep.Room, rep.Version, rep.Members = r.name, r.version, clampU32(int64(r.size))
 			rep.Online = clampU32(int64(len(s.rooms[r.rk])))
 		}
 	}
@@ -392,7 +501,7 @@ func (s *Server) appliedJoinLocked(res RoomResult, name string, announce bool) {
 	if !announce {
 		return
 	}
-	s.roomEventLocked(r, len(r.members), &wire.RoomEvent{Room: r.name, Version: r.version, Kind: wire.RoomJoined,
+	s.roomEventLocked(r, r.size, &wire.RoomEvent{Room: r.name, Version: r.version, Kind: wire.RoomJoined,
 		Key: res.Key, Name: m.name})
 }
 
@@ -406,10 +515,10 @@ func (s *Server) appliedLeaveLocked(res RoomResult, reason wire.RoomLeaveReason)
 		return
 	}
 	var name string
-	if m := s.members[res.Key]; m != nil {
+	if m := s.memberLocked(res.Key); m != nil {
 		name = m.name
 	}
-	size := len(r.members) // the member included
+	size := r.size // the member included
 	d := s.byKey[res.Key]
 	if d != nil {
 		s.exitRoomLocked(d, rk)
@@ -541,14 +650,10 @@ func (s *Server) initRooms(key wire.Key, name string) {
 // than fit MaxPeersBody.
 func (s *Server) roomListLocked(c *client, m *wire.RoomList) *wire.RoomListReply {
 	rep := &wire.RoomListReply{TxID: m.TxID}
-	mem := s.members[c.key]
-	if mem == nil {
-		return rep
-	}
 	after := wire.NameKey(m.After)
-	rs := make([]*room, 0, len(mem.rooms))
-	for rk, r := range mem.rooms {
-		if m.After == "" || rk > after {
+	rs := make([]*room, 0, len(c.joined))
+	for _, r := range c.joined {
+		if m.After == "" || r.rk > after {
 			rs = append(rs, r)
 		}
 	}
@@ -560,7 +665,7 @@ func (s *Server) roomListLocked(c *client, m *wire.RoomList) *wire.RoomListReply
 			break
 		}
 		rep.Rooms = append(rep.Rooms, wire.RoomInfo{Room: r.name, Version: r.version,
-			Members: clampU32(int64(len(r.members))), Online: clampU32(int64(len(s.rooms[r.rk])))})
+			Members: clampU32(int64(r.size)), Online: clampU32(int64(len(s.rooms[r.rk])))})
 		size += n
 	}
 	rep.More = len(rep.Rooms) < len(rs)
@@ -571,7 +676,7 @@ func (s *Server) roomListLocked(c *client, m *wire.RoomList) *wire.RoomListReply
 // of the room's members, and anyone else with a not_member Error.
 func (s *Server) handleRoomMembersLocked(c *client, m *wire.RoomMembers) {
 	r := s.byRoom[wire.NameKey(m.Room)]
-	if r == nil || r.members[c.key] == nil {
+	if r == nil || !s.isMemberLocked(r.rk, c.key) {
 		s.sendSealedLocked(c, &wire.Error{Code: wire.CodeNotMember, Request: wire.TypeRoomMembers, TxID: m.TxID,
 			Message: "you are not in " + m.Room})
 		return
@@ -589,7 +694,7 @@ func (s *Server) membersPageLocked(r *room, m *wire.RoomMembers) *wire.RoomMembe
 	after := wire.NameKey(m.After)
 	page := make([]*member, 0, wire.RoomPageMax+1) // the smallest names after `after`, sorted
 	beyond := 0                                    // members after `after`
-	for _, mem := range r.members {
+	for mem := range s.roomMembersLocked(r) {
 		if mem.name == "" || (m.After != "" && mem.nameKey <= after) {
 			continue
 		}
@@ -603,7 +708,7 @@ func (s *Server) membersPageLocked(r *room, m *wire.RoomMembers) *wire.RoomMembe
 			page = page[:wire.RoomPageMax]
 		}
 	}
-	rep := &wire.RoomMembersReply{TxID: m.TxID, Room: r.name, Version: r.version, Total: clampU32(int64(len(r.members)))}
+	rep := &wire.RoomMembersReply{TxID: m.TxID, Room: r.name, Version: r.version, Total: clampU32(int64(r.size))}
 	size := len(r.name) // with the room's name: a page's datagram stays within 1280 bytes
 	for _, mem := range page {
 		n := wire.KeyLen + 1 + 1 + len(mem.name)
@@ -685,7 +790,7 @@ func (s *Server) removeAway(pick func(*member) bool, away func(wire.Key) bool) (
 	s.mu.Lock()
 	for _, k := range keys {
 		if m := s.members[k]; m != nil && s.byKey[k] == nil {
-			for _, r := range m.rooms {
+			for _, r := range m.joined {
 				refs = append(refs, RoomRef{Room: r.name, Key: k})
 			}
 		}
@@ -709,7 +814,9 @@ func (s *Server) removeAway(pick func(*member) bool, away func(wire.Key) bool) (
 				// Go maps keep their buckets: give back those of a
 				// room (or of the members) emptied in bulk.
 				for r, k := range gone {
-					r.members = compact(r.members, k)
+					if r.members != nil {
+						r.members = compact(r.members, k)
+					}
 				}
 				s.members = compact(s.members, len(rs))
 				n += len(rs)

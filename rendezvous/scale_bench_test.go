@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -194,11 +195,33 @@ func scaleAddr(i int) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4(a), uint16(10000+i%16))
 }
 
+// scaleConn is the scale runs' socket: a benchConn with *net.UDPConn's
+// WriteToUDPAddrPort, through which the server writes to every node, as
+// it does to its real socket, without a *net.UDPAddr for each.
+type scaleConn struct{ *benchConn }
+
+func (c scaleConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	c.mu.Lock()
+	capture := c.capture
+	if !capture {
+		c.packets++
+		c.bytes += len(b)
+	}
+	c.mu.Unlock()
+	if capture {
+		return c.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	}
+	return len(b), nil
+}
+
 func runScale(b *testing.B, n int) scaleResult {
 	key := benchKey(b)
 	clk := &clock{now: t0}
 	const expiry = 60 * time.Second
-	srv, conn := benchServer(b, key, func(o *rendezvous.Options) {
+	var conn *benchConn
+	srv, _ := benchServer(b, key, func(o *rendezvous.Options) {
+		conn = o.Conn.(*benchConn)
+		o.Conn = scaleConn{conn}
 		o.Now = clk.Now
 		o.Expiry = expiry
 		o.SourceRate = -1

@@ -176,39 +176,75 @@ type Options struct {
 // DefaultRoom is the room the command-line rendezvous puts every node in.
 const DefaultRoom = "#lobby"
 
-// client is one registered node.
+// client is one registered node: what every node online needs. What
+// only some need (those that relay, look peers up, follow or are told of
+// presence, deposit or acknowledge mail) is in x, made on first use: a
+// node that only heartbeats, as most of a large fleet does at any time,
+// costs 256 bytes here, its record in the rooms' copy included, rather
+// than 384 and a member record of 96.
 type client struct {
-	key      wire.Key
-	name     string         // canonical spelling
-	nameKey  string         // wire.NameKey(name): the order of room pages
+	// member is its key, canonical name and rooms: its record in the
+	// rooms' durable copy (rooms.go) while it is online.
+	member
 	addr     netip.AddrPort // validated: the address replies go to
 	session  wire.SessionID
 	cookie   wire.Cookie // the cookie of the accepted registration
+	seq      uint32      // last presence sequence number sent to this node
+	roomSeq  uint32      // last RoomEvent sequence number sent to this node
+	roomOps  uint8       // its room writes queued and not answered yet (≤ maxRoomOps)
 	reply    []byte      // the HandshakeReply datagram, resent to a retransmitted Handshake until the node is heard from
 	keys     *ctrl.Keys
-	lastSeen int64          // when it was last heard from (Server.mono)
-	seq      uint32         // last presence sequence number sent to this node
-	roomSeq  uint32         // last RoomEvent sequence number sent to this node
-	rooms    []string       // the rooms (wire.NameKey) it is in, in the online view
-	roomOps  int            // its room writes queued and not answered yet (≤ maxRoomOps)
-	limiter  *relay.Limiter // nil until it first relays: use relayLimiter
-	lookups  *rate.Limiter  // nil until it first looks up: use lookupLimiter
-	intros   *rate.Limiter  // nil until it first introduces itself: use introLimiter
-	udp      *net.UDPAddr   // addr as a *net.UDPAddr, for the relay hot path
-	udpFor   netip.AddrPort // the addr udp was made for
-	// challenge is the path challenge sent to an address the node spoke
-	// from that is not addr (NAT rebinding): the session moves there once
-	// the node echoes it from there. nil until the first (most nodes
-	// never roam).
-	challenge *pathChallenge
-	pending   []wire.Change        // presence changes not sent yet
-	watching  map[wire.Key]*client // peers it talks with (bounded by maxWatch)
-	mail      clientMail           // its deposits in progress and mailbox writes
+	lastSeen int64        // when it was last heard from (Server.mono)
+	rooms    []string     // the rooms (wire.NameKey) it is in, in the online view
+	x        *clientExtra // nil until first used: use extra
 
 	// Its place in Server.expiry (expiry.go): the list it is in, and its
 	// neighbours there.
 	wHead        **client
 	wPrev, wNext *client
+}
+
+// clientExtra holds the parts of a client that a node needs only once it
+// does more than heartbeat. Reads go through nil-safe accessors (watched,
+// or a check of client.x), writes through client.extra.
+type clientExtra struct {
+	limiter  *relay.Limiter       // nil until it first relays: use relayLimiter
+	lookups  *rate.Limiter        // nil until it first looks up: use lookupLimiter
+	intros   *rate.Limiter        // nil until it first introduces itself: use introLimiter
+	udp      *net.UDPAddr         // addr as a *net.UDPAddr, for a Conn without WriteToUDPAddrPort: use udpAddr
+	udpFor   netip.AddrPort       // the addr udp was made for
+	pending  []wire.Change        // presence changes not sent yet
+	watching map[wire.Key]*client // peers it talks with (bounded by maxWatch)
+	mail     clientMail           // its deposits in progress and mailbox writes
+	// challenge is the path challenge sent to an address the node spoke
+	// from that is not addr (NAT rebinding): the session moves there once
+	// the node echoes it from there. nil until the first (most nodes
+	// never roam): use client.challenge to read it.
+	challenge *pathChallenge
+}
+
+// extra returns c's clientExtra, made on first use.
+func (c *client) extra() *clientExtra {
+	if c.x == nil {
+		c.x = new(clientExtra)
+	}
+	return c.x
+}
+
+// challenge returns c's last path challenge, nil if it has had none.
+func (c *client) challenge() *pathChallenge {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.challenge
+}
+
+// watched returns the peers c talks with (nil for none): read only.
+func (c *client) watched() map[wire.Key]*client {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.watching
 }
 
 // pathChallenge is a client's last path challenge.
@@ -227,10 +263,11 @@ const maxWatch = 256
 
 // udpAddr returns c.addr as a *net.UDPAddr, made once per address.
 func (c *client) udpAddr() *net.UDPAddr {
-	if c.udp == nil || c.udpFor != c.addr {
-		c.udp, c.udpFor = net.UDPAddrFromAddrPort(c.addr), c.addr
+	x := c.extra()
+	if x.udp == nil || x.udpFor != c.addr {
+		x.udp, x.udpFor = net.UDPAddrFromAddrPort(c.addr), c.addr
 	}
-	return c.udp
+	return x.udp
 }
 
 // Server is a running rendezvous. Create with New, then Run.
@@ -276,7 +313,8 @@ type Server struct {
 
 	// The durable rooms, as committed (rooms.go).
 	byRoom      map[string]*room     // rooms with members, by wire.NameKey
-	members     map[wire.Key]*member // keys in one room or more
+	members     map[wire.Key]*member // keys offline in one room or more (an online node's record is its client's)
+	membersGone int                  // entries deleted from members since it was last compacted
 	roomSkel    map[string]skelOwner // confusable skeletons of the rooms, and of rooms being created
 	memberships int                  // members of all rooms together
 	roomWrites  int                  // room writes queued by requests and not answered yet
@@ -792,10 +830,10 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 	// Authentic: the node itself (or a replay, which the window refused).
 	s.heardLocked(c, now)
 	if src != c.addr {
-		if r, ok := inner.(*wire.PathResponse); ok && c.challenge != nil && src == c.challenge.addr && r.Data == c.challenge.data {
+		if r, ok := inner.(*wire.PathResponse); ok && c.challenge() != nil && src == c.x.challenge.addr && r.Data == c.x.challenge.data {
 			s.log.Info().Str("peer", c.name).Stringer("from", c.addr).Stringer("to", src).Msg("roamed")
 			c.addr = src
-			c.challenge.addr = netip.AddrPort{}
+			c.x.challenge.addr = netip.AddrPort{}
 			s.m.roams.Inc()
 		} else {
 			// Until the new address answers a challenge, nothing larger
@@ -906,22 +944,24 @@ func (s *Server) sendSealedToLocked(c *client, m wire.Message, to netip.AddrPort
 // while it can still be answered, so that Relays spoofed with a session ID
 // seen on the path cannot keep the node's own move from validating.
 func (s *Server) challengeLocked(c *client, src netip.AddrPort, now time.Time, reqLen int, authed bool) {
-	if c.challenge == nil {
-		c.challenge = new(pathChallenge)
+	x := c.extra()
+	if x.challenge == nil {
+		x.challenge = new(pathChallenge)
 	}
-	since := now.Sub(c.challenge.at)
+	ch := x.challenge
+	since := now.Sub(ch.at)
 	switch {
-	case !authed && c.challenge.authed && c.challenge.addr.IsValid() && since < challengeLife:
+	case !authed && ch.authed && ch.addr.IsValid() && since < challengeLife:
 		return
-	case since < 200*time.Millisecond && (!authed || c.challenge.authed):
+	case since < 200*time.Millisecond && (!authed || ch.authed):
 		return // at most five a second per session, to any address
 	}
 	if wire.SealedHeaderLen+1+8+ctrl.Overhead > reqLen {
 		return
 	}
-	c.challenge.addr, c.challenge.at, c.challenge.authed = src, now, authed
-	rand.Read(c.challenge.data[:])
-	s.sendSealedToLocked(c, &wire.PathChallenge{Data: c.challenge.data}, src)
+	ch.addr, ch.at, ch.authed = src, now, authed
+	rand.Read(ch.data[:])
+	s.sendSealedToLocked(c, &wire.PathChallenge{Data: ch.data}, src)
 }
 
 // challengeLife is how long a challenge for a sealed datagram is kept

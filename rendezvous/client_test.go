@@ -1,0 +1,68 @@
+package rendezvous
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"net/netip"
+	"testing"
+
+	"natchat/ctrl"
+	"natchat/wire"
+)
+
+// TestHeartbeatOnlyNodeHasNoExtra: a node that registers and heartbeats,
+// as most of a large fleet does, makes no clientExtra, and holds no
+// HandshakeReply once heard from on its session.
+func TestHeartbeatOnlyNodeHasNoExtra(t *testing.T) {
+	s := newCopyServer(t)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := wire.Key(pub)
+	var cookie wire.Cookie
+	rand.Read(cookie[:])
+	ini, err := ctrl.NewInitiator(priv, s.opts.Key.Public, cookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := ini.First(wire.AppendRegisterPayload(nil, &wire.RegisterPayload{Key: key, Name: "alice"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _, _, err := ctrl.Respond(s.opts.Key, cookie, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, serverKeys, err := resp.Finish(wire.AppendHandshakeResult(nil, &wire.HandshakeResult{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, nodeKeys, err := ini.Finish(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("127.0.0.1:9")
+	session := AddRegistered(s, key, "alice", src, cookie, []byte("reply"), serverKeys)
+
+	pt := wire.AppendInner(nil, &wire.Heartbeat{})
+	for len(pt)+wire.SealedHeaderLen+ctrl.Overhead < wire.SealedMinLen {
+		pt = append(pt, 0)
+	}
+	for range 3 {
+		s.Handle(nodeKeys.Seal(nil, session, pt), src)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.byKey[key]
+	switch {
+	case c == nil:
+		t.Fatal("not online")
+	case c.x != nil:
+		t.Errorf("a clientExtra was made: %+v", *c.x)
+	case c.reply != nil:
+		t.Error("the HandshakeReply is still kept")
+	case !s.isMemberLocked(s.defaultRK, key) || len(c.rooms) != 1:
+		t.Errorf("in rooms %q (copy: %d), want the default room", c.rooms, len(c.joined))
+	}
+}
