@@ -284,8 +284,10 @@ func newKeys(send, recv *noise.CipherState) *Keys {
 }
 
 // aeadOf returns the AEAD of cs's key (the suite's: ChaCha20-Poly1305).
-func aeadOf(cs *noise.CipherState) cipher.AEAD {
-	k := cs.UnsafeKey()
+func aeadOf(cs *noise.CipherState) cipher.AEAD { return aeadOfKey(cs.UnsafeKey()) }
+
+// aeadOfKey returns the suite's AEAD with key k.
+func aeadOfKey(k [32]byte) cipher.AEAD {
 	a, err := chacha20poly1305.New(k[:])
 	if err != nil {
 		panic(err) // the key is 32 bytes: it cannot fail
