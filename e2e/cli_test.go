@@ -87,6 +87,9 @@ func TestBadFlags(t *testing.T) {
 		{"node/bad log level", "node", func(t *testing.T) []string {
 			return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-identity", key(t), "-log-level", "loud"}
 		}},
+		{"node/unknown ui", "node", func(t *testing.T) []string {
+			return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-identity", key(t), "-ui", "bogus"}
+		}},
 		{"node/unknown flag", "node", func(t *testing.T) []string { return []string{"-name", "alice", "-rv", "127.0.0.1:9", "-bogus"} }},
 		{"node/stray argument", "node", func(t *testing.T) []string { return []string{"-name", "alice", "-rv", "127.0.0.1:9", "extra"} }},
 		{"node/zero heartbeat", "node", func(t *testing.T) []string {
@@ -114,6 +117,8 @@ func TestBadFlags(t *testing.T) {
 			return []string{"-addr", freeUDPAddr(t), "-data", t.TempDir(), "-log-level", "loud"}
 		}},
 		{"rendezvous/unknown flag", "rendezvous", func(t *testing.T) []string { return []string{"-bogus"} }},
+		{"rendezvous/negative sockets", "rendezvous", func(t *testing.T) []string { return []string{"-sockets", "-1", "-data", t.TempDir()} }},
+		{"rendezvous/too many sockets", "rendezvous", func(t *testing.T) []string { return []string{"-sockets", "65", "-data", t.TempDir()} }},
 		{"rendezvous/heartbeat not under expiry", "rendezvous", func(t *testing.T) []string {
 			return []string{"-addr", freeUDPAddr(t), "-data", t.TempDir(), "-expiry", "5s", "-heartbeat", "5s"}
 		}},
