@@ -29,3 +29,4 @@ func (r *sliceReader) read() (int, error) { return len(r.dgrams), nil }
 func (r *sliceReader) datagram(i int) ([]byte, netip.AddrPort) {
 	return r.dgrams[i], r.srcs[i]
 }
+func (r *sliceReader) kernelDrops() (uint32, bool) { return 0, false }

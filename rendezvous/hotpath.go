@@ -85,6 +85,10 @@ func (s *Server) initHotPath() {
 type packetReader interface {
 	read() (int, error)
 	datagram(i int) ([]byte, netip.AddrPort)
+	// kernelDrops returns how many datagrams the kernel has dropped on
+	// the socket for want of buffer space, as of the last read, if the
+	// platform tells (SO_RXQ_OVFL on Linux).
+	kernelDrops() (uint32, bool)
 }
 
 // newPacketReader returns the packetReader for c.
@@ -126,6 +130,8 @@ func (r *singleReader) read() (int, error) {
 
 func (r *singleReader) datagram(int) ([]byte, netip.AddrPort) { return r.buf[:r.n], r.src }
 
+func (r *singleReader) kernelDrops() (uint32, bool) { return 0, false }
+
 // writeQueue gathers the datagrams the read loop sends while it handles
 // one read batch, and sends them together (sendmmsg on Linux: one system
 // call for the batch's STUN answers and relayed packets, instead of one
@@ -151,6 +157,7 @@ type writeQueue interface {
 func (s *Server) serve(ctx context.Context, conn net.PacketConn) error {
 	r := newPacketReader(conn)
 	w := newWriteQueue(conn)
+	var dropped uint32 // the socket's kernel drops counted so far
 	for {
 		n, err := r.read()
 		if err != nil {
@@ -162,6 +169,10 @@ func (s *Server) serve(ctx context.Context, conn net.PacketConn) error {
 				continue
 			}
 			return fmt.Errorf("rendezvous: read: %w", err)
+		}
+		if d, ok := r.kernelDrops(); ok && d != dropped {
+			s.m.socketDrops.Add(float64(d - dropped)) // the kernel's count is a uint32 that wraps
+			dropped = d
 		}
 		s.handleBatch(r, n, w)
 	}

@@ -43,8 +43,12 @@ func batchReader(c net.PacketConn) packetReader {
 		return nil
 	}
 	r := &mmsgReader{rc: rc}
-	if udpgso.EnableGRO(sc) {
-		r.oobs = make([]byte, readBatch*udpgso.OOBLen)
+	r.gro = udpgso.EnableGRO(sc)
+	rc.Control(func(fd uintptr) {
+		r.ovfl = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1) == nil
+	})
+	if r.gro || r.ovfl {
+		r.oobs = make([]byte, readBatch*udpgso.OOBLen) // room for both control messages
 	}
 	for i := range r.hdrs {
 		r.bufs[i] = make([]byte, 64<<10)
@@ -75,7 +79,10 @@ type mmsgReader struct {
 	iovs  [readBatch]unix.Iovec
 	names [readBatch]unix.RawSockaddrInet6 // large enough for IPv4's too
 	bufs  [readBatch][]byte
-	oobs  []byte // readBatch control buffers of udpgso.OOBLen, with GRO; nil without
+	oobs  []byte // readBatch control buffers of udpgso.OOBLen, with GRO or ovfl; nil without
+	gro   bool   // UDP GRO is on: a message may be a run
+	ovfl  bool   // SO_RXQ_OVFL is on: messages carry the socket's drop count
+	drops uint32 // the last drop count the kernel gave
 	segs  []segment
 	n     int   // messages received by the last call
 	err   error // the last call's failure
@@ -126,7 +133,13 @@ func (r *mmsgReader) cut() int {
 		h := &r.hdrs[i]
 		n, seg := int(h.Len), 0
 		if r.oobs != nil {
-			seg = udpgso.SegmentSize(r.oobs[i*udpgso.OOBLen : i*udpgso.OOBLen+int(h.Hdr.Controllen)])
+			oob := r.oobs[i*udpgso.OOBLen : i*udpgso.OOBLen+int(h.Hdr.Controllen)]
+			if r.gro {
+				seg = udpgso.SegmentSize(oob)
+			}
+			if d, ok := rxqOverflow(oob); ok {
+				r.drops = d
+			}
 		}
 		if seg <= 0 || seg >= n {
 			seg = max(n, 1) // one datagram (an empty one too)
@@ -136,6 +149,25 @@ func (r *mmsgReader) cut() int {
 		}
 	}
 	return len(r.segs)
+}
+
+func (r *mmsgReader) kernelDrops() (uint32, bool) { return r.drops, r.ovfl }
+
+// rxqOverflow returns the drop count of an SO_RXQ_OVFL control message in
+// oob, which the kernel adds once the socket has dropped anything.
+func rxqOverflow(oob []byte) (uint32, bool) {
+	for len(oob) >= unix.CmsgSpace(0) {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.CmsgLen(0) || l > len(oob) {
+			return 0, false
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && l >= unix.CmsgLen(4) {
+			return *(*uint32)(unsafe.Pointer(&oob[unix.CmsgSpace(0)])), true
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	}
+	return 0, false
 }
 
 // datagram returns the i-th datagram of the last read and its source

@@ -343,3 +343,57 @@ func TestReaderCutsRuns(t *testing.T) {
 		t.Errorf("read %v, want %v", all, want)
 	}
 }
+
+// TestReaderCountsKernelDrops: datagrams the kernel drops on a full
+// receive buffer are counted (SO_RXQ_OVFL), and every datagram sent is
+// either read or counted.
+func TestReaderCountsKernelDrops(t *testing.T) {
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.SetReadBuffer(1); err != nil { // the kernel's least: a datagram or two
+		t.Fatal(err)
+	}
+	r, ok := batchReader(srv).(*mmsgReader)
+	if !ok || !r.ovfl {
+		t.Fatal("no batched reader with SO_RXQ_OVFL for a UDP socket")
+	}
+	cl, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	to := srv.LocalAddr().(*net.UDPAddr).AddrPort()
+	const sent = 200
+	for i := range sent {
+		if _, err := cl.WriteToUDPAddrPort(append([]byte{byte(i)}, make([]byte, 999)...), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last word: once it is read, every earlier datagram was either
+	// read or dropped, and the drop count comes with it.
+	read := 0
+	for last := false; !last; {
+		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if read > 0 {
+			cl.WriteToUDPAddrPort([]byte("last"), to)
+		}
+		n, err := r.read()
+		if err != nil {
+			t.Fatalf("after %d datagrams: %v", read, err)
+		}
+		for i := range n {
+			if b, _ := r.datagram(i); string(b) == "last" {
+				last = true
+			} else {
+				read++
+			}
+		}
+	}
+	d, ok := r.kernelDrops()
+	if !ok || d == 0 || int(d)+read != sent {
+		t.Fatalf("read %d, kernel drops %d (%v): want them to add up to %d", read, d, ok, sent)
+	}
+}

@@ -29,6 +29,7 @@ type metrics struct {
 	signals       prometheus.Counter
 	roams         prometheus.Counter
 	dropped       *prometheus.CounterVec
+	socketDrops   prometheus.Counter
 	mailStored    prometheus.Counter
 	mailDelivered prometheus.Counter
 	mailExpired   prometheus.Counter
@@ -67,6 +68,10 @@ func newMetrics(names Names, mail Mailboxes) *metrics {
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natchat_rendezvous_dropped_packets_total", Help: "Packets dropped, by reason.",
 		}, []string{"reason"}),
+		socketDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "natchat_rendezvous_socket_drops_total",
+			Help: "Datagrams the kernel dropped on the rendezvous's sockets, their receive buffers full (Linux, SO_RXQ_OVFL; counted when the next datagram is read). Raise -socket-buffer (and net.core.rmem_max) when it grows.",
+		}),
 		mailStored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "natchat_rendezvous_mail_stored_total", Help: "Messages stored in a mailbox (durably, before the sender was told).",
 		}),
@@ -105,7 +110,7 @@ func newMetrics(names Names, mail Mailboxes) *metrics {
 	bound := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "natchat_rendezvous_bound_names", Help: "Names bound to keys (registered at least once, not yet released).",
 	}, func() float64 { return float64(names.Len()) })
-	m.reg.MustRegister(bound, m.registrations, m.online, m.stun, m.relayedPkts, m.relayedBytes, m.signals, m.roams, m.dropped,
+	m.reg.MustRegister(bound, m.registrations, m.online, m.stun, m.relayedPkts, m.relayedBytes, m.signals, m.roams, m.dropped, m.socketDrops,
 		m.mailStored, m.mailDelivered, m.mailExpired, m.mailRejected, mailMessages, mailBytes,
 		m.roomJoins, m.roomLeaves, m.roomRefused, m.rooms, m.roomMembers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -277,3 +277,31 @@ func TestRunSizesSocketBuffers(t *testing.T) {
 		t.Fatalf("receive buffer %d bytes, want at least %d", got, want)
 	}
 }
+
+// TestRunCountsSocketDrops: what the kernel drops on the rendezvous's
+// socket, its receive buffer full, shows in
+// natchat_rendezvous_socket_drops_total.
+func TestRunCountsSocketDrops(t *testing.T) {
+	defer checkGoroutines(t)()
+	s, conn, _, cancel, done := startLoopback(t, func(o *rendezvous.Options) { o.SocketBuffer = -1 })
+	defer func() { cancel(); waitRun(t, done) }()
+	if err := conn.(*net.UDPConn).SetReadBuffer(1); err != nil { // the kernel's least
+		t.Fatal(err)
+	}
+	cl := newUDPClient(t, conn.LocalAddr())
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		// Junk the loop drops at once, faster than it can read them.
+		for range 2000 {
+			cl.write(make([]byte, 1000))
+		}
+		// A datagram after the flood carries the kernel's count.
+		cl.write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+		if metric(t, scrapeServer(t, s), "natchat_rendezvous_socket_drops_total") > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no kernel drop counted after floods on a socket with the least buffer")
+		}
+	}
+}
