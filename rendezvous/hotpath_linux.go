@@ -156,16 +156,8 @@ func (r *mmsgReader) kernelDrops() (uint32, bool) { return r.drops, r.ovfl }
 // rxqOverflow returns the drop count of an SO_RXQ_OVFL control message in
 // oob, which the kernel adds once the socket has dropped anything.
 func rxqOverflow(oob []byte) (uint32, bool) {
-	for len(oob) >= unix.CmsgSpace(0) {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < unix.CmsgLen(0) || l > len(oob) {
-			return 0, false
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && l >= unix.CmsgLen(4) {
-			return *(*uint32)(unsafe.Pointer(&oob[unix.CmsgSpace(0)])), true
-		}
-		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	if d := udpgso.Cmsg(oob, unix.SOL_SOCKET, unix.SO_RXQ_OVFL); len(d) >= 4 {
+		return *(*uint32)(unsafe.Pointer(&d[0])), true
 	}
 	return 0, false
 }

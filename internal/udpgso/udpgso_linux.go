@@ -79,16 +79,26 @@ var OOBLen = unix.CmsgSpace(4) * 2
 // SegmentSize returns the segment size a read's control messages give
 // (0: the read is one datagram).
 func SegmentSize(oob []byte) int {
+	if d := Cmsg(oob, unix.IPPROTO_UDP, unix.UDP_GRO); len(d) >= 4 {
+		return int(*(*int32)(unsafe.Pointer(&d[0])))
+	}
+	return 0
+}
+
+// Cmsg returns the data of the first control message of level and typ in
+// oob (as recvmsg(2) fills it, or a sender builds it), or nil. A
+// malformed buffer ends the search.
+func Cmsg(oob []byte, level, typ int32) []byte {
 	for len(oob) >= unix.CmsgSpace(0) {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		l := int(h.Len)
 		if l < unix.CmsgLen(0) || l > len(oob) {
-			return 0
+			return nil
 		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
-			return int(*(*int32)(unsafe.Pointer(&oob[unix.CmsgSpace(0)])))
+		if h.Level == level && h.Type == typ {
+			return oob[unix.CmsgLen(0):l]
 		}
 		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
 	}
-	return 0
+	return nil
 }

@@ -1,6 +1,7 @@
 package link
 
 import (
+	"natchat/internal/udpgso"
 	"net"
 	"os"
 	"syscall"
@@ -142,16 +143,8 @@ func (q *quicConn) SetReadBuffer(n int) error { return q.Conn.SetReadBuffer(n) }
 
 // segmentSize returns the UDP_SEGMENT size in oob (0: none).
 func segmentSize(oob []byte) int {
-	for len(oob) >= unix.CmsgSpace(0) {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < unix.CmsgLen(0) || l > len(oob) {
-			return 0
-		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_SEGMENT && l >= unix.CmsgLen(2) {
-			return int(*(*uint16)(unsafe.Pointer(&oob[unix.CmsgSpace(0)])))
-		}
-		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	if d := udpgso.Cmsg(oob, unix.IPPROTO_UDP, unix.UDP_SEGMENT); len(d) >= 2 {
+		return int(*(*uint16)(unsafe.Pointer(&d[0])))
 	}
 	return 0
 }
