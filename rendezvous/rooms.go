@@ -448,7 +448,7 @@ func (s *Server) roomWrittenLocked(c *client, tx uint32, name string, res RoomRe
 		return
 	}
 	s.sendRoomReplyLocked(c, &wire.RoomReply{TxID: tx, Status: st, Room: res.Room, Version: res.Version,
-		Members: clampU32(int64(res.Members)), Online: clampU32(int64(len(s.rooms[wire.NameKey(res.Room)])))})
+		Members: clampU32(int64(res.Members)), Online: clampU32(int64(s.onlineLenLocked(wire.NameKey(res.Room))))})
 }
 
 // replyRoomLocked answers c's join or part of the room name with st and
@@ -458,7 +458,7 @@ func (s *Server) replyRoomLocked(c *client, tx uint32, st wire.RoomStatus, name 
 	if st != wire.RoomBadName {
 		if r := s.byRoom[wire.NameKey(name)]; r != nil {
 			rep.Room, rep.Version, rep.Members = r.name, r.version, clampU32(int64(r.size))
-			rep.Online = clampU32(int64(len(s.rooms[r.rk])))
+			rep.Online = clampU32(int64(s.onlineLenLocked(r.rk)))
 		}
 	}
 	s.sendRoomReplyLocked(c, rep)
@@ -549,7 +549,7 @@ func (s *Server) roomEventLocked(r *room, size int, ev *wire.RoomEvent) {
 	if size > s.roomEventMaxLocked(r) {
 		return
 	}
-	for o := range s.rooms[r.rk] {
+	for o := range s.onlineLocked(r.rk) {
 		if o.key != ev.Key {
 			o.roomSeq++
 			e := *ev
@@ -665,7 +665,7 @@ func (s *Server) roomListLocked(c *client, m *wire.RoomList) *wire.RoomListReply
 			break
 		}
 		rep.Rooms = append(rep.Rooms, wire.RoomInfo{Room: r.name, Version: r.version,
-			Members: clampU32(int64(r.size)), Online: clampU32(int64(len(s.rooms[r.rk])))})
+			Members: clampU32(int64(r.size)), Online: clampU32(int64(s.onlineLenLocked(r.rk)))})
 		size += n
 	}
 	rep.More = len(rep.Rooms) < len(rs)

@@ -1,0 +1,104 @@
+package rendezvous
+
+import (
+	"maps"
+	"slices"
+	"testing"
+
+	"natchat/wire"
+)
+
+// TestDefaultRoomOnlineView: the default room's online view keeps no
+// list in the clients (c.rooms) nor, once big, a map of its own; its
+// count, membership and walk agree with the clients' inDefault flags as
+// it grows past defIndexMaxLocked and shrinks back below BigRoom, where
+// its index is made again. Another room keeps its map and c.rooms.
+func TestDefaultRoomOnlineView(t *testing.T) {
+	s := newCopyServer(t)
+	s.opts.BigRoom = 4
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	const other = "#dev"
+	var cs []*client
+	check := func(step string) {
+		t.Helper()
+		want := make(map[*client]bool)
+		for _, c := range s.byKey {
+			if c.inDefault {
+				want[c] = true
+			}
+			if slices.Contains(c.rooms, s.defaultRK) {
+				t.Fatalf("%s: %s has the default room in c.rooms", step, c.name)
+			}
+		}
+		got := make(map[*client]bool)
+		for c := range s.onlineLocked(s.defaultRK) {
+			if got[c] {
+				t.Fatalf("%s: %s walked twice", step, c.name)
+			}
+			got[c] = true
+		}
+		if !maps.Equal(got, want) || s.onlineLenLocked(s.defaultRK) != len(want) {
+			t.Fatalf("%s: walked %d, counted %d, want %d", step, len(got), s.onlineLenLocked(s.defaultRK), len(want))
+		}
+		for _, c := range cs {
+			if s.onlineHasLocked(s.defaultRK, c) != want[c] {
+				t.Fatalf("%s: %s in the view: %v, want %v", step, c.name, !want[c], want[c])
+			}
+		}
+		switch n := len(want); {
+		case n <= s.opts.BigRoom && s.defIndex == nil:
+			t.Fatalf("%s: %d online, small, and no index", step, n)
+		case n > s.defIndexMaxLocked() && s.defIndex != nil:
+			t.Fatalf("%s: %d online and an index of %d", step, n, len(s.defIndex))
+		case s.defIndex != nil && len(s.defIndex) != n:
+			t.Fatalf("%s: an index of %d for %d online", step, len(s.defIndex), n)
+		}
+	}
+	for i := range 3 * s.opts.BigRoom {
+		c := s.newClient(wire.Key{byte(i + 1)}, "n"+string(rune('a'+i)))
+		s.byKey[c.key] = c
+		cs = append(cs, c)
+		if n, ok := s.addOnlineLocked(c, s.defaultRK); !ok || n != i+1 {
+			t.Fatalf("add %d: %d, %v", i, n, ok)
+		}
+		if _, ok := s.addOnlineLocked(c, s.defaultRK); ok {
+			t.Fatalf("add %d again: added", i)
+		}
+		if i%2 == 0 {
+			s.addOnlineLocked(c, other)
+		}
+		check("grow")
+	}
+	if s.defIndex != nil {
+		t.Fatal("a big default room kept its index")
+	}
+	for r := range s.viewRoomsLocked(cs[0]) {
+		if r != s.defaultRK && r != other {
+			t.Errorf("cs[0] in %q", r)
+		}
+	}
+	if got := slices.Collect(s.viewRoomsLocked(cs[0])); len(got) != 2 || got[0] != s.defaultRK {
+		t.Errorf("cs[0]'s rooms %q, want the default room, then %s", got, other)
+	}
+	if len(s.rooms[other]) != (len(cs)+1)/2 || len(s.rooms) != 1 {
+		t.Errorf("%d rooms, %d online in %s", len(s.rooms), len(s.rooms[other]), other)
+	}
+	for i, c := range cs {
+		n, ok := s.removeOnlineLocked(c, s.defaultRK)
+		if !ok || n != len(cs)-i-1 {
+			t.Fatalf("remove %d: %d, %v", i, n, ok)
+		}
+		if _, ok := s.removeOnlineLocked(c, s.defaultRK); ok {
+			t.Fatalf("remove %d again: removed", i)
+		}
+		s.removeOnlineLocked(c, other)
+		if c.rooms != nil {
+			t.Fatalf("remove %d: rooms %q left", i, c.rooms)
+		}
+		check("shrink")
+	}
+	if len(s.rooms) != 0 {
+		t.Errorf("%d rooms online left", len(s.rooms))
+	}
+}
