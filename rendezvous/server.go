@@ -188,23 +188,37 @@ type client struct {
 	member
 	addr    netip.AddrPort // validated: the address replies go to
 	session wire.SessionID
-	cookie  wire.Cookie // the cookie of the accepted registration
-	seq     uint32      // last presence sequence number sent to this node
-	roomSeq uint32      // last RoomEvent sequence number sent to this node
-	roomOps uint8       // its room writes queued and not answered yet (≤ maxRoomOps)
+	seq     uint32 // last presence sequence number sent to this node
+	roomSeq uint32 // last RoomEvent sequence number sent to this node
+	roomOps uint8  // its room writes queued and not answered yet (≤ maxRoomOps)
 	// inDefault: it is in the default room's online view, which keeps
 	// no list of its own while it is big (online.go).
 	inDefault bool
-	reply     []byte // the HandshakeReply datagram, resent to a retransmitted Handshake until the node is heard from
-	keys      *ctrl.Keys
-	lastSeen  int64        // when it was last heard from (Server.mono)
-	rooms     []string     // the rooms (wire.NameKey) it is in, in the online view, the default room excepted (inDefault)
-	x         *clientExtra // nil until first used: use extra
+	// reg is its registration's cookie and reply while the cookie can
+	// still be valid; nil after (Sweep drops it).
+	reg      *registration
+	keys     ctrl.Keys    // the session's: this copy alone is used
+	lastSeen int64        // when it was last heard from (Server.mono)
+	rooms    []string     // the rooms (wire.NameKey) it is in, in the online view, the default room excepted (inDefault)
+	x        *clientExtra // nil until first used: use extra
 
 	// Its place in Server.expiry (expiry.go): the list it is in, and its
 	// neighbours there.
 	wHead        **client
 	wPrev, wNext *client
+}
+
+// registration is what a client keeps of its registration only while
+// the registration's cookie can still be valid (CookieLifetime and a
+// margin: Sweep drops it with the cookie's byCookie entry): the cookie,
+// which a retransmitted or replayed Handshake carries and which its
+// session's end spends, and the HandshakeReply.
+type registration struct {
+	cookie wire.Cookie
+	// reply is the HandshakeReply datagram, resent to a retransmitted
+	// Handshake until the node is heard from on its session (it has it
+	// then): nil after.
+	reply []byte
 }
 
 // clientExtra holds the parts of a client that a node needs only once it
@@ -714,9 +728,13 @@ func (s *Server) Sweep(now time.Time) {
 		if !ok {
 			break
 		}
-		if _, ok := s.byCookie[ck]; ok {
+		if c, ok := s.byCookie[ck]; ok {
 			delete(s.byCookie, ck)
 			gone++
+			if c.reg != nil && c.reg.cookie == ck {
+				// Its cookie is refused from now on: nothing needs it.
+				c.reg = nil
+			}
 		}
 	}
 	s.byCookie = compact(s.byCookie, gone)
