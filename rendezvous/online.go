@@ -9,7 +9,7 @@ import (
 // now.
 //
 // A room other than the default one has its online members in s.rooms,
-// and each of them has the room in c.rooms. The default room holds
+// and each of them has the room in c.rooms (viewRooms). The default room holds
 // nearly every node, so it has neither by default: a client says it is
 // in the room's online view with c.inDefault (which costs nothing: it
 // sits in the record's padding), and s.defOnline counts them. While the
@@ -82,6 +82,15 @@ func (s *Server) onlineLocked(rk string) iter.Seq[*client] {
 	}
 }
 
+// viewRooms returns the rooms of c in the online view but the default
+// room: read only.
+func (c *client) viewRooms() []string {
+	if c.rooms == nil {
+		return nil
+	}
+	return *c.rooms
+}
+
 // viewRoomsLocked returns the rooms (wire.NameKey) of c in the online
 // view: the default room first if c is in it, then c.rooms.
 func (s *Server) viewRoomsLocked(c *client) iter.Seq[string] {
@@ -89,7 +98,7 @@ func (s *Server) viewRoomsLocked(c *client) iter.Seq[string] {
 		if c.inDefault && !yield(s.defaultRK) {
 			return
 		}
-		for _, r := range c.rooms {
+		for _, r := range c.viewRooms() {
 			if !yield(r) {
 				return
 			}
@@ -101,7 +110,7 @@ func (s *Server) viewRoomsLocked(c *client) iter.Seq[string] {
 // are in it now; false if c was in it already.
 func (s *Server) addOnlineLocked(c *client, rk string) (int, bool) {
 	if !s.isDefaultRK(rk) {
-		if slices.Contains(c.rooms, rk) {
+		if slices.Contains(c.viewRooms(), rk) {
 			return 0, false
 		}
 		members := s.rooms[rk]
@@ -110,7 +119,10 @@ func (s *Server) addOnlineLocked(c *client, rk string) (int, bool) {
 			s.rooms[rk] = members
 		}
 		members[c] = struct{}{}
-		c.rooms = append(c.rooms, rk)
+		if c.rooms == nil {
+			c.rooms = new([]string)
+		}
+		*c.rooms = append(*c.rooms, rk)
 		return len(members), true
 	}
 	if c.inDefault {
@@ -132,12 +144,12 @@ func (s *Server) addOnlineLocked(c *client, rk string) (int, bool) {
 // many are left in it; false if c was not in it.
 func (s *Server) removeOnlineLocked(c *client, rk string) (int, bool) {
 	if !s.isDefaultRK(rk) {
-		i := slices.Index(c.rooms, rk)
+		i := slices.Index(c.viewRooms(), rk)
 		if i < 0 {
 			return 0, false
 		}
-		c.rooms = slices.Delete(c.rooms, i, i+1)
-		if len(c.rooms) == 0 {
+		*c.rooms = slices.Delete(*c.rooms, i, i+1)
+		if len(*c.rooms) == 0 {
 			c.rooms = nil
 		}
 		members := s.rooms[rk]

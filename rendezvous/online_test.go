@@ -27,7 +27,7 @@ func TestDefaultRoomOnlineView(t *testing.T) {
 			if c.inDefault {
 				want[c] = true
 			}
-			if slices.Contains(c.rooms, s.defaultRK) {
+			if slices.Contains(c.viewRooms(), s.defaultRK) {
 				t.Fatalf("%s: %s has the default room in c.rooms", step, c.name)
 			}
 		}
@@ -94,7 +94,7 @@ func TestDefaultRoomOnlineView(t *testing.T) {
 		}
 		s.removeOnlineLocked(c, other)
 		if c.rooms != nil {
-			t.Fatalf("remove %d: rooms %q left", i, c.rooms)
+			t.Fatalf("remove %d: rooms %q left", i, c.viewRooms())
 		}
 		check("shrink")
 	}

@@ -46,8 +46,8 @@ func (s *Server) leaveRoomsLocked(c *client) {
 	if c.inDefault {
 		leave(s.defaultRK)
 	}
-	for len(c.rooms) > 0 {
-		leave(c.rooms[len(c.rooms)-1])
+	for rs := c.viewRooms(); len(rs) > 0; rs = c.viewRooms() {
+		leave(rs[len(rs)-1])
 	}
 }
 
