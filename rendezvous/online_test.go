@@ -102,3 +102,55 @@ func TestDefaultRoomOnlineView(t *testing.T) {
 		t.Errorf("%d rooms online left", len(s.rooms))
 	}
 }
+
+// TestDefaultRoomAloneShared: the keys in the default room and no other
+// share one room list (room.alone); joining another room gives a key a
+// list of its own, and leaving either never writes the shared one.
+func TestDefaultRoomAloneShared(t *testing.T) {
+	s := newCopyServer(t)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lobby := s.byRoom[s.defaultRK]
+	if lobby == nil {
+		lobby = s.newRoomLocked(s.opts.DefaultRoom, 1)
+	}
+	dev := s.newRoomLocked("#dev", 1)
+	var ks []wire.Key
+	for i := range 4 {
+		k := wire.Key{0xa0, byte(i)}
+		ks = append(ks, k)
+		if m := s.addMemberLocked(lobby, k, "k"+string(rune('a'+i))); &m.joined[0] != &lobby.alone[0] {
+			t.Fatalf("key %d: a list of its own for the default room alone", i)
+		}
+	}
+	shared := func() {
+		t.Helper()
+		if len(lobby.alone) != 1 || cap(lobby.alone) != 1 || lobby.alone[0] != lobby {
+			t.Fatalf("the shared list is %v (cap %d)", lobby.alone, cap(lobby.alone))
+		}
+	}
+	// ks[0] joins #dev, then parts the default room, then #dev.
+	s.addMemberLocked(dev, ks[0], "")
+	shared()
+	if m := s.memberLocked(ks[0]); len(m.joined) != 2 || m.joined[0] != lobby || m.joined[1] != dev {
+		t.Fatalf("ks[0] in %d rooms", len(m.joined))
+	}
+	s.removeMemberLocked(lobby, ks[0])
+	shared()
+	if m := s.memberLocked(ks[0]); len(m.joined) != 1 || m.joined[0] != dev {
+		t.Fatalf("ks[0] in %v, want #dev", m.joined)
+	}
+	s.removeMemberLocked(dev, ks[0])
+	shared()
+	// ks[1] parts the default room: nobody else's list changes.
+	s.removeMemberLocked(lobby, ks[1])
+	shared()
+	if s.memberLocked(ks[1]) != nil {
+		t.Error("ks[1] still has a record in no room")
+	}
+	for _, k := range ks[2:] {
+		if m := s.memberLocked(k); m == nil || len(m.joined) != 1 || m.joined[0] != lobby {
+			t.Fatalf("%x: rooms %v, want the default room", k[:2], m)
+		}
+	}
+}

@@ -64,6 +64,11 @@ type room struct {
 	members map[*member]struct{} // its members; nil in the default room
 	size    int                  // its members, counted
 	skels   []string             // skeletons(name), held in roomSkel
+	// alone is []*room{r}, the member.joined of every key in the default
+	// room and no other, shared by them all (a one-pointer array each
+	// would cost 8 bytes a key); nil in other rooms. A member's joined is
+	// therefore never written in place when it has one room.
+	alone []*room
 }
 
 // member is a key and the rooms it is in: its record in the copy. An
@@ -195,6 +200,8 @@ func (s *Server) newRoomLocked(name string, version uint64) *room {
 	r := &room{name: name, rk: wire.NameKey(name), version: version, skels: skeletons(name)}
 	if s.opts.DefaultRoom == "" || r.rk != s.defaultRK {
 		r.members = make(map[*member]struct{})
+	} else {
+		r.alone = []*room{r}
 	}
 	s.byRoom[r.rk] = r
 	s.holdSkelsLocked(r.rk, r.skels)
@@ -218,7 +225,11 @@ func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
 		m.name, m.nameKey = name, wire.NameKey(name)
 	}
 	if !m.in(r) {
-		m.joined = append(m.joined, r)
+		if m.joined == nil && r.alone != nil {
+			m.joined = r.alone
+		} else {
+			m.joined = append(m.joined, r) // r.alone has no room to grow in place
+		}
 		if r.members != nil {
 			r.members[m] = struct{}{}
 		}
@@ -240,9 +251,12 @@ func (s *Server) removeMemberLocked(r *room, key wire.Key) {
 	if i < 0 {
 		return
 	}
-	m.joined = slices.Delete(m.joined, i, i+1)
-	if len(m.joined) == 0 {
-		m.joined = nil
+	if len(m.joined) == 1 {
+		m.joined = nil // perhaps r.alone, shared: not to be written
+	} else {
+		m.joined = slices.Delete(m.joined, i, i+1)
+	}
+	if m.joined == nil {
 		if s.byKey[key] == nil {
 			s.forgetMemberLocked(key)
 		}
