@@ -51,7 +51,7 @@ const (
 
 // room is a room with members, as committed.
 //
-// Which rooms a key is in is its member record's to say (member.rooms);
+// Which rooms a key is in is its member record's to say (member.joined);
 // a room keeps only an index of its members, for its member pages, and
 // their number. The default room keeps no index: every key is in it, so
 // one entry per key would cost more than the rest of the key's record
