@@ -272,6 +272,11 @@ func (r *Responder) Finish(payload []byte) ([]byte, *Keys, error) {
 // then the counter, little-endian). It is held as the bare AEAD, not as
 // the noise.Cipher wrapping it: a rendezvous holds one Keys per node, and
 // the wrapper cost 2 × 24 bytes more per node.
+//
+// A Keys may be copied into the record that holds it (the rendezvous
+// keeps one in each node's record rather than behind a pointer), but
+// only one copy may be used: two would seal under the same counters,
+// which reuses nonces.
 type Keys struct {
 	send, recv cipher.AEAD
 	next       uint64 // the next send counter

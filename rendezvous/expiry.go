@@ -37,7 +37,9 @@ func (s *Server) mono(now time.Time) int64 { return int64(now.Sub(s.epoch)) }
 // retransmitted Handshakes goes (registration sets a new one after this).
 func (s *Server) heardLocked(c *client, now time.Time) {
 	s.expiry.heard(c, s.mono(now))
-	c.reply = nil
+	if c.reg != nil {
+		c.reg.reply = nil
+	}
 }
 
 // expireLocked drops the nodes silent for longer than Expiry as of now.

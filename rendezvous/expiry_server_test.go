@@ -90,17 +90,25 @@ func TestExpiryFollowsNodes(t *testing.T) {
 
 // TestCookieIndexForgotten: a registration is found by its cookie (a
 // retransmitted Handshake gets its reply again) while the cookie can be
-// valid, and no longer after, when the cookie is refused anyway.
+// valid, and no longer after, when the cookie is refused anyway; the
+// node's record keeps the cookie as long (its reply only until it is
+// heard from), and its session's end then spends nothing.
 func TestCookieIndexForgotten(t *testing.T) {
 	h := newHarness(t, nil)
 	a := newNode(t, "alice", "198.51.100.1:1000")
 	h.register(a)
+	if held, reply := rendezvous.Registration(h.s, "alice"); !held || !reply {
+		t.Fatalf("just registered: record %v, reply %v; want both", held, reply)
+	}
 	for range 2 {
 		h.clock.Step(rendezvous.CookieLifetime / 2)
 		h.heartbeat(a)
 		h.sweep()
 		if n, _ := rendezvous.CookieIndex(h.s); n != 1 {
 			t.Fatalf("%v after registering: %d registrations by cookie, want 1", h.clock.Now().Sub(t0), n)
+		}
+		if held, reply := rendezvous.Registration(h.s, "alice"); !held || reply {
+			t.Fatalf("heard from: record %v, reply %v; want the record alone", held, reply)
 		}
 	}
 	h.clock.Step(11 * time.Second)
@@ -109,6 +117,15 @@ func TestCookieIndexForgotten(t *testing.T) {
 	if n, q := rendezvous.CookieIndex(h.s); n+q != 0 {
 		t.Fatalf("%v after registering: %d registrations by cookie (%d queued), want none", h.clock.Now().Sub(t0), n, q)
 	}
+	if held, _ := rendezvous.Registration(h.s, "alice"); held {
+		t.Fatal("the registration's record is kept with its cookie refused")
+	}
 	// The old Handshake is refused for its cookie, as before.
+	onlyError(t, h.handle(a.hs, a.addr), a.addr, wire.CodeBadCookie, len(a.hs))
+	// Its session's end spends nothing, and the Handshake is still refused.
+	h.sealed(a, &wire.Leave{}, a.addr)
+	if _, keys, _, _, _ := rendezvous.ExpiryState(h.s); keys != 0 || len(h.s.Online()) != 0 {
+		t.Fatalf("after leave: %d keys with spent cookies, online %q", keys, h.s.Online())
+	}
 	onlyError(t, h.handle(a.hs, a.addr), a.addr, wire.CodeBadCookie, len(a.hs))
 }

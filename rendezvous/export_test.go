@@ -60,9 +60,9 @@ func AddRegistered(s *Server, key wire.Key, name string, src netip.AddrPort, coo
 		panic("AddRegistered: key already online")
 	}
 	c := s.newClient(key, name)
-	c.session, c.addr, c.cookie = newSession(), src, cookie
-	c.keys = keys
-	s.admitLocked(c, reply, false, now)
+	c.session, c.addr = newSession(), src
+	c.keys = *keys
+	s.admitLocked(c, cookie, reply, false, now)
 	return c.session
 }
 
@@ -73,6 +73,19 @@ func ExpiryState(s *Server) (filed, spentKeys, spentQueued, quotas, quotasQueued
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.expiry.n, len(s.spent), s.spentQ.len(), len(s.newNames), s.nameQ.len()
+}
+
+// Registration reports whether the node online with name keeps its
+// registration's record (cookie and reply), and its reply.
+func Registration(s *Server, name string) (held, reply bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.byKey {
+		if c.name == name && c.reg != nil {
+			return true, c.reg.reply != nil
+		}
+	}
+	return false, false
 }
 
 // CookieIndex returns the registrations s finds by cookie, and the

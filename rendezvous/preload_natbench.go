@@ -53,9 +53,9 @@ func Preload(s *Server, n int, seed uint64, sockets int, port uint16) error {
 			return fmt.Errorf("preload: node %d's key or session is taken", i)
 		}
 		c := s.newClient(bn.Key, name)
-		c.session, c.addr, c.cookie = bn.Session, benchnode.Addr(i, sockets, port), bn.Cookie
-		c.keys = ctrl.BenchKeys(bn.Up, bn.Down)
-		s.admitLocked(c, slices.Clone(reply), false, s.now())
+		c.session, c.addr = bn.Session, benchnode.Addr(i, sockets, port)
+		c.keys = *ctrl.BenchKeys(bn.Up, bn.Down)
+		s.admitLocked(c, bn.Cookie, slices.Clone(reply), false, s.now())
 		s.mu.Unlock()
 	}
 	return nil

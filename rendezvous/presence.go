@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"iter"
 	"slices"
 	"sort"
 	"strings"
@@ -15,8 +16,8 @@ import (
 // A node sees the online peers it shares a small room with (BigRoom of
 // them online or fewer), and the peers it talks with (it looked them up or
 // signalled them: it watches them). Rooms here are the online view of the
-// durable rooms (rooms.go): s.rooms holds, per room (by wire.NameKey), its
-// members online now, and c.rooms the rooms of c; a registration puts the
+// durable rooms (rooms.go): per room (by wire.NameKey), its members online
+// now (online.go); a registration puts the
 // node in every room it is a member of, a join or part committed while it
 // is online puts it in or takes it out of one (enterRoomLocked,
 // exitRoomLocked), and its registration's end takes it out of all. Joins
@@ -30,34 +31,24 @@ import (
 // joinLocked puts c in room (a wire.NameKey) as it registers: its
 // snapshot and its announced join follow, so nothing is queued here.
 func (s *Server) joinLocked(c *client, room string) {
-	if slices.Contains(c.rooms, room) {
-		return
-	}
-	members := s.rooms[room]
-	if members == nil {
-		members = make(map[*client]struct{})
-		s.rooms[room] = members
-	}
-	members[c] = struct{}{}
-	c.rooms = append(c.rooms, room)
-	if len(members) == s.opts.BigRoom+1 {
-		s.resyncLocked(members) // it just became big
+	if n, ok := s.addOnlineLocked(c, room); ok && n == s.opts.BigRoom+1 {
+		s.resyncLocked(room) // it just became big
 	}
 }
 
 // leaveRoomsLocked takes c out of every room.
 func (s *Server) leaveRoomsLocked(c *client) {
-	for _, r := range c.rooms {
-		members := s.rooms[r]
-		delete(members, c)
-		switch {
-		case len(members) == 0:
-			delete(s.rooms, r)
-		case len(members) == s.opts.BigRoom:
-			s.resyncLocked(members) // it just became small
+	leave := func(r string) {
+		if n, ok := s.removeOnlineLocked(c, r); ok && n == s.opts.BigRoom {
+			s.resyncLocked(r) // it just became small
 		}
 	}
-	c.rooms = nil
+	if c.inDefault {
+		leave(s.defaultRK)
+	}
+	for rs := c.viewRooms(); len(rs) > 0; rs = c.viewRooms() {
+		leave(rs[len(rs)-1])
+	}
 }
 
 // enterRoomLocked puts c, online, in room (a wire.NameKey): a join
@@ -66,7 +57,7 @@ func (s *Server) leaveRoomsLocked(c *client) {
 // gets the other's join queued. A room that becomes big makes its
 // members resynchronise instead (joinLocked).
 func (s *Server) enterRoomLocked(c *client, room string) {
-	if slices.Contains(c.rooms, room) {
+	if s.onlineHasLocked(room, c) {
 		return
 	}
 	type pair struct {
@@ -74,8 +65,8 @@ func (s *Server) enterRoomLocked(c *client, room string) {
 		cSaw, oSaw bool
 	}
 	var before []pair
-	if members := s.rooms[room]; len(members)+1 <= s.opts.BigRoom {
-		for o := range members {
+	if s.onlineLenLocked(room)+1 <= s.opts.BigRoom {
+		for o := range s.onlineLocked(room) {
 			before = append(before, pair{o, s.seesLocked(c, o), s.seesLocked(o, c)})
 		}
 	}
@@ -97,28 +88,18 @@ func (s *Server) enterRoomLocked(c *client, room string) {
 // ReasonNone: out of sight, not gone. A room that becomes small makes its
 // members resynchronise instead.
 func (s *Server) exitRoomLocked(c *client, room string) {
-	i := slices.Index(c.rooms, room)
-	if i < 0 {
-		return
-	}
-	c.rooms = slices.Delete(c.rooms, i, i+1)
-	if len(c.rooms) == 0 {
-		c.rooms = nil
-	}
-	members := s.rooms[room]
-	wasSmall := s.smallLocked(members)
-	delete(members, c)
+	wasSmall := s.smallLocked(room)
+	n, ok := s.removeOnlineLocked(c, room)
 	switch {
-	case len(members) == 0:
-		delete(s.rooms, room)
+	case !ok || n == 0:
 		return
-	case len(members) == s.opts.BigRoom:
-		s.resyncLocked(members) // it just became small
+	case n == s.opts.BigRoom:
+		s.resyncLocked(room) // it just became small
 		return
 	case !wasSmall:
 		return
 	}
-	for o := range members {
+	for o := range s.onlineLocked(room) {
 		if !s.seesLocked(c, o) {
 			s.queueChangeLocked(c, wire.PresenceLeft, wire.ReasonNone, o)
 		}
@@ -147,26 +128,26 @@ func (s *Server) queueChangeLocked(to *client, kind wire.PresenceKind, reason wi
 // resyncLocked makes every member of a room that changed size class ask for
 // a new snapshot: their presence sequence skips a number, which their next
 // HeartbeatAck reveals.
-func (s *Server) resyncLocked(members map[*client]struct{}) {
-	for m := range members {
+func (s *Server) resyncLocked(room string) {
+	for m := range s.onlineLocked(room) {
 		m.seq++
 	}
 }
 
-// smallLocked reports whether room is small enough to broadcast in.
-func (s *Server) smallLocked(members map[*client]struct{}) bool {
-	return len(members) <= s.opts.BigRoom
+// smallLocked reports whether room (a wire.NameKey) is small enough to
+// broadcast in.
+func (s *Server) smallLocked(room string) bool {
+	return s.onlineLenLocked(room) <= s.opts.BigRoom
 }
 
 // observersLocked returns everyone who sees c, once each, c excluded.
 func (s *Server) observersLocked(c *client) map[*client]struct{} {
 	out := make(map[*client]struct{})
-	for _, r := range c.rooms {
-		members := s.rooms[r]
-		if !s.smallLocked(members) {
+	for r := range s.viewRoomsLocked(c) {
+		if !s.smallLocked(r) {
 			continue
 		}
-		for o := range members {
+		for o := range s.onlineLocked(r) {
 			if o != c {
 				out[o] = struct{}{}
 			}
@@ -183,12 +164,11 @@ func (s *Server) observersLocked(c *client) map[*client]struct{} {
 // seenByLocked returns everyone c sees now (its snapshot), c excluded.
 func (s *Server) seenByLocked(c *client) []*client {
 	seen := make(map[*client]struct{})
-	for _, r := range c.rooms {
-		members := s.rooms[r]
-		if !s.smallLocked(members) {
+	for r := range s.viewRoomsLocked(c) {
+		if !s.smallLocked(r) {
 			continue
 		}
-		for o := range members {
+		for o := range s.onlineLocked(r) {
 			if o != c {
 				seen[o] = struct{}{}
 			}
@@ -297,9 +277,8 @@ func (s *Server) unwatchAllLocked(c *client) {
 }
 
 func (s *Server) shareSmallRoomLocked(a, b *client) bool {
-	for _, r := range a.rooms {
-		members := s.rooms[r]
-		if _, ok := members[b]; ok && s.smallLocked(members) {
+	for r := range s.viewRoomsLocked(a) {
+		if s.onlineHasLocked(r, b) && s.smallLocked(r) {
 			return true
 		}
 	}
@@ -377,7 +356,7 @@ const whoPageSize = 32
 // after m.After: the first that fit one datagram. It costs one pass over
 // the room and no allocation per member, so a page of a room of 10,000
 // costs tens of microseconds (and Who counts against the lookup rate).
-func whoPage(m *wire.Who, members map[*client]struct{}) *wire.WhoReply {
+func whoPage(m *wire.Who, members iter.Seq[*client], total int) *wire.WhoReply {
 	after := wire.NameKey(m.After)
 	page := make([]*client, 0, whoPageSize+1) // the smallest names after `after`, sorted
 	beyond := 0                               // members after `after`
@@ -395,7 +374,7 @@ func whoPage(m *wire.Who, members map[*client]struct{}) *wire.WhoReply {
 			page = page[:whoPageSize]
 		}
 	}
-	r := &wire.WhoReply{TxID: m.TxID, Room: m.Room, Total: uint32(len(members))}
+	r := &wire.WhoReply{TxID: m.TxID, Room: m.Room, Total: uint32(total)}
 	size := 0
 	for _, c := range page {
 		n := wire.KeyLen + 1 + len(c.name)

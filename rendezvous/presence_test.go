@@ -510,3 +510,50 @@ func TestBigRoomJoinCost(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultRoomBigAndSmallAgain: the default room grown far past
+// BigRoom (it then keeps no index of its members online) and shrunk back
+// by leaves is small again: a leave reaches every member left, and a join
+// every member.
+func TestDefaultRoomBigAndSmallAgain(t *testing.T) {
+	const big = 3
+	h := newHarness(t, func(o *rendezvous.Options) { o.BigRoom = big })
+	var ns []*node
+	for i := range 4 * big {
+		n := newNode(t, fmt.Sprintf("n%02d", i), fmt.Sprintf("10.%d.0.1:1000", i))
+		h.register(n)
+		ns = append(ns, n)
+	}
+	h.flush()
+	for len(ns) > big+1 {
+		h.sealed(ns[0], &wire.Leave{}, ns[0].addr)
+		ns = ns[1:]
+		if out := h.flush(); len(out) != 0 {
+			t.Errorf("a leave from a big room sent %s", describe(out))
+		}
+	}
+	// big+1 left: one more leave makes it small; the next is broadcast.
+	h.sealed(ns[0], &wire.Leave{}, ns[0].addr)
+	ns = ns[1:]
+	h.flush()
+	gone := ns[0]
+	h.sealed(gone, &wire.Leave{}, gone.addr)
+	ns = ns[1:]
+	out := h.flush()
+	for _, n := range ns {
+		if p := onlyPresence(t, out, n); len(p.Changes) != 1 {
+			t.Errorf("%s: %d changes, want the leave", n.name, len(p.Changes))
+		} else {
+			checkChange(t, p.Changes[0], wire.PresenceLeft, wire.ReasonQuit, gone)
+		}
+	}
+	if len(out) != len(ns) {
+		t.Errorf("the leave went to %s, want %d members", describe(out), len(ns))
+	}
+	n := newNode(t, "late", "10.99.0.1:1000")
+	_, parts, _ := h.register(n)
+	samePeers(t, snapshotPeers(parts), ns...)
+	if out := h.flush(); len(out) != len(ns) {
+		t.Errorf("a join into the small room again sent %s, want %d", describe(out), len(ns))
+	}
+}

@@ -43,8 +43,8 @@ func (s *Server) handleHandshakeLocked(m *wire.Handshake, src netip.AddrPort, no
 		// node has moved since (the cookie is this address's, so it never
 		// sends it from its new one): a replay, which must not run again
 		// and reset the session back to the old address.
-		if c.addr == src && c.reply != nil {
-			s.send(c.reply, src)
+		if c.addr == src && c.reg != nil && c.reg.reply != nil {
+			s.send(c.reg.reply, src)
 		}
 		return
 	}
@@ -215,13 +215,12 @@ func (s *Server) register(j regJob) {
 		// The node registered again (restarted, or lost its session): it
 		// stays online; new keys, new session, new address.
 		delete(s.bySession, c.session)
-		delete(s.byCookie, c.cookie)
 		s.spendLocked(c, now)
 		s.log.Info().Str("peer", c.name).Stringer("addr", j.src).Msg("re-registered")
 	} else {
 		c = s.newClient(p.Key, name)
 	}
-	c.session, c.addr, c.cookie = newSession(), j.src, j.cookie
+	c.session, c.addr = newSession(), j.src
 	if ch := c.challenge(); ch != nil {
 		ch.addr = netip.AddrPort{}
 	}
@@ -235,27 +234,28 @@ func (s *Server) register(j regJob) {
 		s.log.Error().Err(err).Msg("handshake reply")
 		return
 	}
-	c.keys = keys
-	s.admitLocked(c, wire.Marshal(&wire.HandshakeReply{Noise: out}), rejoined, now)
+	c.keys = *keys
+	s.admitLocked(c, j.cookie, wire.Marshal(&wire.HandshakeReply{Noise: out}), rejoined, now)
 }
 
-// admitLocked puts c, whose session and keys are set, online: indexed,
+// admitLocked puts c, whose session and keys are set, online, registered
+// with cookie and answered with reply: indexed,
 // filed for expiry, its reply sent, and (unless it rejoined, already
 // online) in its rooms and announced; then its snapshot and mail. The
 // registration worker and the scale benchmarks' AddRegistered share it.
-func (s *Server) admitLocked(c *client, reply []byte, rejoined bool, now time.Time) {
+func (s *Server) admitLocked(c *client, cookie wire.Cookie, reply []byte, rejoined bool, now time.Time) {
 	if !rejoined {
 		s.memberOnlineLocked(c)
 	}
 	s.byKey[c.key] = c
 	s.heardLocked(c, now) // files it for expiry: only a client in byKey may be filed
-	c.reply = reply
+	c.reg = &registration{cookie: cookie, reply: reply}
 	s.bySession[c.session] = c
-	s.byCookie[c.cookie] = c
-	s.cookieQ.push(c.cookie, s.mono(now))
+	s.byCookie[cookie] = c
+	s.cookieQ.push(cookie, s.mono(now))
 	s.m.registrations.Inc()
 	s.m.online.Set(float64(len(s.byKey)))
-	s.send(c.reply, c.addr)
+	s.send(reply, c.addr)
 	if !rejoined {
 		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
 		for _, r := range c.joined {
@@ -348,9 +348,15 @@ func newSession() (id wire.SessionID) {
 	return id
 }
 
-// spendLocked remembers c's current cookie as used up.
+// spendLocked remembers c's current cookie as used up, and forgets it
+// in byCookie: c's registration is ending or being replaced. A cookie
+// that can no longer be valid (c.reg is nil then) needs neither.
 func (s *Server) spendLocked(c *client, now time.Time) {
-	rs := append(s.spent[c.key], spentCookie{cookie: c.cookie, at: now})
+	if c.reg == nil {
+		return
+	}
+	delete(s.byCookie, c.reg.cookie)
+	rs := append(s.spent[c.key], spentCookie{cookie: c.reg.cookie, at: now})
 	if len(rs) > maxSpent {
 		rs = rs[len(rs)-maxSpent:]
 	}
@@ -366,7 +372,6 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	delete(s.byKey, c.key)
 	s.memberOfflineLocked(c)
 	delete(s.bySession, c.session)
-	delete(s.byCookie, c.cookie)
 	delete(s.dirty, c)
 	s.expiry.remove(c)
 	s.dropPutsLocked(c, now, true)

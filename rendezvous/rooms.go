@@ -51,7 +51,7 @@ const (
 
 // room is a room with members, as committed.
 //
-// Which rooms a key is in is its member record's to say (member.rooms);
+// Which rooms a key is in is its member record's to say (member.joined);
 // a room keeps only an index of its members, for its member pages, and
 // their number. The default room keeps no index: every key is in it, so
 // one entry per key would cost more than the rest of the key's record
@@ -64,6 +64,11 @@ type room struct {
 	members map[*member]struct{} // its members; nil in the default room
 	size    int                  // its members, counted
 	skels   []string             // skeletons(name), held in roomSkel
+	// alone is []*room{r}, the member.joined of every key in the default
+	// room and no other, shared by them all (a one-pointer array each
+	// would cost 8 bytes a key); nil in other rooms. A member's joined is
+	// therefore never written in place when it has one room.
+	alone []*room
 }
 
 // member is a key and the rooms it is in: its record in the copy. An
@@ -195,6 +200,8 @@ func (s *Server) newRoomLocked(name string, version uint64) *room {
 	r := &room{name: name, rk: wire.NameKey(name), version: version, skels: skeletons(name)}
 	if s.opts.DefaultRoom == "" || r.rk != s.defaultRK {
 		r.members = make(map[*member]struct{})
+	} else {
+		r.alone = []*room{r}
 	}
 	s.byRoom[r.rk] = r
 	s.holdSkelsLocked(r.rk, r.skels)
@@ -218,7 +225,11 @@ func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
 		m.name, m.nameKey = name, wire.NameKey(name)
 	}
 	if !m.in(r) {
-		m.joined = append(m.joined, r)
+		if m.joined == nil && r.alone != nil {
+			m.joined = r.alone
+		} else {
+			m.joined = append(m.joined, r) // r.alone has no room to grow in place
+		}
 		if r.members != nil {
 			r.members[m] = struct{}{}
 		}
@@ -240,9 +251,12 @@ func (s *Server) removeMemberLocked(r *room, key wire.Key) {
 	if i < 0 {
 		return
 	}
-	m.joined = slices.Delete(m.joined, i, i+1)
-	if len(m.joined) == 0 {
-		m.joined = nil
+	if len(m.joined) == 1 {
+		m.joined = nil // perhaps r.alone, shared: not to be written
+	} else {
+		m.joined = slices.Delete(m.joined, i, i+1)
+	}
+	if m.joined == nil {
 		if s.byKey[key] == nil {
 			s.forgetMemberLocked(key)
 		}
@@ -448,7 +462,7 @@ func (s *Server) roomWrittenLocked(c *client, tx uint32, name string, res RoomRe
 		return
 	}
 	s.sendRoomReplyLocked(c, &wire.RoomReply{TxID: tx, Status: st, Room: res.Room, Version: res.Version,
-		Members: clampU32(int64(res.Members)), Online: clampU32(int64(len(s.rooms[wire.NameKey(res.Room)])))})
+		Members: clampU32(int64(res.Members)), Online: clampU32(int64(s.onlineLenLocked(wire.NameKey(res.Room))))})
 }
 
 // replyRoomLocked answers c's join or part of the room name with st and
@@ -458,7 +472,7 @@ func (s *Server) replyRoomLocked(c *client, tx uint32, st wire.RoomStatus, name 
 	if st != wire.RoomBadName {
 		if r := s.byRoom[wire.NameKey(name)]; r != nil {
 			rep.Room, rep.Version, rep.Members = r.name, r.version, clampU32(int64(r.size))
-			rep.Online = clampU32(int64(len(s.rooms[r.rk])))
+			rep.Online = clampU32(int64(s.onlineLenLocked(r.rk)))
 		}
 	}
 	s.sendRoomReplyLocked(c, rep)
@@ -549,7 +563,7 @@ func (s *Server) roomEventLocked(r *room, size int, ev *wire.RoomEvent) {
 	if size > s.roomEventMaxLocked(r) {
 		return
 	}
-	for o := range s.rooms[r.rk] {
+	for o := range s.onlineLocked(r.rk) {
 		if o.key != ev.Key {
 			o.roomSeq++
 			e := *ev
@@ -665,7 +679,7 @@ func (s *Server) roomListLocked(c *client, m *wire.RoomList) *wire.RoomListReply
 			break
 		}
 		rep.Rooms = append(rep.Rooms, wire.RoomInfo{Room: r.name, Version: r.version,
-			Members: clampU32(int64(r.size)), Online: clampU32(int64(len(s.rooms[r.rk])))})
+			Members: clampU32(int64(r.size)), Online: clampU32(int64(s.onlineLenLocked(r.rk)))})
 		size += n
 	}
 	rep.More = len(rep.Rooms) < len(rs)

@@ -180,28 +180,52 @@ const DefaultRoom = "#lobby"
 // only some need (those that relay, look peers up, follow or are told of
 // presence, deposit or acknowledge mail) is in x, made on first use: a
 // node that only heartbeats, as most of a large fleet does at any time,
-// costs 256 bytes here, its record in the rooms' copy included, rather
-// than 384 and a member record of 96.
+// costs 256 bytes here, its record in the rooms' copy and its session
+// keys included (TestClientRecordSize), rather than 384, a member record
+// of 96 and keys of 64. What only a recent registration needs (reg) and
+// the rooms it is in besides the default one (rooms) are behind pointers,
+// nil for most nodes.
 type client struct {
 	// member is its key, canonical name and rooms: its record in the
 	// rooms' durable copy (rooms.go) while it is online.
 	member
-	addr     netip.AddrPort // validated: the address replies go to
-	session  wire.SessionID
-	cookie   wire.Cookie // the cookie of the accepted registration
-	seq      uint32      // last presence sequence number sent to this node
-	roomSeq  uint32      // last RoomEvent sequence number sent to this node
-	roomOps  uint8       // its room writes queued and not answered yet (≤ maxRoomOps)
-	reply    []byte      // the HandshakeReply datagram, resent to a retransmitted Handshake until the node is heard from
-	keys     *ctrl.Keys
-	lastSeen int64        // when it was last heard from (Server.mono)
-	rooms    []string     // the rooms (wire.NameKey) it is in, in the online view
-	x        *clientExtra // nil until first used: use extra
+	addr    netip.AddrPort // validated: the address replies go to
+	session wire.SessionID
+	seq     uint32 // last presence sequence number sent to this node
+	roomSeq uint32 // last RoomEvent sequence number sent to this node
+	roomOps uint8  // its room writes queued and not answered yet (≤ maxRoomOps)
+	// inDefault: it is in the default room's online view, which keeps
+	// no list of its own while it is big (online.go).
+	inDefault bool
+	// reg is its registration's cookie and reply while the cookie can
+	// still be valid; nil after (Sweep drops it).
+	reg      *registration
+	keys     ctrl.Keys // the session's: this copy alone is used
+	lastSeen int64     // when it was last heard from (Server.mono)
+	// rooms are the rooms (wire.NameKey) it is in in the online view, the
+	// default room excepted (inDefault); nil for none, as for most nodes:
+	// behind a pointer, so that the record fits 256 bytes. Read with
+	// viewRooms.
+	rooms *[]string
+	x     *clientExtra // nil until first used: use extra
 
 	// Its place in Server.expiry (expiry.go): the list it is in, and its
 	// neighbours there.
 	wHead        **client
 	wPrev, wNext *client
+}
+
+// registration is what a client keeps of its registration only while
+// the registration's cookie can still be valid (CookieLifetime and a
+// margin: Sweep drops it with the cookie's byCookie entry): the cookie,
+// which a retransmitted or replayed Handshake carries and which its
+// session's end spends, and the HandshakeReply.
+type registration struct {
+	cookie wire.Cookie
+	// reply is the HandshakeReply datagram, resent to a retransmitted
+	// Handshake until the node is heard from on its session (it has it
+	// then): nil after.
+	reply []byte
 }
 
 // clientExtra holds the parts of a client that a node needs only once it
@@ -287,7 +311,9 @@ type Server struct {
 	// The fields below are guarded by mu.
 	byKey     map[wire.Key]*client
 	bySession map[wire.SessionID]*client
-	rooms     map[string]map[*client]struct{} // each room's members online, by wire.NameKey (presence.go)
+	rooms     map[string]map[*client]struct{} // each room's members online, by wire.NameKey, the default room excepted (online.go)
+	defOnline int                             // the default room's members online (online.go)
+	defIndex  map[*client]struct{}            // the default room's members online, while it has at most defIndexMaxLocked (online.go)
 	// spent holds, per key, the cookies of its registrations that ended or
 	// were replaced, kept for the cookie lifetime so a replayed
 	// registration cannot come back (after leave) or reset a newer session.
@@ -467,6 +493,7 @@ func New(opts Options) (*Server, error) {
 		members:   make(map[wire.Key]*member),
 		roomSkel:  make(map[string]skelOwner),
 		defaultRK: wire.NameKey(opts.DefaultRoom),
+		defIndex:  make(map[*client]struct{}),
 	}
 	s.initHotPath()
 	s.mailIdle = sync.NewCond(&s.mu)
@@ -708,9 +735,13 @@ func (s *Server) Sweep(now time.Time) {
 		if !ok {
 			break
 		}
-		if _, ok := s.byCookie[ck]; ok {
+		if c, ok := s.byCookie[ck]; ok {
 			delete(s.byCookie, ck)
 			gone++
+			if c.reg != nil && c.reg.cookie == ck {
+				// Its cookie is refused from now on: nothing needs it.
+				c.reg = nil
+			}
 		}
 	}
 	s.byCookie = compact(s.byCookie, gone)
@@ -877,12 +908,12 @@ func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort
 			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeRateLimited, Request: wire.TypeWho, TxID: m.TxID, Message: "too many requests"})
 			return
 		}
-		members := s.rooms[wire.NameKey(m.Room)]
-		if _, in := members[c]; !in {
+		rk := wire.NameKey(m.Room)
+		if !s.onlineHasLocked(rk, c) {
 			s.sendSealedLocked(c, &wire.Error{Code: wire.CodeNotMember, Request: wire.TypeWho, TxID: m.TxID, Message: "you are not in " + m.Room})
 			return
 		}
-		s.sendSealedLocked(c, whoPage(m, members))
+		s.sendSealedLocked(c, whoPage(m, s.onlineLocked(rk), s.onlineLenLocked(rk)))
 	case *wire.PathResponse:
 		// Handled above, or stale.
 	case *wire.MailPut:
