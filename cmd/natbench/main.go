@@ -311,7 +311,7 @@ func (b *bench) run(ctx context.Context) error {
 
 var stunMetrics = []metricDef{
 	{name: "answers/s"}, {name: "p50 µs"}, {name: "p99 µs"},
-	{name: "server CPU µs/answer"}, {name: "server RSS MiB"},
+	{name: "server CPU µs/answer"}, {name: "server RSS MiB"}, {name: "server allocs/answer", noRatio: true},
 	{name: "load generator CPU µs/answer"}, {name: "lost", noRatio: true},
 }
 
@@ -335,11 +335,15 @@ func (b *bench) stunRows(ctx context.Context) error {
 				b.log("%s rep %d %-10s %6.0f answers/s  p50 %v  p99 %v  server %v/answer  rss %.1f MiB  generator %v/answer  lost %d  steal %.0f%%",
 					r.label, rep+1, s.name, res.rps, res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.cpuPerOp.Round(10*time.Nanosecond),
 					float64(res.rss)/(1<<20), res.genPerOp.Round(10*time.Nanosecond), res.lost, 100*res.steal)
-				r.add(s == b.stunRV, map[string]float64{
+				vals := map[string]float64{
 					"answers/s": res.rps, "p50 µs": us(res.p50), "p99 µs": us(res.p99),
 					"server CPU µs/answer": us(res.cpuPerOp), "server RSS MiB": float64(res.rss) / (1 << 20),
 					"load generator CPU µs/answer": us(res.genPerOp), "lost": float64(res.lost),
-				})
+				}
+				if !math.IsNaN(res.allocs) {
+					vals["server allocs/answer"] = res.allocs
+				}
+				r.add(s == b.stunRV, vals)
 			}
 		}
 	}
@@ -350,7 +354,8 @@ func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond)
 
 var relayMetrics = []metricDef{
 	{name: "packets/s"}, {name: "Mbit/s"}, {name: "server CPU µs/packet"},
-	{name: "server RSS MiB"}, {name: "load generator CPU µs/packet"}, {name: "loss %", noRatio: true},
+	{name: "server RSS MiB"}, {name: "server allocs/packet", noRatio: true},
+	{name: "load generator CPU µs/packet"}, {name: "loss %", noRatio: true},
 }
 
 func (b *bench) relayRows(ctx context.Context) error {
@@ -384,11 +389,15 @@ func (b *bench) relayRows(ctx context.Context) error {
 					b.log("%s rep %d %-10s %6.0f packets/s  %6.1f Mbit/s  loss %.2f%%  server %v/packet  rss %.1f MiB  generator %v/packet  steal %.0f%%",
 						r.label, rep+1, s.name, res.pps, res.mbps, 100*res.loss, res.cpuPerOp.Round(10*time.Nanosecond),
 						float64(res.rss)/(1<<20), res.genPerOp.Round(10*time.Nanosecond), 100*res.steal)
-					r.add(s == b.relayRV, map[string]float64{
+					vals := map[string]float64{
 						"packets/s": res.pps, "Mbit/s": res.mbps, "loss %": 100 * res.loss,
 						"server CPU µs/packet": us(res.cpuPerOp), "server RSS MiB": float64(res.rss) / (1 << 20),
 						"load generator CPU µs/packet": us(res.genPerOp),
-					})
+					}
+					if !math.IsNaN(res.allocs) {
+						vals["server allocs/packet"] = res.allocs
+					}
+					r.add(s == b.relayRV, vals)
 				}
 			}
 		}

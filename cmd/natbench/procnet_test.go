@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -66,5 +69,25 @@ func TestUDPDropsSeesOwnSocket(t *testing.T) {
 	}
 	if n != 1 || d != 0 {
 		t.Errorf("port %d: %d sockets, %d drops; want 1, 0", port, n, d)
+	}
+}
+
+func TestParseMallocs(t *testing.T) {
+	text := "# HELP go_memstats_mallocs_total Total number of heap objects allocated.\n" +
+		"# TYPE go_memstats_mallocs_total counter\n" +
+		"go_memstats_mallocs_total 1.234567e+06\n" +
+		"go_memstats_mallocs_total_other 9\n"
+	n, err := parseMallocs(bufio.NewScanner(strings.NewReader(text)))
+	if err != nil || n != 1234567 {
+		t.Fatalf("parseMallocs = %d, %v", n, err)
+	}
+	if _, err := parseMallocs(bufio.NewScanner(strings.NewReader("go_gc_duration_seconds 1\n"))); err == nil {
+		t.Fatal("no counter, no error")
+	}
+	if got := perOp(-1, 10); !math.IsNaN(got) {
+		t.Errorf("perOp of unknown allocations = %v", got)
+	}
+	if got := perOp(5, 10); got != 0.5 {
+		t.Errorf("perOp(5, 10) = %v", got)
 	}
 }

@@ -32,6 +32,7 @@ type relayResult struct {
 	loss      float64 // share of all packets sent (warm-up and window) never received
 	cpuPerOp  time.Duration
 	genPerOp  time.Duration // the load generator's CPU per packet received
+	allocs    float64       // the server's heap allocations per packet received (NaN: unknown)
 	rss       int64
 	steal     float64
 }
@@ -120,7 +121,7 @@ func runRelay(pid int, pairs []*pair, w int, warm, window time.Duration) (relayR
 	n := pkts.Load()
 	r := relayResult{
 		pps: float64(n) / m.elapsed.Seconds(), mbps: float64(bytes.Load()) * 8 / 1e6 / m.elapsed.Seconds(),
-		rss: m.rss, steal: m.steal,
+		rss: m.rss, steal: m.steal, allocs: perOp(m.allocs, n),
 	}
 	if s := sentAll.Load(); s > 0 {
 		r.loss = max(0, float64(s-recvAll.Load())/float64(s))

@@ -116,8 +116,17 @@ func startOursWait(name, dir, bin string, wait time.Duration, extra ...string) (
 		return nil, err
 	}
 	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
-	args := append([]string{"-addr", addr.String(), "-data", data, "-log-level", "warn"}, extra...)
-	return startProcess(name, dir, bin, addr, wait, args...)
+	mport, err := freeTCPPort()
+	if err != nil {
+		return nil, err
+	}
+	maddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(mport))
+	args := append([]string{"-addr", addr.String(), "-data", data, "-log-level", "warn", "-metrics", maddr}, extra...)
+	s, err := startProcess(name, dir, bin, addr, wait, args...)
+	if err == nil {
+		metricsURLs.Store(s.pid(), "http://"+maddr+"/metrics")
+	}
+	return s, err
 }
 
 // Credentials of the coturn the tool starts.

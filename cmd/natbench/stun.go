@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -73,6 +74,15 @@ type measured struct {
 	self    time.Duration // natbench's own: the load generator's
 	rss     int64
 	steal   float64
+	allocs  int64 // the server's heap allocations, -1 when it does not tell
+}
+
+// perOp is n allocations per op operations, NaN when unknown.
+func perOp(allocs int64, ops int64) float64 {
+	if allocs < 0 || ops <= 0 {
+		return math.NaN()
+	}
+	return float64(allocs) / float64(ops)
 }
 
 func measure(p *phase, pid int, warm, window time.Duration) (measured, error) {
@@ -85,6 +95,14 @@ func measureWith(p *phase, pid int, warm, window time.Duration, atStart func()) 
 	time.Sleep(warm)
 	if atStart != nil {
 		atStart()
+	}
+	allocsNow := allocCounter(pid)
+	var a0 uint64
+	if allocsNow != nil {
+		var err error
+		if a0, err = allocsNow(); err != nil {
+			return measured{}, err
+		}
 	}
 	c0, err := procCPU(pid)
 	if err != nil {
@@ -113,8 +131,16 @@ func measureWith(p *phase, pid int, warm, window time.Duration, atStart func()) 
 	if err != nil {
 		return measured{}, err
 	}
+	allocs := int64(-1)
+	if allocsNow != nil {
+		a1, err := allocsNow()
+		if err != nil {
+			return measured{}, err
+		}
+		allocs = int64(a1 - a0)
+	}
 	p.done.Store(true)
-	return measured{elapsed: el, cpu: c1 - c0, self: self1 - self0, rss: rss, steal: stealFraction(s0, s1)}, nil
+	return measured{elapsed: el, cpu: c1 - c0, self: self1 - self0, rss: rss, steal: stealFraction(s0, s1), allocs: allocs}, nil
 }
 
 // stunResult is one repetition of the STUN row.
@@ -123,6 +149,7 @@ type stunResult struct {
 	p50, p99 time.Duration
 	cpuPerOp time.Duration
 	genPerOp time.Duration // the load generator's CPU per answer
+	allocs   float64       // the server's heap allocations per answer (NaN: unknown)
 	rss      int64
 	lost     int64
 	steal    float64
@@ -212,7 +239,7 @@ func runSTUN(srv *server, n, w int, warm, window time.Duration) (stunResult, err
 	ops := count.Load()
 	r := stunResult{
 		rps: float64(ops) / m.elapsed.Seconds(), p50: percentile(lat, 50), p99: percentile(lat, 99),
-		rss: m.rss, lost: lost.Load(), steal: m.steal,
+		rss: m.rss, lost: lost.Load(), steal: m.steal, allocs: perOp(m.allocs, ops),
 	}
 	if ops > 0 {
 		r.cpuPerOp = m.cpu / time.Duration(ops)
