@@ -280,7 +280,7 @@ type mmsgWriter struct {
 	iovs   [writeBatch]unix.Iovec
 	names  [writeBatch]unix.RawSockaddrInet6 // large enough for IPv4's too
 	runs   [writeBatch]run
-	ctrl   [writeBatch][16]byte // a run's UDP_SEGMENT control message (unix.CmsgSpace(2))
+	ctrl   [writeBatch][32]byte // a run's UDP_SEGMENT control message (udpgso.SegmentSpace, 24 bytes)
 	buf    []byte               // the queued datagrams, one after another
 	used   int                  // bytes of buf queued
 	n      int                  // messages queued (a run is one)

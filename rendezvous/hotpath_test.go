@@ -80,8 +80,10 @@ func TestHotPathAllocs(t *testing.T) {
 		if r.N == 0 {
 			t.Fatalf("%s failed", name)
 		}
-		if a := r.AllocsPerOp(); a != 0 {
-			t.Errorf("%s: %d allocations per datagram, want 0", name, a)
+		// AllocsPerOp rounds down: one allocation in every few
+		// datagrams (a control message made per run, say) shows as 0.
+		if a := float64(r.MemAllocs) / float64(r.N); a > 0.01 {
+			t.Errorf("%s: %.3f allocations per datagram, want 0", name, a)
 		}
 	}
 }

@@ -42,12 +42,21 @@ func option(conn syscall.Conn, f func(fd int) error) bool {
 	return ferr == nil
 }
 
+// SegmentSpace is the room AppendSegmentSize's control message takes.
+var SegmentSpace = unix.CmsgSpace(2)
+
 // AppendSegmentSize appends the control message that asks the kernel to
 // cut a send into datagrams of size bytes.
+// It allocates only when b has no room for it (SegmentSpace bytes).
 func AppendSegmentSize(b []byte, size uint16) []byte {
 	const dataLen = 2
 	start := len(b)
-	b = append(b, make([]byte, unix.CmsgSpace(dataLen))...)
+	if cap(b)-start >= SegmentSpace {
+		b = b[:start+SegmentSpace]
+		clear(b[start:])
+	} else {
+		b = append(b, make([]byte, SegmentSpace)...)
+	}
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[start]))
 	h.Level = unix.IPPROTO_UDP
 	h.Type = unix.UDP_SEGMENT

@@ -70,3 +70,24 @@ func TestGSOToGRO(t *testing.T) {
 		t.Fatalf("read %d bytes, segment size %d; want %d in segments of 1000", n, SegmentSize(oob[:oobn]), len(run))
 	}
 }
+
+// TestAppendSegmentSizeAllocs: with room in b, no allocation (the
+// rendezvous's write queue and the node's sender call it per send).
+func TestAppendSegmentSizeAllocs(t *testing.T) {
+	var arr [32]byte
+	if n := testing.AllocsPerRun(100, func() { AppendSegmentSize(arr[:0], 1200) }); n != 0 {
+		t.Errorf("%v allocations with room", n)
+	}
+	b := AppendSegmentSize(arr[:0], 1200)
+	if len(b) != SegmentSpace || SegmentSize(b) != 0 { // UDP_SEGMENT, not GRO's
+		t.Fatalf("%d bytes", len(b))
+	}
+	if d := Cmsg(b, unix.IPPROTO_UDP, unix.UDP_SEGMENT); len(d) < 2 || *(*uint16)(unsafe.Pointer(&d[0])) != 1200 {
+		t.Fatalf("segment size not found in %x", b)
+	}
+	// Without room it grows b, keeping what was there.
+	b = AppendSegmentSize([]byte{1, 2, 3}, 7)
+	if len(b) != 3+SegmentSpace || b[0] != 1 || b[2] != 3 {
+		t.Fatalf("%x", b)
+	}
+}

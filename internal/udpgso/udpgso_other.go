@@ -8,7 +8,10 @@ import "syscall"
 
 func Supported(syscall.Conn) bool                 { return false }
 func AppendSegmentSize(b []byte, _ uint16) []byte { return b }
-func IsGSOError(error) bool                       { return false }
+
+var SegmentSpace = 0
+
+func IsGSOError(error) bool { return false }
 
 func EnableGRO(syscall.Conn) bool { return false }
 
