@@ -33,37 +33,18 @@ func MailHeld(s *Server) int {
 	return s.mailHeld
 }
 
-// AddRegistered puts a node in s as registered, the way register does
-// once the node's handshake has succeeded and its name is bound: the
-// default room's membership applied to the in-memory copy (as initRooms
-// applies its durable write), then, under the lock, the client record,
-// its indexes, its rooms, its presence join and snapshot. It skips the
-// Noise handshake and the durable writes (the name binding, the room
-// membership, the Store's last use), which the scale benchmarks
-// (scale_bench_test.go) cannot afford a million times; keys are the
-// session's (the benchmarks share a few real sessions' ciphers among many
-// records). It returns the session ID. Test-only.
+// AddRegistered puts a node in s as registered from src, as
+// registration does once the handshake has succeeded (admitSimulated:
+// no Noise, no durable writes), for the scale benchmarks
+// (scale_bench_test.go); keys are the session's (the benchmarks share a
+// few real sessions' ciphers among many records). It returns the session
+// ID. Test-only.
 func AddRegistered(s *Server, key wire.Key, name string, src netip.AddrPort, cookie wire.Cookie, reply []byte, keys *ctrl.Keys) wire.SessionID {
-	if s.opts.DefaultRoom != "" {
-		s.mu.Lock()
-		var v uint64 = 1
-		if r := s.byRoom[s.defaultRK]; r != nil {
-			v = r.version + 1
-		}
-		s.mu.Unlock()
-		s.initApplied(RoomResult{Status: wire.RoomOK, Room: s.opts.DefaultRoom, Key: key, Version: v, Members: 0, Changed: true}, name)
+	session := newSession()
+	if err := s.admitSimulated(key, name, session, src, cookie, reply, keys); err != nil {
+		panic("AddRegistered: " + err.Error())
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	if s.byKey[key] != nil {
-		panic("AddRegistered: key already online")
-	}
-	c := s.newClient(key, name)
-	c.session, c.addr = newSession(), src
-	c.keys = *keys
-	s.admitLocked(c, cookie, reply, false, now)
-	return c.session
+	return session
 }
 
 // ExpiryState returns the clients filed in s's expiry wheel, the keys

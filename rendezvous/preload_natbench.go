@@ -16,11 +16,8 @@ import (
 // registered from their benchnode.Addr (sockets sockets on port), so
 // that a benchmark can heartbeat a million nodes it never ran a Noise
 // handshake with. It takes the path of the tests' AddRegistered
-// (export_test.go), which is the registration worker's once the
-// handshake has succeeded and the name is bound: the default room's
-// membership applied to the in-memory copy, then admitLocked (indexes,
-// expiry, reply, rooms, presence, snapshot). The durable writes (name
-// binding, room membership) are skipped. Each node has its own keys
+// (admitSimulated: the registration worker's once the handshake has
+// succeeded and the name is bound, without the durable writes). Each node has its own keys
 // (ctrl.BenchKeys) and its own copy of a HandshakeReply of the real
 // size, as a registered node has. Call it before Run.
 //
@@ -38,25 +35,11 @@ func Preload(s *Server, n int, seed uint64, sockets int, port uint16) error {
 	for i := range n {
 		bn := benchnode.Derive(seed, i)
 		name := benchnode.Name(i)
-		if s.opts.DefaultRoom != "" {
-			s.mu.Lock()
-			var v uint64 = 1
-			if r := s.byRoom[s.defaultRK]; r != nil {
-				v = r.version + 1
-			}
-			s.mu.Unlock()
-			s.initApplied(RoomResult{Status: wire.RoomOK, Room: s.opts.DefaultRoom, Key: bn.Key, Version: v, Changed: true}, name)
+		err := s.admitSimulated(bn.Key, name, bn.Session, benchnode.Addr(i, sockets, port), bn.Cookie,
+			slices.Clone(reply), ctrl.BenchKeys(bn.Up, bn.Down))
+		if err != nil {
+			return fmt.Errorf("preload: node %d: %w", i, err)
 		}
-		s.mu.Lock()
-		if s.byKey[bn.Key] != nil || s.bySession[bn.Session] != nil {
-			s.mu.Unlock()
-			return fmt.Errorf("preload: node %d's key or session is taken", i)
-		}
-		c := s.newClient(bn.Key, name)
-		c.session, c.addr = bn.Session, benchnode.Addr(i, sockets, port)
-		c.keys = *ctrl.BenchKeys(bn.Up, bn.Down)
-		s.admitLocked(c, bn.Cookie, slices.Clone(reply), false, s.now())
-		s.mu.Unlock()
 	}
 	return nil
 }
