@@ -28,18 +28,28 @@ type syscallUDPConn interface {
 	SyscallConn() (syscall.RawConn, error)
 }
 
+// rawUDP returns c as a syscallUDPConn and its raw connection, or nils
+// when c is not a UDP socket.
+func rawUDP(c net.PacketConn) (syscallUDPConn, syscall.RawConn) {
+	sc, ok := c.(syscallUDPConn)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	return sc, rc
+}
+
 // batchReader returns a reader that takes up to readBatch datagrams per
 // recvmmsg(2) from a UDP socket, or nil if c is not one. One system call
 // per burst instead of per datagram, and nothing allocated per datagram:
 // golang.org/x/net's ReadBatch does the first but makes a *net.UDPAddr
 // for each source.
 func batchReader(c net.PacketConn) packetReader {
-	sc, ok := c.(syscallUDPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	sc, rc := rawUDP(c)
+	if rc == nil {
 		return nil
 	}
 	r := &mmsgReader{rc: rc}
@@ -236,12 +246,8 @@ const (
 // newWriteQueue returns a writeQueue that sends with sendmmsg(2) on a UDP
 // socket, or nil if c is not one.
 func newWriteQueue(c net.PacketConn) writeQueue {
-	sc, ok := c.(syscallUDPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	sc, rc := rawUDP(c)
+	if rc == nil {
 		return nil
 	}
 	domain := -1
