@@ -81,12 +81,14 @@ func (d mailDir) LeaveMail(from wire.Key, id wire.MsgID) {
 
 func (d mailDir) AckReceipt(ref wire.MailRef) {
 	d.box.mu.Lock()
-	d.box.racks = append(d.box.racks, ref)
 	hook := d.box.onAckReceipt
 	d.box.mu.Unlock()
 	if hook != nil {
-		hook(ref)
+		hook(ref) // before the ack counts: waitReceiptAcks then sees what the hook did
 	}
+	d.box.mu.Lock()
+	d.box.racks = append(d.box.racks, ref)
+	d.box.mu.Unlock()
 }
 
 // receiptAcks returns how many times the receipt for id was acknowledged.

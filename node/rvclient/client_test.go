@@ -256,7 +256,7 @@ func (w *world) addClientWith(name string, priv ed25519.PrivateKey, serverKey ct
 		_, priv, _ = ed25519.GenerateKey(rand.Reader)
 	}
 	nextHost++
-	c := &client{name: name, addr: netip.MustParseAddrPort(fmt.Sprintf("198.51.100.%d:4000", nextHost)),
+	c := &client{name: name, addr: netip.MustParseAddrPort(fmt.Sprintf("198.51.100.%d:4000", 1+nextHost%254)), // unique within a world
 		key: wire.Key(priv.Public().(ed25519.PublicKey)), done: make(chan error, 1)}
 	rc, err := rvclient.New(rvclient.Options{Name: name, Identity: priv, Observer: c, Heartbeat: 10 * time.Second,
 		Rendezvous: w.rvAddr.String(), ServerKey: serverKey, Addr: w.rvAddr,

@@ -816,7 +816,7 @@ func (w *world) addMailClient(name string) (*client, *mailObs) {
 	w.t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	nextHost++
-	c := &client{name: name, addr: netip.MustParseAddrPort(fmt.Sprintf("198.51.100.%d:4000", nextHost)),
+	c := &client{name: name, addr: netip.MustParseAddrPort(fmt.Sprintf("198.51.100.%d:4000", 1+nextHost%254)),
 		key: wire.Key(priv.Public().(ed25519.PublicKey)), done: make(chan error, 1)}
 	m := &mailObs{refuse: map[wire.MsgID]bool{}}
 	rc, err := rvclient.New(rvclient.Options{Name: name, Identity: priv, Observer: mailClientObs{c, m}, Heartbeat: 10 * time.Second,

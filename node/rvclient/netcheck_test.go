@@ -68,6 +68,9 @@ func TestNetCheckIndependent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newWorldWith(t, true)
 		a := w.registered("alice")
+		// The Hello's STUN answer may still be on its way when the
+		// registration is: let it land (no time passes).
+		synctest.Wait()
 		// Right after registering, before any heartbeat: the check's own
 		// heartbeat brings the second port.
 		r, took := netCheck(a)
