@@ -55,7 +55,7 @@ func TestHeartbeatOnlyNodeHasNoExtra(t *testing.T) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.byKey[key]
+	c := s.byKey.get(key)
 	switch {
 	case c == nil:
 		t.Fatal("not online")

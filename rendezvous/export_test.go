@@ -61,7 +61,7 @@ func ExpiryState(s *Server) (filed, spentKeys, spentQueued, quotas, quotasQueued
 func Registration(s *Server, name string) (held, reply bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, c := range s.byKey {
+	for c := range s.byKey.all() {
 		if c.name == name && c.reg != nil {
 			return true, c.reg.reply != nil
 		}

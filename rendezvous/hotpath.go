@@ -227,7 +227,7 @@ func relayView(b []byte) (m wire.Relay, ok bool) {
 // Relayed datagram, if src is the session's validated address and its
 // relay budget allows. reqLen is the datagram's length.
 func (s *Server) handleRelayLocked(m *wire.Relay, src netip.AddrPort, now time.Time, reqLen int) {
-	c := s.bySession[m.Session]
+	c := s.bySession.get(m.Session)
 	switch {
 	case c == nil:
 		s.drop(relay.DropNotRegistered)

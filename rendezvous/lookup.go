@@ -14,7 +14,7 @@ func (s *Server) forwardableLocked(c *client, dst wire.Key, n int, now time.Time
 		s.drop(relay.DropRateLimited)
 		return nil
 	}
-	d := s.byKey[dst]
+	d := s.byKey.get(dst)
 	if d == nil {
 		s.drop(relay.DropOffline)
 		return nil
@@ -35,7 +35,7 @@ func (s *Server) lookupLocked(m *wire.Lookup) *wire.LookupReply {
 		return &wire.LookupReply{TxID: m.TxID, Status: wire.LookupUnknown, Key: m.Key, Name: m.Name}
 	}
 	r.Status = wire.LookupOffline
-	if _, online := s.byKey[r.Key]; online {
+	if online := s.byKey.get(r.Key) != nil; online {
 		r.Status = wire.LookupOnline
 	}
 	return r

@@ -138,7 +138,7 @@ func (s *Server) handleMailPutLocked(c *client, m *wire.MailPut, now time.Time) 
 	}
 	blob := bytes.Join(p.parts, nil)
 	p.parts = nil
-	if online := s.byKey[p.to] != nil; online || !s.boundLocked(p.to) {
+	if online := s.byKey.get(p.to) != nil; online || !s.boundLocked(p.to) {
 		// As much as a lookup tells: it costs as much.
 		st := wire.MailUnknown
 		if online {
@@ -189,13 +189,13 @@ func (s *Server) finishPutLocked(c *client, p *mailPut, res DepositResult) {
 	}
 	// To the node's validated address as it is now; none if its
 	// registration ended meanwhile (it deposits again when it is back).
-	if s.byKey[c.key] == c {
+	if s.byKey.get(c.key) == c {
 		s.sendSealedLocked(c, &wire.MailPutReply{TxID: p.txID, ID: p.id, Status: st})
 	}
 	if res.New {
 		// The recipient may have registered while the deposit was being
 		// written: its notice at registration did not count it.
-		if d := s.byKey[p.to]; d != nil {
+		if d := s.byKey.get(p.to); d != nil {
 			s.sendNoticeLocked(d)
 		}
 	}
@@ -410,7 +410,7 @@ func (s *Server) handleMailReceiptAckLocked(c *client, m *wire.MailReceiptAck) {
 			s.log.Error().Err(err).Str("peer", c.name).Msg("mailbox receipt acknowledgement")
 			return
 		}
-		if s.byKey[c.key] == c {
+		if s.byKey.get(c.key) == c {
 			s.sendReceiptsLocked(c)
 		}
 	})
@@ -429,7 +429,7 @@ func (s *Server) sendMadeReceiptsLocked(made []SenderReceipt) {
 			continue
 		}
 		done[rc.Sender] = true
-		if o := s.byKey[rc.Sender]; o != nil {
+		if o := s.byKey.get(rc.Sender); o != nil {
 			s.sendReceiptsLocked(o)
 		}
 	}

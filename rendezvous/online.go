@@ -74,7 +74,7 @@ func (s *Server) onlineLocked(rk string) iter.Seq[*client] {
 		}
 	}
 	return func(yield func(*client) bool) {
-		for _, c := range s.byKey {
+		for c := range s.byKey.all() {
 			if c.inDefault && !yield(c) {
 				return
 			}
@@ -169,7 +169,7 @@ func (s *Server) removeOnlineLocked(c *client, rk string) (int, bool) {
 		delete(s.defIndex, c)
 	case s.defOnline <= s.opts.BigRoom:
 		s.defIndex = make(map[*client]struct{}, s.defOnline)
-		for _, o := range s.byKey {
+		for o := range s.byKey.all() {
 			if o.inDefault {
 				s.defIndex[o] = struct{}{}
 			}

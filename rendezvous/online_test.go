@@ -23,7 +23,7 @@ func TestDefaultRoomOnlineView(t *testing.T) {
 	check := func(step string) {
 		t.Helper()
 		want := make(map[*client]bool)
-		for _, c := range s.byKey {
+		for c := range s.byKey.all() {
 			if c.inDefault {
 				want[c] = true
 			}
@@ -57,7 +57,7 @@ func TestDefaultRoomOnlineView(t *testing.T) {
 	}
 	for i := range 3 * s.opts.BigRoom {
 		c := s.newClient(wire.Key{byte(i + 1)}, "n"+string(rune('a'+i)))
-		s.byKey[c.key] = c
+		s.byKey.set(c)
 		cs = append(cs, c)
 		if n, ok := s.addOnlineLocked(c, s.defaultRK); !ok || n != i+1 {
 			t.Fatalf("add %d: %d, %v", i, n, ok)

@@ -175,7 +175,7 @@ func (s *Server) seenByLocked(c *client) []*client {
 		}
 	}
 	for k := range c.watched() {
-		if o := s.byKey[k]; o != nil && o != c {
+		if o := s.byKey.get(k); o != nil && o != c {
 			seen[o] = struct{}{}
 		}
 	}
@@ -218,7 +218,7 @@ func (s *Server) watchLocked(c *client, k wire.Key) {
 		s.watchers[k] = w
 	}
 	w[c] = struct{}{}
-	if o := s.byKey[k]; o != nil && !s.shareSmallRoomLocked(c, o) {
+	if o := s.byKey.get(k); o != nil && !s.shareSmallRoomLocked(c, o) {
 		// Now seen: say so, as a join.
 		x.pending = append(x.pending, wire.Change{Kind: wire.PresenceJoin, Key: o.key, Name: o.name})
 		s.dirty[c] = struct{}{}
@@ -229,7 +229,7 @@ func (s *Server) watchLocked(c *client, k wire.Key) {
 // that is offline now, and reports whether it could.
 func (s *Server) evictWatchLocked(c *client) bool {
 	for k := range c.watched() {
-		if s.byKey[k] == nil {
+		if s.byKey.get(k) == nil {
 			s.unwatchLocked(c, k)
 			return true
 		}
@@ -254,7 +254,7 @@ func (s *Server) acquaintedLocked(c *client, k wire.Key) bool {
 	if _, ok := c.watched()[k]; ok {
 		return true
 	}
-	if d := s.byKey[k]; d != nil {
+	if d := s.byKey.get(k); d != nil {
 		_, ok := d.watched()[c.key]
 		return ok
 	}

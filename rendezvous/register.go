@@ -209,12 +209,12 @@ func (s *Server) register(j regJob) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now = s.now()
-	c := s.byKey[p.Key]
+	c := s.byKey.get(p.Key)
 	rejoined := c != nil
 	if c != nil {
 		// The node registered again (restarted, or lost its session): it
 		// stays online; new keys, new session, new address.
-		delete(s.bySession, c.session)
+		s.bySession.remove(c.session)
 		s.spendLocked(c, now)
 		s.log.Info().Str("peer", c.name).Stringer("addr", j.src).Msg("re-registered")
 	} else {
@@ -247,14 +247,14 @@ func (s *Server) admitLocked(c *client, cookie wire.Cookie, reply []byte, rejoin
 	if !rejoined {
 		s.memberOnlineLocked(c)
 	}
-	s.byKey[c.key] = c
+	s.byKey.set(c)
 	s.heardLocked(c, now) // files it for expiry: only a client in byKey may be filed
 	c.reg = &registration{cookie: cookie, reply: reply}
-	s.bySession[c.session] = c
+	s.bySession.set(c)
 	s.byCookie[cookie] = c
 	s.cookieQ.push(cookie, s.mono(now))
 	s.m.registrations.Inc()
-	s.m.online.Set(float64(len(s.byKey)))
+	s.m.online.Set(float64(s.byKey.len()))
 	s.send(reply, c.addr)
 	if !rejoined {
 		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
@@ -369,12 +369,12 @@ func (s *Server) removeLocked(c *client, reason wire.LeaveReason, now time.Time)
 	s.announceLocked(c, wire.PresenceLeft, reason)
 	s.leaveRoomsLocked(c)
 	s.unwatchAllLocked(c)
-	delete(s.byKey, c.key)
+	s.byKey.remove(c.key)
 	s.memberOfflineLocked(c)
-	delete(s.bySession, c.session)
+	s.bySession.remove(c.session)
 	delete(s.dirty, c)
 	s.expiry.remove(c)
 	s.dropPutsLocked(c, now, true)
 	s.spendLocked(c, now)
-	s.m.online.Set(float64(len(s.byKey)))
+	s.m.online.Set(float64(s.byKey.len()))
 }

@@ -78,7 +78,7 @@ func checkRoomCopy(t *testing.T, s *Server, want map[string][]wire.Key) {
 		if m == nil || len(m.joined) != n {
 			t.Fatalf("%x: record %v, want one in %d rooms", k[:1], m, n)
 		}
-		if c := s.byKey[k]; c != nil {
+		if c := s.byKey.get(k); c != nil {
 			if m != &c.member {
 				t.Errorf("%x: online, but its record is not its client's", k[:1])
 			}
@@ -153,14 +153,14 @@ func TestRoomCopyDefaultRoomUnindexed(t *testing.T) {
 func online(s *Server, key wire.Key, name string) *client {
 	c := s.newClient(key, name)
 	s.memberOnlineLocked(c)
-	s.byKey[key] = c
+	s.byKey.set(c)
 	return c
 }
 
 // offline takes c offline as removeLocked does, as far as the copy is
 // concerned.
 func offline(s *Server, c *client) {
-	delete(s.byKey, c.key)
+	s.byKey.remove(c.key)
 	s.memberOfflineLocked(c)
 }
 

@@ -90,7 +90,7 @@ func (m *member) in(r *room) bool { return slices.Contains(m.joined, r) }
 // memberLocked returns key's record in the copy, or nil if it is in no
 // room.
 func (s *Server) memberLocked(key wire.Key) *member {
-	if c := s.byKey[key]; c != nil {
+	if c := s.byKey.get(key); c != nil {
 		if len(c.joined) == 0 {
 			return nil
 		}
@@ -156,7 +156,7 @@ func (s *Server) roomMembersLocked(r *room) iter.Seq[*member] {
 				return
 			}
 		}
-		for _, c := range s.byKey {
+		for c := range s.byKey.all() {
 			if c.in(r) && !yield(&c.member) {
 				return
 			}
@@ -214,14 +214,14 @@ func (s *Server) newRoomLocked(name string, version uint64) *room {
 func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
 	m := s.memberLocked(key)
 	if m == nil {
-		if c := s.byKey[key]; c != nil {
+		if c := s.byKey.get(key); c != nil {
 			m = &c.member
 		} else {
 			m = &member{key: key}
 			s.members[key] = m
 		}
 	}
-	if name != "" && name != m.name && s.byKey[key] == nil {
+	if name != "" && name != m.name && s.byKey.get(key) == nil {
 		m.name, m.nameKey = name, wire.NameKey(name)
 	}
 	if !m.in(r) {
@@ -257,7 +257,7 @@ func (s *Server) removeMemberLocked(r *room, key wire.Key) {
 		m.joined = slices.Delete(m.joined, i, i+1)
 	}
 	if m.joined == nil {
-		if s.byKey[key] == nil {
+		if s.byKey.get(key) == nil {
 			s.forgetMemberLocked(key)
 		}
 	}
@@ -485,7 +485,7 @@ func (s *Server) sendRoomReplyLocked(c *client, rep *wire.RoomReply) {
 	if st != wire.RoomOK {
 		s.m.roomRefused.WithLabelValues(st.String()).Inc()
 	}
-	if s.byKey[c.key] != c {
+	if s.byKey.get(c.key) != c {
 		return // it registers again, and asks again
 	}
 	switch st {
@@ -509,7 +509,7 @@ func (s *Server) appliedJoinLocked(res RoomResult, name string, announce bool) {
 	r.version = res.Version
 	m := s.addMemberLocked(r, res.Key, name)
 	s.m.roomJoins.Inc()
-	if d := s.byKey[res.Key]; d != nil {
+	if d := s.byKey.get(res.Key); d != nil {
 		s.enterRoomLocked(d, rk)
 	}
 	if !announce {
@@ -533,7 +533,7 @@ func (s *Server) appliedLeaveLocked(res RoomResult, reason wire.RoomLeaveReason)
 		name = m.name
 	}
 	size := r.size // the member included
-	d := s.byKey[res.Key]
+	d := s.byKey.get(res.Key)
 	if d != nil {
 		s.exitRoomLocked(d, rk)
 	}
@@ -729,7 +729,7 @@ func (s *Server) membersPageLocked(r *room, m *wire.RoomMembers) *wire.RoomMembe
 		if size+n > wire.MaxPeersBody {
 			break
 		}
-		rep.Members = append(rep.Members, wire.RoomMember{Key: mem.key, Name: mem.name, Online: s.byKey[mem.key] != nil})
+		rep.Members = append(rep.Members, wire.RoomMember{Key: mem.key, Name: mem.name, Online: s.byKey.get(mem.key) != nil})
 		size += n
 	}
 	rep.More = beyond > len(rep.Members)
@@ -791,7 +791,7 @@ func (s *Server) removeAway(pick func(*member) bool, away func(wire.Key) bool) (
 	s.mu.Lock()
 	var keys []wire.Key
 	for k, m := range s.members {
-		if s.byKey[k] == nil && (pick == nil || pick(m)) {
+		if s.byKey.get(k) == nil && (pick == nil || pick(m)) {
 			keys = append(keys, k)
 		}
 	}
@@ -803,7 +803,7 @@ func (s *Server) removeAway(pick func(*member) bool, away func(wire.Key) bool) (
 	var refs []RoomRef
 	s.mu.Lock()
 	for _, k := range keys {
-		if m := s.members[k]; m != nil && s.byKey[k] == nil {
+		if m := s.members[k]; m != nil && s.byKey.get(k) == nil {
 			for _, r := range m.joined {
 				refs = append(refs, RoomRef{Room: r.name, Key: k})
 			}

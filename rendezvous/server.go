@@ -309,8 +309,8 @@ type Server struct {
 	// is none or its socket failed.
 	altPort uint16
 	// The fields below are guarded by mu.
-	byKey     map[wire.Key]*client
-	bySession map[wire.SessionID]*client
+	byKey     *clientTable[wire.Key]          // the clients online (table.go)
+	bySession *clientTable[wire.SessionID]    // the same, by session
 	rooms     map[string]map[*client]struct{} // each room's members online, by wire.NameKey, the default room excepted (online.go)
 	defOnline int                             // the default room's members online (online.go)
 	defIndex  map[*client]struct{}            // the default room's members online, while it has at most defIndexMaxLocked (online.go)
@@ -471,8 +471,8 @@ func New(opts Options) (*Server, error) {
 		now:       opts.Now,
 		cookies:   newCookieJar(),
 		m:         newMetrics(opts.Store, opts.Mail),
-		byKey:     make(map[wire.Key]*client),
-		bySession: make(map[wire.SessionID]*client),
+		byKey:     newKeyTable(),
+		bySession: newSessionTable(),
 		rooms:     make(map[string]map[*client]struct{}),
 		spent:     make(map[wire.Key][]spentCookie),
 		byCookie:  make(map[wire.Cookie]*client),
@@ -657,20 +657,21 @@ func (s *Server) ReleaseUnused(now time.Time) ([]string, error) {
 	if s.opts.BindingTTL <= 0 {
 		return nil, nil
 	}
-	s.mu.Lock()
-	i := 0
-	for k := range s.byKey {
-		s.opts.Store.Touch(k, now)
-		if i++; i%1024 == 0 {
-			// Let the packet path in between: a million nodes online
-			// take a while. The map may change meanwhile, which range
-			// allows: the nodes online throughout are all visited, and
-			// those registering touch their own names.
-			s.mu.Unlock()
-			s.mu.Lock()
+	// A shard of the online table at a time, letting the packet path in
+	// between: a million nodes online take a while. The table may change
+	// between shards: the nodes online throughout are all visited (a
+	// shard's clients stay in it), and those registering touch their own
+	// names.
+	var cs []*client
+	for i := range tableShards {
+		s.mu.Lock()
+		cs = s.byKey.appendShard(cs[:0], i)
+		for _, c := range cs {
+			s.opts.Store.Touch(c.key, now)
 		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
+	clear(cs)
 	names, err := s.opts.Store.Release(now.Add(-s.opts.BindingTTL))
 	for _, n := range names {
 		s.log.Info().Str("name", n).Msg("name released: unused")
@@ -841,7 +842,7 @@ func (s *Server) handleLocked(b []byte, src netip.AddrPort, now time.Time) {
 
 // handleSealedLocked opens a sealed control datagram and acts on it.
 func (s *Server) handleSealedLocked(m *wire.Sealed, b []byte, src netip.AddrPort, now time.Time) {
-	c := s.bySession[m.Session]
+	c := s.bySession.get(m.Session)
 	if c == nil {
 		s.drop(relay.DropNotRegistered)
 		s.replyErrorLocked(src, now, len(b), &wire.Error{Code: wire.CodeNotRegistered, Request: wire.TypeSealed, Message: "register again"})
@@ -1019,8 +1020,8 @@ func (s *Server) replyErrorLocked(src netip.AddrPort, now time.Time, reqLen int,
 func (s *Server) Online() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.byKey))
-	for _, c := range s.byKey {
+	out := make([]string, 0, s.byKey.len())
+	for c := range s.byKey.all() {
 		out = append(out, c.name)
 	}
 	sort.Strings(out)

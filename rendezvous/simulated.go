@@ -25,7 +25,7 @@ var errSimulatedTaken = errors.New("key or session already online")
 func (s *Server) admitSimulated(key wire.Key, name string, session wire.SessionID, src netip.AddrPort,
 	cookie wire.Cookie, reply []byte, keys *ctrl.Keys) error {
 	s.mu.Lock()
-	taken := s.byKey[key] != nil || s.bySession[session] != nil
+	taken := s.byKey.get(key) != nil || s.bySession.get(session) != nil
 	var v uint64 = 1 // the default room's next version
 	if r := s.byRoom[s.defaultRK]; r != nil {
 		v = r.version + 1
