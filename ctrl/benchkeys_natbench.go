@@ -8,5 +8,5 @@ package ctrl
 // Only in binaries built with the natbench tag: production binaries have
 // no way to make keys without a handshake.
 func BenchKeys(up, down [32]byte) *Keys {
-	return &Keys{send: aeadOfKey(down), recv: aeadOfKey(up)}
+	return &Keys{send: down, recv: up}
 }

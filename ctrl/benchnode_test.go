@@ -19,7 +19,7 @@ func TestBenchnodeSealsAsKeys(t *testing.T) {
 	if n != benchnode.Derive(42, 7) {
 		t.Fatal("Derive is not deterministic")
 	}
-	srv := &Keys{send: aeadOfKey(n.Down), recv: aeadOfKey(n.Up)}
+	srv := &Keys{send: n.Down, recv: n.Up}
 	pt := benchnode.Plaintext(&wire.Heartbeat{})
 	for _, ctr := range []uint64{0, 1, 5, 300} {
 		b := benchnode.Seal(nil, &n, ctr, pt)
@@ -40,7 +40,7 @@ func TestBenchnodeSealsAsKeys(t *testing.T) {
 		}
 	}
 	// The other way: the node's keys are the server's, crossed.
-	node := &Keys{send: aeadOfKey(n.Up), recv: aeadOfKey(n.Down)}
+	node := &Keys{send: n.Up, recv: n.Down}
 	ack := srv.Seal(nil, n.Session, benchnode.Plaintext(&wire.HeartbeatAck{}))
 	if _, err := node.Open(nil, ack); err != nil {
 		t.Fatalf("the rendezvous's answer: %v", err)

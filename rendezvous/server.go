@@ -180,11 +180,11 @@ const DefaultRoom = "#lobby"
 // only some need (those that relay, look peers up, follow or are told of
 // presence, deposit or acknowledge mail) is in x, made on first use: a
 // node that only heartbeats, as most of a large fleet does at any time,
-// costs 256 bytes here, its record in the rooms' copy and its session
+// costs 288 bytes here, its record in the rooms' copy and its session
 // keys included (TestClientRecordSize), rather than 384, a member record
-// of 96 and keys of 64. What only a recent registration needs (reg) and
-// the rooms it is in besides the default one (rooms) are behind pointers,
-// nil for most nodes.
+// of 96 and two AEAD objects of 32 each. What only a recent registration
+// needs (reg) and the rooms it is in besides the default one (rooms) are
+// behind pointers, nil for most nodes.
 type client struct {
 	// member is its key, canonical name and rooms: its record in the
 	// rooms' durable copy (rooms.go) while it is online.
@@ -204,7 +204,7 @@ type client struct {
 	lastSeen int64     // when it was last heard from (Server.mono)
 	// rooms are the rooms (wire.NameKey) it is in in the online view, the
 	// default room excepted (inDefault); nil for none, as for most nodes:
-	// behind a pointer, so that the record fits 256 bytes. Read with
+	// behind a pointer, so that the record fits 288 bytes. Read with
 	// viewRooms.
 	rooms *[]string
 	x     *clientExtra // nil until first used: use extra
