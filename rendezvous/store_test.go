@@ -839,3 +839,43 @@ func BenchmarkByName(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStoreTouchMemory reports the heap the Store holds per key
+// touched since the last Release (seen-B/key; the pending writes, a
+// second's worth, not counted): every registration touches its key, so
+// a million nodes registering leave a million entries until the hourly
+// Release.
+func BenchmarkStoreTouchMemory(b *testing.B) {
+	const n = 200_000
+	keys := make([]wire.Key, n)
+	for i := range keys {
+		keys[i] = storeKey(i)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	now := time.Now()
+	for b.Loop() {
+		s := openTestStore(b, b.TempDir(), StoreOptions{})
+		h0 := heap()
+		for _, k := range keys {
+			s.Touch(k, now)
+		}
+		s.mu.Lock()
+		if s.flush != nil {
+			s.flush.Stop()
+			s.flush = nil
+		}
+		s.dirty = make(map[wire.Key]int64) // as the committer takes it
+		seen := len(s.seen)
+		s.mu.Unlock()
+		b.ReportMetric(float64(heap()-h0)/n, "seen-B/key")
+		if seen != n {
+			b.Fatalf("%d keys seen, want %d", seen, n)
+		}
+		s.Close()
+	}
+}
