@@ -77,8 +77,9 @@ type regResult struct {
 }
 
 // runReg starts bin (the natbench build of cmd/rendezvous) with n nodes
-// preloaded, heartbeats them for warm then window, and measures.
-func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm, window time.Duration, baseRSS int64) (regResult, error) {
+// preloaded (and more flags, -ours-flags), heartbeats them for warm then
+// window, and measures.
+func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm, window time.Duration, baseRSS int64, more ...string) (regResult, error) {
 	sockets = min(sockets, n, benchnode.MaxSockets)
 	conns, port, err := regSockets(sockets)
 	if err != nil {
@@ -100,8 +101,8 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 	seed := rand.Uint64()
 	t0 := time.Now()
 	srv, err := startOursWait(fmt.Sprintf("rendezvous-reg-%d", n), dir, bin, 5*time.Minute,
-		"-natbench-nodes", strconv.Itoa(n), "-natbench-seed", strconv.FormatUint(seed, 10),
-		"-natbench-sockets", strconv.Itoa(sockets), "-natbench-port", strconv.Itoa(int(port)))
+		append([]string{"-natbench-nodes", strconv.Itoa(n), "-natbench-seed", strconv.FormatUint(seed, 10),
+			"-natbench-sockets", strconv.Itoa(sockets), "-natbench-port", strconv.Itoa(int(port))}, more...)...)
 	if err != nil {
 		return regResult{}, err
 	}
@@ -289,7 +290,7 @@ func (b *bench) regRows(ctx context.Context, dir string) error {
 				b.regExpiryWarned = true
 				b.log("warning: -reg-heartbeat %v: nodes silent past the rendezvous's 60 s expiry leave; their heartbeats count as unanswered", b.cfg.regHB)
 			}
-			res, err := runReg(ctx, dir, bin, n, b.cfg.regSockets, b.cfg.regHB, b.cfg.regWarm, b.cfg.regWindow, base)
+			res, err := runReg(ctx, dir, bin, n, b.cfg.regSockets, b.cfg.regHB, b.cfg.regWarm, b.cfg.regWindow, base, b.cfg.oursFlags...)
 			if err != nil {
 				return fmt.Errorf("%s: %w", r.label, err)
 			}
