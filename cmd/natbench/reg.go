@@ -63,6 +63,7 @@ func regSockets(n int) ([]*net.UDPConn, uint16, error) {
 type regResult struct {
 	preload       time.Duration // from start until the server answered
 	rss           int64         // the server's, at the end of the window
+	peakRSS       int64         // the server's highest (VmHWM), preload and registrations included
 	rssPerNode    float64       // (rss − the same binary's with no nodes) / N
 	hbps          float64       // heartbeats sent per second in the window
 	cpuPerHB      time.Duration // the server's CPU in the window per heartbeat sent
@@ -215,6 +216,9 @@ func runReg(ctx context.Context, dir, bin string, n, sockets int, interval, warm
 	}
 	hb := sentWindow.Load()
 	r.rss, r.steal = m.rss, m.steal
+	if r.peakRSS, err = procPeakRSS(srv.pid()); err != nil {
+		return regResult{}, err
+	}
 	r.rssPerNode = float64(m.rss-baseRSS) / float64(n)
 	r.hbps = float64(hb) / m.elapsed.Seconds()
 	r.cpuShare = m.cpu.Seconds() / m.elapsed.Seconds()
@@ -255,7 +259,7 @@ func idleServer(dir, bin string) (rss int64, cpuShare float64, err error) {
 }
 
 var regMetrics = []metricDef{
-	{name: "server RSS B/node"}, {name: "server RSS MiB"},
+	{name: "server RSS B/node"}, {name: "server RSS MiB"}, {name: "server peak RSS MiB"},
 	{name: "heartbeats/s"}, {name: "server CPU µs/heartbeat"}, {name: "server CPU % of a core"},
 	{name: "load generator CPU µs/heartbeat"},
 	{name: "kernel drops, rendezvous socket", noRatio: true},
@@ -300,12 +304,12 @@ func (b *bench) regRows(ctx context.Context, dir string) error {
 				// silence is at most the preload plus a moment.
 				b.log("warning: the preload took %v: past 60 s (the rendezvous's expiry) nodes would leave before their first heartbeat", res.preload.Round(time.Second))
 			}
-			b.log("%s rep %d  preload %v  rss %.1f MiB (%.0f B/node)  %.0f heartbeats/s  server %v/heartbeat (%.1f%% of a core)  generator %v/heartbeat  drops: rendezvous %d (%d with the warm-up), natbench %d  unanswered %d (register again: %d)  steal %.0f%%",
-				r.label, rep+1, res.preload.Round(time.Millisecond), float64(res.rss)/(1<<20), res.rssPerNode, res.hbps,
+			b.log("%s rep %d  preload %v  rss %.1f MiB (%.0f B/node, peak %.1f MiB)  %.0f heartbeats/s  server %v/heartbeat (%.1f%% of a core)  generator %v/heartbeat  drops: rendezvous %d (%d with the warm-up), natbench %d  unanswered %d (register again: %d)  steal %.0f%%",
+				r.label, rep+1, res.preload.Round(time.Millisecond), float64(res.rss)/(1<<20), res.rssPerNode, float64(res.peakRSS)/(1<<20), res.hbps,
 				res.cpuPerHB.Round(10*time.Nanosecond), 100*res.cpuShare, res.genPerHB.Round(10*time.Nanosecond),
 				res.srvDrops, res.srvDropsAll, res.genDrops, res.unanswered, res.notRegistered, 100*res.steal)
 			r.add(true, map[string]float64{
-				"server RSS B/node": res.rssPerNode, "server RSS MiB": float64(res.rss) / (1 << 20),
+				"server RSS B/node": res.rssPerNode, "server RSS MiB": float64(res.rss) / (1 << 20), "server peak RSS MiB": float64(res.peakRSS) / (1 << 20),
 				"heartbeats/s": res.hbps, "server CPU µs/heartbeat": us(res.cpuPerHB), "server CPU % of a core": 100 * res.cpuShare,
 				"load generator CPU µs/heartbeat": us(res.genPerHB),
 				"kernel drops, rendezvous socket": float64(res.srvDrops), "kernel drops, rendezvous socket, warm-up too": float64(res.srvDropsAll), "kernel drops, natbench sockets": float64(res.genDrops),

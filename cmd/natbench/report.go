@@ -56,16 +56,17 @@ func (b *bench) writeMarkdown(w io.Writer, steal float64) {
 		fmt.Fprintf(w, "Relay rows, ours: %s.\n", strings.Join(append([]string{"cmd/rendezvous -relay-pps -1 -relay-bps -1 -relay-small-pps -1 -new-names -1"}, b.cfg.oursFlags...), " "))
 	}
 	if b.hasKind("reg") {
-		fmt.Fprintf(w, "Registered-nodes rows, ours only (coturn has no registrations: no counterpart): cmd/rendezvous built with "+
+		fmt.Fprintf(w, "Registered-nodes rows, ours only (coturn has no registrations: no counterpart): %s built with "+
 			"-tags natbench preloads N nodes (rendezvous.Preload: the registration path after the Noise handshake, "+
 			"without the durable writes; each node has its own session keys) from %d source addresses on 127.64.0.0/10; "+
 			"natbench sends each node a real sealed Heartbeat every %v (the node's interval, not scaled down), %v warm-up, "+
-			"%v window. RSS B/node: (VmRSS at the window's end − %.1f MiB, the same binary with no node) / N. "+
+			"%v window. RSS B/node: (VmRSS at the window's end − %.1f MiB, the same binary with no node) / N; "+
+			"peak RSS: VmHWM then (the preload's registrations included). "+
 			"Server CPU is all the process's (heartbeats, expiry sweeps, GC; with no node it takes %.2f %% of a core) "+
 			"per heartbeat sent in the window. Kernel drops: the drops column of /proc/net/udp over the window "+
 			"(and from the first heartbeat, warm-up included). "+
 			"Unanswered: heartbeats without a HeartbeatAck, warm-up and window.\n",
-			b.cfg.regSockets, b.cfg.regHB, b.cfg.regWarm, b.cfg.regWindow, float64(b.regBaseRSS)/(1<<20), 100*b.regIdleCPU)
+			strings.Join(append([]string{"cmd/rendezvous"}, b.cfg.oursFlags...), " "), b.cfg.regSockets, b.cfg.regHB, b.cfg.regWarm, b.cfg.regWindow, float64(b.regBaseRSS)/(1<<20), 100*b.regIdleCPU)
 	}
 	if b.hasKind("msg") {
 		b.writeMsgNote(w)

@@ -86,16 +86,20 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 }
 
 // parseVmRSS returns VmRSS in bytes from the contents of /proc/PID/status.
-func parseVmRSS(b []byte) (int64, error) {
+func parseVmRSS(b []byte) (int64, error) { return parseStatusKB(b, "VmRSS") }
+
+// parseStatusKB returns field (VmRSS, VmHWM...) of a /proc/PID/status in
+// bytes.
+func parseStatusKB(b []byte, field string) (int64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		rest, ok := strings.CutPrefix(sc.Text(), field+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("%w: VmRSS %q", errProcFormat, rest)
+			return 0, fmt.Errorf("%w: %s %q", errProcFormat, field, rest)
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
@@ -103,7 +107,7 @@ func parseVmRSS(b []byte) (int64, error) {
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("%w: no VmRSS", errProcFormat)
+	return 0, fmt.Errorf("%w: no %s", errProcFormat, field)
 }
 
 // cpuTimes is the machine-wide "cpu" line of /proc/stat: busy time,
@@ -168,6 +172,16 @@ func procRSS(pid int) (int64, error) {
 		return 0, err
 	}
 	return parseVmRSS(b)
+}
+
+// procPeakRSS returns the peak resident set (VmHWM) of process pid in
+// bytes.
+func procPeakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatusKB(b, "VmHWM")
 }
 
 // loadAvg returns the 1-, 5- and 15-minute load averages of /proc/loadavg

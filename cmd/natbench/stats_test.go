@@ -76,13 +76,16 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestParseVmRSS(t *testing.T) {
-	status := "Name:\trendezvous\nVmPeak:\t  999 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1 kB\n"
+	status := "Name:\trendezvous\nVmPeak:\t  999 kB\nVmHWM:\t   23456 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1 kB\n"
 	got, err := parseVmRSS([]byte(status))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != 12345*1024 {
 		t.Errorf("rss = %d", got)
+	}
+	if peak, err := parseStatusKB([]byte(status), "VmHWM"); err != nil || peak != 23456*1024 {
+		t.Errorf("peak = %d, %v", peak, err)
 	}
 	for _, bad := range []string{"Name:\tx\n", "VmRSS:\t12 MB\n", "VmRSS:\tx kB\n"} {
 		if _, err := parseVmRSS([]byte(bad)); !errors.Is(err, errProcFormat) {
