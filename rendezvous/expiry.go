@@ -100,29 +100,50 @@ func (w *wheel) expire(now int64, gone func(*client)) {
 	})
 }
 
-// headFor returns the list a client due in second due belongs in. A
-// second before base (heard from long before the last sweep's time)
-// goes in base's slot: the next sweep looks at it.
-func (w *wheel) headFor(due int64) **client {
+// A client's wIn says which list of the wheel it is in: 0 for none,
+// inOverflow, inTodo, or inSlot + i for slots[i]. Four bytes in the
+// record's padding, where a pointer to the list's head took eight more.
+const (
+	inOverflow = 1 + iota
+	inTodo
+	inSlot
+)
+
+// listFor returns the list a client due in second due belongs in (a
+// wIn). A second before base (heard from long before the last sweep's
+// time) goes in base's slot: the next sweep looks at it.
+func (w *wheel) listFor(due int64) uint32 {
 	due = max(due, w.base)
 	n := int64(len(w.slots))
 	if due-w.base >= n {
-		return &w.overflow
+		return inOverflow
 	}
-	return &w.slots[((due%n)+n)%n]
+	return inSlot + uint32(((due%n)+n)%n)
+}
+
+// head returns the head of list in (not 0).
+func (w *wheel) head(in uint32) **client {
+	switch in {
+	case inOverflow:
+		return &w.overflow
+	case inTodo:
+		return &w.todo
+	}
+	return &w.slots[in-inSlot]
 }
 
 // file puts c in the list of second due, moving it from its current one.
 func (w *wheel) file(c *client, due int64) {
-	h := w.headFor(due)
-	if h == &w.overflow {
+	in := w.listFor(due)
+	if in == inOverflow {
 		w.overMin = min(w.overMin, due)
 	}
-	if h == c.wHead {
+	if in == c.wIn {
 		return
 	}
 	w.remove(c)
-	c.wHead, c.wNext = h, *h
+	h := w.head(in)
+	c.wIn, c.wNext = in, *h
 	if c.wNext != nil {
 		c.wNext.wPrev = c
 	}
@@ -132,25 +153,26 @@ func (w *wheel) file(c *client, due int64) {
 
 // remove takes c out of the wheel, if it is in.
 func (w *wheel) remove(c *client) {
-	if c.wHead == nil {
+	if c.wIn == 0 {
 		return
 	}
 	if c.wPrev != nil {
 		c.wPrev.wNext = c.wNext
 	} else {
-		*c.wHead = c.wNext
+		*w.head(c.wIn) = c.wNext
 	}
 	if c.wNext != nil {
 		c.wNext.wPrev = c.wPrev
 	}
-	c.wHead, c.wPrev, c.wNext = nil, nil, nil
+	c.wIn, c.wPrev, c.wNext = 0, nil, nil
 	w.n--
 }
 
-// take moves the clients of list h to todo, which is empty.
-func (w *wheel) take(h **client) {
+// take moves the clients of list in to todo, which is empty.
+func (w *wheel) take(in uint32) {
+	h := w.head(in)
 	for c := *h; c != nil; c = c.wNext {
-		c.wHead = &w.todo
+		c.wIn = inTodo
 	}
 	w.todo, *h = *h, nil
 }
@@ -172,16 +194,16 @@ func (w *wheel) visitTodo(visit func(*client)) {
 func (w *wheel) advance(now int64, visit func(*client)) {
 	n := int64(len(w.slots))
 	for i := int64(0); w.base < now && i < n; i++ {
-		w.take(&w.slots[((w.base%n)+n)%n])
+		w.take(inSlot + uint32(((w.base%n)+n)%n))
 		w.base++
 		w.visitTodo(visit)
 	}
 	w.base = max(w.base, now)
-	w.take(&w.slots[((w.base%n)+n)%n])
+	w.take(inSlot + uint32(((w.base%n)+n)%n))
 	w.visitTodo(visit)
 	if w.overflow != nil && w.overMin < w.base+n {
 		w.overMin = math.MaxInt64
-		w.take(&w.overflow)
+		w.take(inOverflow)
 		w.visitTodo(visit)
 	}
 }

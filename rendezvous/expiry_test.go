@@ -57,9 +57,9 @@ func TestWheelHeardMovesLater(t *testing.T) {
 	w := newWheel(30*time.Second, 0)
 	a := &client{member: member{name: "a"}}
 	w.heard(a, 0)
-	first := a.wHead
+	first := a.wIn
 	w.heard(a, 10*sec)
-	if a.wHead == first {
+	if a.wIn == first {
 		t.Fatal("heard 10 s later, still in the same slot")
 	}
 	w.heard(a, 10*sec+sec/2) // the same due second: stays
@@ -96,13 +96,13 @@ func TestWheelOverflow(t *testing.T) {
 	a, b := &client{member: member{name: "a"}}, &client{member: member{name: "b"}}
 	w.heard(a, 5*ring*sec)
 	w.heard(b, 2*ring*sec)
-	if a.wHead != &w.overflow || b.wHead != &w.overflow {
+	if a.wIn != inOverflow || b.wIn != inOverflow {
 		t.Fatal("not in the overflow")
 	}
 	for now := int64(0); now <= 2*ring*sec+10*sec; now += sec {
 		wantGone(t, w, now)
 	}
-	if b.wHead == &w.overflow {
+	if b.wIn == inOverflow {
 		t.Error("b still in the overflow when due within the ring")
 	}
 	wantGone(t, w, 2*ring*sec+10*sec+1, b)

@@ -9,7 +9,7 @@ import (
 // now.
 //
 // A room other than the default one has its online members in s.rooms,
-// and each of them has the room in c.rooms (viewRooms). The default room holds
+// and each of them has the room in its viewRooms. The default room holds
 // nearly every node, so it has neither by default: a client says it is
 // in the room's online view with c.inDefault (which costs nothing: it
 // sits in the record's padding), and s.defOnline counts them. While the
@@ -85,14 +85,14 @@ func (s *Server) onlineLocked(rk string) iter.Seq[*client] {
 // viewRooms returns the rooms of c in the online view but the default
 // room: read only.
 func (c *client) viewRooms() []string {
-	if c.rooms == nil {
+	if c.x == nil {
 		return nil
 	}
-	return *c.rooms
+	return c.x.rooms
 }
 
 // viewRoomsLocked returns the rooms (wire.NameKey) of c in the online
-// view: the default room first if c is in it, then c.rooms.
+// view: the default room first if c is in it, then the others.
 func (s *Server) viewRoomsLocked(c *client) iter.Seq[string] {
 	return func(yield func(string) bool) {
 		if c.inDefault && !yield(s.defaultRK) {
@@ -119,10 +119,8 @@ func (s *Server) addOnlineLocked(c *client, rk string) (int, bool) {
 			s.rooms[rk] = members
 		}
 		members[c] = struct{}{}
-		if c.rooms == nil {
-			c.rooms = new([]string)
-		}
-		*c.rooms = append(*c.rooms, rk)
+		x := c.extra()
+		x.rooms = append(x.rooms, rk)
 		return len(members), true
 	}
 	if c.inDefault {
@@ -148,9 +146,8 @@ func (s *Server) removeOnlineLocked(c *client, rk string) (int, bool) {
 		if i < 0 {
 			return 0, false
 		}
-		*c.rooms = slices.Delete(*c.rooms, i, i+1)
-		if len(*c.rooms) == 0 {
-			c.rooms = nil
+		if c.x.rooms = slices.Delete(c.x.rooms, i, i+1); len(c.x.rooms) == 0 {
+			c.x.rooms = nil
 		}
 		members := s.rooms[rk]
 		delete(members, c)

@@ -9,10 +9,10 @@ import (
 )
 
 // TestDefaultRoomOnlineView: the default room's online view keeps no
-// list in the clients (c.rooms) nor, once big, a map of its own; its
+// list in the clients (viewRooms) nor, once big, a map of its own; its
 // count, membership and walk agree with the clients' inDefault flags as
 // it grows past defIndexMaxLocked and shrinks back below BigRoom, where
-// its index is made again. Another room keeps its map and c.rooms.
+// its index is made again. Another room keeps its map and viewRooms.
 func TestDefaultRoomOnlineView(t *testing.T) {
 	s := newCopyServer(t)
 	s.opts.BigRoom = 4
@@ -28,7 +28,7 @@ func TestDefaultRoomOnlineView(t *testing.T) {
 				want[c] = true
 			}
 			if slices.Contains(c.viewRooms(), s.defaultRK) {
-				t.Fatalf("%s: %s has the default room in c.rooms", step, c.name)
+				t.Fatalf("%s: %s has the default room in viewRooms", step, c.name)
 			}
 		}
 		got := make(map[*client]bool)
@@ -93,7 +93,7 @@ func TestDefaultRoomOnlineView(t *testing.T) {
 			t.Fatalf("remove %d again: removed", i)
 		}
 		s.removeOnlineLocked(c, other)
-		if c.rooms != nil {
+		if c.viewRooms() != nil {
 			t.Fatalf("remove %d: rooms %q left", i, c.viewRooms())
 		}
 		check("shrink")
@@ -119,7 +119,7 @@ func TestDefaultRoomAloneShared(t *testing.T) {
 	for i := range 4 {
 		k := wire.Key{0xa0, byte(i)}
 		ks = append(ks, k)
-		if m := s.addMemberLocked(lobby, k, "k"+string(rune('a'+i))); &m.joined[0] != &lobby.alone[0] {
+		if m := s.addMemberLocked(lobby, k, "k"+string(rune('a'+i))); &m.joined()[0] != &lobby.alone[0] {
 			t.Fatalf("key %d: a list of its own for the default room alone", i)
 		}
 	}
@@ -132,13 +132,13 @@ func TestDefaultRoomAloneShared(t *testing.T) {
 	// ks[0] joins #dev, then parts the default room, then #dev.
 	s.addMemberLocked(dev, ks[0], "")
 	shared()
-	if m := s.memberLocked(ks[0]); len(m.joined) != 2 || m.joined[0] != lobby || m.joined[1] != dev {
-		t.Fatalf("ks[0] in %d rooms", len(m.joined))
+	if m := s.memberLocked(ks[0]); len(m.joined()) != 2 || m.joined()[0] != lobby || m.joined()[1] != dev {
+		t.Fatalf("ks[0] in %d rooms", len(m.joined()))
 	}
 	s.removeMemberLocked(lobby, ks[0])
 	shared()
-	if m := s.memberLocked(ks[0]); len(m.joined) != 1 || m.joined[0] != dev {
-		t.Fatalf("ks[0] in %v, want #dev", m.joined)
+	if m := s.memberLocked(ks[0]); len(m.joined()) != 1 || m.joined()[0] != dev {
+		t.Fatalf("ks[0] in %v, want #dev", m.joined())
 	}
 	s.removeMemberLocked(dev, ks[0])
 	shared()
@@ -149,8 +149,32 @@ func TestDefaultRoomAloneShared(t *testing.T) {
 		t.Error("ks[1] still has a record in no room")
 	}
 	for _, k := range ks[2:] {
-		if m := s.memberLocked(k); m == nil || len(m.joined) != 1 || m.joined[0] != lobby {
+		if m := s.memberLocked(k); m == nil || len(m.joined()) != 1 || m.joined()[0] != lobby {
 			t.Fatalf("%x: rooms %v, want the default room", k[:2], m)
 		}
+	}
+}
+
+// TestRoomListNotWrittenInPlace: with and without leave the list they
+// start from as it was, since lists are shared (a room's alone list, a
+// member record being moved).
+func TestRoomListNotWrittenInPlace(t *testing.T) {
+	a, b, c := &room{name: "#a"}, &room{name: "#b"}, &room{name: "#c"}
+	a.alone = []*room{a}
+	shared := roomList{&a.alone}
+	ab := shared.with(b)
+	abc := ab.with(c)
+	ac := abc.without(1)
+	switch {
+	case !slices.Equal(shared.all(), []*room{a}) || len(a.alone) != 1:
+		t.Fatalf("the shared list became %v", shared.all())
+	case !slices.Equal(ab.all(), []*room{a, b}):
+		t.Fatalf("a, b became %v", ab.all())
+	case !slices.Equal(abc.all(), []*room{a, b, c}):
+		t.Fatalf("a, b, c became %v", abc.all())
+	case !slices.Equal(ac.all(), []*room{a, c}):
+		t.Fatalf("a, b, c without b is %v", ac.all())
+	case shared.without(0).p != nil || (roomList{}).all() != nil:
+		t.Fatal("an empty list is not nil")
 	}
 }

@@ -258,7 +258,7 @@ func (s *Server) admitLocked(c *client, cookie wire.Cookie, reply []byte, rejoin
 	s.send(reply, c.addr)
 	if !rejoined {
 		s.log.Info().Str("peer", c.name).Stringer("addr", c.addr).Str("key", c.key.Short()).Msg("registered")
-		for _, r := range c.joined {
+		for _, r := range c.joined() {
 			s.joinLocked(c, r.rk)
 		}
 		s.announceLocked(c, wire.PresenceJoin, wire.ReasonNone)

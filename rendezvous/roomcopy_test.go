@@ -75,7 +75,7 @@ func checkRoomCopy(t *testing.T, s *Server, want map[string][]wire.Key) {
 	offline := 0
 	for k, n := range keys {
 		m := s.memberLocked(k)
-		if m == nil || len(m.joined) != n {
+		if m == nil || len(m.joined()) != n {
 			t.Fatalf("%x: record %v, want one in %d rooms", k[:1], m, n)
 		}
 		if c := s.byKey.get(k); c != nil {
@@ -88,7 +88,7 @@ func checkRoomCopy(t *testing.T, s *Server, want map[string][]wire.Key) {
 		} else {
 			offline++
 		}
-		for _, r := range m.joined {
+		for _, r := range m.joined() {
 			if _, in := r.members[m]; r.members != nil && !in {
 				t.Errorf("%x: not in the index of %s", k[:1], r.name)
 			}
@@ -194,7 +194,7 @@ func TestRoomCopyOnline(t *testing.T) {
 	s.removeMemberLocked(lobby, b) // parts while online
 	s.removeMemberLocked(dev, b)
 	checkRoomCopy(t, s, map[string][]wire.Key{"#lobby": {a}, "#dev": {a}})
-	if s.memberLocked(b) != nil || len(cb.joined) != 0 {
+	if s.memberLocked(b) != nil || len(cb.joined()) != 0 {
 		t.Error("b in no room, and yet has a record")
 	}
 	offline(s, cb) // in no room: no record

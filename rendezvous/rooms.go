@@ -51,7 +51,7 @@ const (
 
 // room is a room with members, as committed.
 //
-// Which rooms a key is in is its member record's to say (member.joined);
+// Which rooms a key is in is its member record's to say (member.list);
 // a room keeps only an index of its members, for its member pages, and
 // their number. The default room keeps no index: every key is in it, so
 // one entry per key would cost more than the rest of the key's record
@@ -64,10 +64,10 @@ type room struct {
 	members map[*member]struct{} // its members; nil in the default room
 	size    int                  // its members, counted
 	skels   []string             // skeletons(name), held in roomSkel
-	// alone is []*room{r}, the member.joined of every key in the default
+	// alone is []*room{r}, the member.list of every key in the default
 	// room and no other, shared by them all (a one-pointer array each
-	// would cost 8 bytes a key); nil in other rooms. A member's joined is
-	// therefore never written in place when it has one room.
+	// would cost 8 bytes a key, a slice of its own 24 more); nil in other
+	// rooms. It is set once, when the room is made: lists point at it.
 	alone []*room
 }
 
@@ -79,19 +79,54 @@ type room struct {
 // not pay for two records and two entries keyed by its key.
 type member struct {
 	key     wire.Key
-	name    string  // its canonical name; "" if no name is bound to it (the expiry takes it out)
-	nameKey string  // wire.NameKey(name): the order of member and who pages
-	joined  []*room // the rooms it is in (RoomsPerNode at most, and the default room), in the order it joined
+	name    string   // its canonical name; "" if no name is bound to it (the expiry takes it out)
+	nameKey string   // wire.NameKey(name): the order of member and who pages
+	list    roomList // the rooms it is in (RoomsPerNode at most, and the default room), in the order it joined: read with joined
 }
 
+// roomList is a list of rooms: a pointer to a slice, nil for none, so
+// that it costs the records that hold one (each node's) 8 bytes where
+// the slice took 24. A list is never written in place: a room's alone
+// list is shared by every key in that room and no other, and two
+// records may hold one list (a member record being moved); with and
+// without make new lists.
+type roomList struct{ p *[]*room }
+
+// all returns the rooms of l: read only.
+func (l roomList) all() []*room {
+	if l.p == nil {
+		return nil
+	}
+	return *l.p
+}
+
+// with returns l and r after it.
+func (l roomList) with(r *room) roomList {
+	rs := append(slices.Clip(l.all()), r)
+	return roomList{&rs}
+}
+
+// without returns l but its i-th room.
+func (l roomList) without(i int) roomList {
+	rs := l.all()
+	if len(rs) == 1 {
+		return roomList{}
+	}
+	rs = slices.Delete(slices.Clone(rs), i, i+1)
+	return roomList{&rs}
+}
+
+// joined returns the rooms m is in, in the order it joined: read only.
+func (m *member) joined() []*room { return m.list.all() }
+
 // in reports whether m is a member of r.
-func (m *member) in(r *room) bool { return slices.Contains(m.joined, r) }
+func (m *member) in(r *room) bool { return slices.Contains(m.joined(), r) }
 
 // memberLocked returns key's record in the copy, or nil if it is in no
 // room.
 func (s *Server) memberLocked(key wire.Key) *member {
 	if c := s.byKey.get(key); c != nil {
-		if len(c.joined) == 0 {
+		if len(c.joined()) == 0 {
 			return nil
 		}
 		return &c.member
@@ -106,8 +141,8 @@ func (s *Server) memberOnlineLocked(c *client) {
 	if m == nil {
 		return
 	}
-	c.joined = m.joined
-	for _, r := range c.joined {
+	c.list = m.list
+	for _, r := range c.joined() {
 		if r.members != nil {
 			delete(r.members, m)
 			r.members[&c.member] = struct{}{}
@@ -119,17 +154,17 @@ func (s *Server) memberOnlineLocked(c *client) {
 // memberOfflineLocked moves c's record, if it is in a room, out of c,
 // which has gone offline (and out of s.byKey), into s.members.
 func (s *Server) memberOfflineLocked(c *client) {
-	if len(c.joined) == 0 {
+	if len(c.joined()) == 0 {
 		return
 	}
-	m := &member{key: c.key, name: c.name, nameKey: c.nameKey, joined: c.joined}
-	for _, r := range m.joined {
+	m := &member{key: c.key, name: c.name, nameKey: c.nameKey, list: c.list}
+	for _, r := range m.joined() {
 		if r.members != nil {
 			delete(r.members, &c.member)
 			r.members[m] = struct{}{}
 		}
 	}
-	c.joined = nil
+	c.list = roomList{}
 	s.members[c.key] = m
 }
 
@@ -225,10 +260,10 @@ func (s *Server) addMemberLocked(r *room, key wire.Key, name string) *member {
 		m.name, m.nameKey = name, wire.NameKey(name)
 	}
 	if !m.in(r) {
-		if m.joined == nil && r.alone != nil {
-			m.joined = r.alone
+		if m.list.p == nil && r.alone != nil {
+			m.list = roomList{&r.alone}
 		} else {
-			m.joined = append(m.joined, r) // r.alone has no room to grow in place
+			m.list = m.list.with(r)
 		}
 		if r.members != nil {
 			r.members[m] = struct{}{}
@@ -247,16 +282,11 @@ func (s *Server) removeMemberLocked(r *room, key wire.Key) {
 	if m == nil {
 		return
 	}
-	i := slices.Index(m.joined, r)
+	i := slices.Index(m.joined(), r)
 	if i < 0 {
 		return
 	}
-	if len(m.joined) == 1 {
-		m.joined = nil // perhaps r.alone, shared: not to be written
-	} else {
-		m.joined = slices.Delete(m.joined, i, i+1)
-	}
-	if m.joined == nil {
+	if m.list = m.list.without(i); m.list.p == nil {
 		if s.byKey.get(key) == nil {
 			s.forgetMemberLocked(key)
 		}
@@ -324,8 +354,8 @@ func (s *Server) countedRoomsLocked(key wire.Key) int {
 	if m == nil {
 		return 0
 	}
-	n := len(m.joined)
-	if s.opts.DefaultRoom != "" && slices.ContainsFunc(m.joined, func(r *room) bool { return r.rk == s.defaultRK }) {
+	n := len(m.joined())
+	if s.opts.DefaultRoom != "" && slices.ContainsFunc(m.joined(), func(r *room) bool { return r.rk == s.defaultRK }) {
 		n--
 	}
 	return n
@@ -665,8 +695,8 @@ func (s *Server) initRooms(key wire.Key, name string) {
 func (s *Server) roomListLocked(c *client, m *wire.RoomList) *wire.RoomListReply {
 	rep := &wire.RoomListReply{TxID: m.TxID}
 	after := wire.NameKey(m.After)
-	rs := make([]*room, 0, len(c.joined))
-	for _, r := range c.joined {
+	rs := make([]*room, 0, len(c.joined()))
+	for _, r := range c.joined() {
 		if m.After == "" || r.rk > after {
 			rs = append(rs, r)
 		}
@@ -804,7 +834,7 @@ func (s *Server) removeAway(pick func(*member) bool, away func(wire.Key) bool) (
 	s.mu.Lock()
 	for _, k := range keys {
 		if m := s.members[k]; m != nil && s.byKey.get(k) == nil {
-			for _, r := range m.joined {
+			for _, r := range m.joined() {
 				refs = append(refs, RoomRef{Room: r.name, Key: k})
 			}
 		}

@@ -180,11 +180,10 @@ const DefaultRoom = "#lobby"
 // only some need (those that relay, look peers up, follow or are told of
 // presence, deposit or acknowledge mail) is in x, made on first use: a
 // node that only heartbeats, as most of a large fleet does at any time,
-// costs 288 bytes here, its record in the rooms' copy and its session
+// costs 256 bytes here, its record in the rooms' copy and its session
 // keys included (TestClientRecordSize), rather than 384, a member record
 // of 96 and two AEAD objects of 32 each. What only a recent registration
-// needs (reg) and the rooms it is in besides the default one (rooms) are
-// behind pointers, nil for most nodes.
+// needs (reg) is behind a pointer, nil for most nodes.
 type client struct {
 	// member is its key, canonical name and rooms: its record in the
 	// rooms' durable copy (rooms.go) while it is online.
@@ -197,21 +196,16 @@ type client struct {
 	// inDefault: it is in the default room's online view, which keeps
 	// no list of its own while it is big (online.go).
 	inDefault bool
+	wIn       uint32 // the list of Server.expiry it is in (expiry.go)
 	// reg is its registration's cookie and reply while the cookie can
 	// still be valid; nil after (Sweep drops it).
 	reg      *registration
-	keys     ctrl.Keys // the session's: this copy alone is used
-	lastSeen int64     // when it was last heard from (Server.mono)
-	// rooms are the rooms (wire.NameKey) it is in in the online view, the
-	// default room excepted (inDefault); nil for none, as for most nodes:
-	// behind a pointer, so that the record fits 288 bytes. Read with
-	// viewRooms.
-	rooms *[]string
-	x     *clientExtra // nil until first used: use extra
+	keys     ctrl.Keys    // the session's: this copy alone is used
+	lastSeen int64        // when it was last heard from (Server.mono)
+	x        *clientExtra // nil until first used: use extra
 
-	// Its place in Server.expiry (expiry.go): the list it is in, and its
-	// neighbours there.
-	wHead        **client
+	// Its neighbours in its list of Server.expiry (expiry.go); which list
+	// is wIn.
 	wPrev, wNext *client
 }
 
@@ -245,6 +239,10 @@ type clientExtra struct {
 	// the node echoes it from there. nil until the first (most nodes
 	// never roam): use client.challenge to read it.
 	challenge *pathChallenge
+	// rooms are the rooms (wire.NameKey) it is in in the online view, the
+	// default room excepted (inDefault); nil for none, as for most nodes.
+	// Read with viewRooms.
+	rooms []string
 }
 
 // extra returns c's clientExtra, made on first use.
