@@ -118,6 +118,8 @@ func TestBadFlags(t *testing.T) {
 		}},
 		{"rendezvous/unknown flag", "rendezvous", func(t *testing.T) []string { return []string{"-bogus"} }},
 		{"rendezvous/negative sockets", "rendezvous", func(t *testing.T) []string { return []string{"-sockets", "-1", "-data", t.TempDir()} }},
+		{"rendezvous/gc percent 0", "rendezvous", func(t *testing.T) []string { return []string{"-gc-percent", "0", "-data", t.TempDir()} }},
+		{"rendezvous/gc percent -2", "rendezvous", func(t *testing.T) []string { return []string{"-gc-percent", "-2", "-data", t.TempDir()} }},
 		{"rendezvous/too many sockets", "rendezvous", func(t *testing.T) []string { return []string{"-sockets", "65", "-data", t.TempDir()} }},
 		{"rendezvous/heartbeat not under expiry", "rendezvous", func(t *testing.T) []string {
 			return []string{"-addr", freeUDPAddr(t), "-data", t.TempDir(), "-expiry", "5s", "-heartbeat", "5s"}

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -67,6 +68,7 @@ func run(args []string) error {
 	roomsPerNode := fs.Int("rooms-per-node", rendezvous.DefaultRoomsPerNode, "rooms one node may be in, the default room not counted (-1 unlimited)")
 	sockets := fs.Int("sockets", 0, "UDP sockets on -addr (SO_REUSEPORT, Linux), each read by its own loop, so that more cores answer; the kernel keeps each source on one socket. 0: min(GOMAXPROCS, 2) on Linux, 1 elsewhere")
 	sockBuf := fs.Int("socket-buffer", rendezvous.DefaultSocketBuffer, "UDP receive and send buffer in bytes, for bursts (-1: the system's default; capped by net.core.rmem_max and wmem_max)")
+	gcPercent := fs.Int("gc-percent", defaultGCPercent, "how far, in percent, the Go heap may grow past what is live before it is collected (Go's GOGC, whose default is 100); the lower, the closer the resident memory follows the nodes online, for a little more CPU while many register. GOGC in the environment applies when this flag is not given. -1: only GOMEMLIMIT collects")
 	printKey := fs.Bool("print-key", false, "print the rendezvous's public key (creating it in -data if need be) and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error, disabled")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -129,7 +131,10 @@ func run(args []string) error {
 		return cmdutil.Usagef("-socket-buffer must be positive or -1")
 	case *sourceRate == 0 || *sourceRate < -1 || *sourceRate > 1e9:
 		return cmdutil.Usagef("-source-rate must be 1 to 1e9, or -1")
+	case *gcPercent == 0 || *gcPercent < -1 || *gcPercent > 10000:
+		return cmdutil.Usagef("-gc-percent must be 1 to 10000, or -1")
 	}
+	setGCPercent(fs, *gcPercent)
 	key, created, err := rendezvous.LoadOrCreateKey(*data)
 	if err != nil {
 		return err
@@ -261,4 +266,23 @@ func servePprof(addr string) (stop func(), err error) {
 		hs.Serve(ln)
 	}()
 	return func() { hs.Close(); <-done }, nil
+}
+
+// defaultGCPercent is -gc-percent's default. A rendezvous's heap is
+// mostly its nodes' records, live for as long as the nodes are online,
+// and little is allocated per packet (nothing per relayed packet or STUN
+// answer, ~200 bytes per heartbeat): a collection costs in proportion to
+// the records but is seldom due, so its CPU is small at any GOGC, while
+// the resident memory is about (1 + GOGC/100) × 1.1 × the records. At
+// Go's 100 a million nodes take ~660 MiB, at 40 ~490 (docs/BENCHMARKS.md).
+const defaultGCPercent = 40
+
+// setGCPercent applies -gc-percent, unless it was not given and GOGC is
+// set (the operator's environment wins over our default).
+func setGCPercent(fs *flag.FlagSet, percent int) {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "gc-percent" })
+	if given || os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(percent)
+	}
 }
