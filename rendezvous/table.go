@@ -16,12 +16,13 @@ import (
 //
 // It replaces Go maps of *client, which cost a million nodes 96 bytes
 // each for byKey and 36 for bySession (a 40- or 16-byte slot, its
-// control byte, the load factor, and a doubling's slack). Here an entry
-// is 9 bytes at a load between 3/16 and 3/4. A shard rehashes alone, so
-// an insertion under the server's lock moves at most 1/256 of the
-// entries (a Go map splits its tables incrementally too), and a shard
-// halves when it falls under 1/16 full, so the memory of a crowd that
-// left is given back, which a Go map never does.
+// control byte, the load factor, and a doubling's slack). Here a slot
+// is 9 bytes, at a load between 3/8 and 3/4 while the table grows (about
+// 17 bytes a node). A shard rehashes alone, so an insertion under the
+// server's lock moves about 1/256 of the entries at most (a Go map splits
+// its tables incrementally too), and a shard halves when it falls under
+// 1/16 full, so the memory of a crowd that left is given back, which a
+// Go map never does.
 //
 // The hash is seeded per table (hash/maphash), so keys a stranger picks
 // cannot be aimed at one chain. Not safe for concurrent use: the Server
