@@ -272,9 +272,9 @@ func (r *Responder) Finish(payload []byte) ([]byte, *Keys, error) {
 // then the counter, little-endian). Keys holds the two keys themselves
 // and makes the AEAD for each Seal and Open (a 32-byte copy and a small
 // allocation): a rendezvous holds one Keys per node, and two AEAD objects
-// cost it 64 bytes of heap per node beside the 32 of their interfaces
-// (two noise.Cipher wrappers, 48 more), where the keys inline cost 32
-// more than the interfaces. Control datagrams are few per node (a
+// held in it cost 64 bytes of heap per node beside the 32 of their
+// interfaces in the record (noise.Cipher wrappers, 48 more), where the
+// keys inline cost 32 more than the interfaces and nothing beside. Control datagrams are few per node (a
 // heartbeat every 25 s), and relayed data does not go through Keys.
 //
 // A Keys may be copied into the record that holds it (the rendezvous

@@ -87,7 +87,7 @@ func (t *clientTable[K]) get(k K) *client {
 }
 
 // find returns the slot of k (hashed h) in sh and true, or the empty
-// slot that ends its probe and false. sh must have slots.
+// slot that ends its probe and false (slot 0 of a shard with no slots).
 func (t *clientTable[K]) find(sh *tableShard, h uint64, k K) (int, bool) {
 	if len(sh.slots) == 0 {
 		return 0, false
